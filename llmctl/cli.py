@@ -1,0 +1,252 @@
+"""The `llmctl` command line. Thin commands, lazy imports; the only place that prints errors and exits.
+
+`llmctl --help` and `llmctl config ...` never import TensorFlow: each command imports its module when it runs.
+Exit codes: 0 ok, 1 unexpected, 2 config, 3 data, 4 artifact, 5 training, 6 resource, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from llmctl import __version__
+
+app = typer.Typer(
+    name="llmctl",
+    help="From raw text to a trained, evaluated and usable LSTM language model — one YAML config per experiment.\n\n"
+         "Typical flow: preprocess → pretrain → (finetune) → evaluate → generate → export.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect and validate experiment configs (no TensorFlow needed).",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigArg = typer.Argument(..., help="Experiment YAML file (or a run directory: its saved config is used).",
+                           show_default=False)
+SetOpt = typer.Option(None, "--set", "-s", help="Override a config value: --set train.epochs=3 (repeatable).")
+DebugOpt = typer.Option(False, "--debug", help="Show tracebacks and TensorFlow's own log lines.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress output (same as --set run.progress=none).")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"llmctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """llmctl command line."""
+
+
+# ---------------------------------------------------------------- plumbing
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(message.rstrip() + "\n")
+    raise typer.Exit(code)
+
+
+def _guard(debug: bool, body: Callable[[], Any]) -> Any:
+    """Run `body`, mapping typed errors to one stderr line and an exit code (traceback only with --debug)."""
+    from llmctl.errors import LlmctlError
+
+    if debug:
+        os.environ["LLMCTL_DEBUG"] = "1"
+    try:
+        return body()
+    except typer.Exit:
+        raise
+    except LlmctlError as exc:
+        if debug:
+            raise
+        _fail(exc.one_line(), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted: stopped by Ctrl-C; finished artifacts are intact, partial ones were discarded", 130)
+    except Exception as exc:  # noqa: BLE001 - last resort: still one line unless --debug
+        if debug:
+            raise
+        _fail(f"error: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback and "
+              "report it)", 1)
+
+
+def _load(config: Path, overrides: Optional[List[str]], quiet: bool = False, extra: tuple[str, ...] = ()):
+    from llmctl import config as config_mod
+
+    sets = list(overrides or []) + list(extra)
+    if quiet:
+        sets.append("run.progress=none")
+    return config_mod.load(config, sets)
+
+
+def _reporter(exp):
+    from llmctl.progress import Reporter
+
+    return Reporter(exp.run.progress)
+
+
+def _print_result(result, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_dict(), default=str, ensure_ascii=False) + "\n")
+        return
+    if result.rendered:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    table = Table(title=result.title, show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in result.values.items():
+        if isinstance(value, (dict, list)):
+            continue
+        table.add_row(str(key), _fmt(value))
+    console.print(table)
+    for line in result.lines:
+        console.print(line)
+
+
+def _fmt(value: Any) -> str:
+    from llmctl.progress import _fmt as fmt
+
+    return fmt(value)
+
+
+def _command(module: str, config: Path, overrides, debug: bool, quiet: bool, as_json: bool = False,
+             extra: tuple[str, ...] = (), **options: Any) -> None:
+    def body():
+        exp = _load(config, overrides, quiet, extra)
+        mod = importlib.import_module(module)
+        if module == "llmctl.generate.generate":
+            options["as_json"] = as_json
+        result = mod.run(exp, reporter=_reporter(exp), **options)
+        _print_result(result, as_json)
+
+    _guard(debug, body)
+
+
+# ---------------------------------------------------------------- pipeline commands
+
+
+@app.command(epilog="Example: llmctl preprocess configs/shakespeare_char.yaml")
+def preprocess(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt, force: bool = typer.Option(
+        False, "--force", help="Rebuild even when inputs and settings are unchanged."),
+        debug: bool = DebugOpt, quiet: bool = QuietOpt) -> None:
+    """Tokenize corpora into a dataset directory: tokenizer + memory-mapped token files + manifest."""
+    _command("llmctl.data.preprocess", config, set_, debug, quiet, force=force)
+
+
+@app.command(epilog="Example: llmctl pretrain configs/shakespeare_char.yaml --set train.epochs=2")
+def pretrain(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt,
+             resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
+             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+             debug: bool = DebugOpt, quiet: bool = QuietOpt) -> None:
+    """Train a language model from scratch on a preprocessed dataset."""
+    extra = (("run.resume=always",) if resume else ()) + (("run.overwrite=true",) if overwrite else ())
+    _command("llmctl.train.pretrain", config, set_, debug, quiet, extra=extra)
+
+
+@app.command(epilog="Example: llmctl finetune configs/sst2_finetune.yaml")
+def finetune(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt,
+             resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
+             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+             debug: bool = DebugOpt, quiet: bool = QuietOpt) -> None:
+    """Adapt a pretrained run (or train from scratch): domain LM, classification, or prompt→response."""
+    extra = (("run.resume=always",) if resume else ()) + (("run.overwrite=true",) if overwrite else ())
+    _command("llmctl.train.finetune", config, set_, debug, quiet, extra=extra)
+
+
+@app.command(epilog="Example: llmctl evaluate configs/shakespeare_char.yaml --split test --json")
+def evaluate(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt,
+             split: Optional[str] = typer.Option(None, "--split", help="Dataset split: train, valid or test."),
+             file: Optional[List[Path]] = typer.Option(None, "--file", help="Evaluate a text file instead "
+                                                                             "(repeatable)."),
+             as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+             debug: bool = DebugOpt, quiet: bool = QuietOpt) -> None:
+    """Measure a trained run: perplexity/bits protocol card, or accuracy/F1 for classifiers."""
+    extra: tuple[str, ...] = ()
+    if split:
+        extra += (f"evaluate.split={split}",)
+    if file:
+        extra += ("evaluate.files=" + json.dumps([str(f) for f in file]),)
+    _command("llmctl.evaluate", config, set_, debug, quiet, as_json=as_json, extra=extra)
+
+
+@app.command(epilog="Example: llmctl generate runs/shakespeare_char --prompt 'ROMEO:' --set generate.top_p=0.9")
+def generate(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt,
+             prompt: Optional[List[str]] = typer.Option(None, "--prompt", "-p", help="Prompt text (repeatable)."),
+             prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="One prompt per line; "
+                                                                                         "`-` reads stdin."),
+             as_json: bool = typer.Option(False, "--json", help="One JSON object per output line (JSONL)."),
+             debug: bool = DebugOpt, quiet: bool = QuietOpt) -> None:
+    """Write text with a trained language model (greedy, top-k, top-p, beam)."""
+    prompts = _collect_prompts(prompt, prompts_file)
+    _command("llmctl.generate.generate", config, set_, debug, quiet, prompts=prompts, as_json=as_json)
+
+
+def _collect_prompts(prompt: Optional[List[str]], prompts_file: Optional[Path]) -> Optional[list[str]]:
+    prompts = list(prompt or [])
+    if prompts_file is not None:
+        if str(prompts_file) == "-":
+            prompts += [line.rstrip("\n") for line in sys.stdin]
+        else:
+            try:
+                prompts += prompts_file.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                _fail(f"data error: cannot read prompts file {prompts_file}: {exc}", 3)
+    elif not prompts and not sys.stdin.isatty() and not os.environ.get("LLMCTL_NO_STDIN"):
+        data = sys.stdin.read()
+        prompts += [line for line in data.splitlines()]
+    return prompts or None
+
+
+@app.command(epilog="Example: llmctl export runs/shakespeare_char --set export.quantize=dynamic_int8")
+def export(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt,
+           overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export directory."),
+           debug: bool = DebugOpt, quiet: bool = QuietOpt) -> None:
+    """Write deployable artifacts: SavedModel (prefill/step/generate signatures) and TFLite."""
+    extra = ("export.overwrite=true",) if overwrite else ()
+    _command("llmctl.export", config, set_, debug, quiet, extra=extra)
+
+
+# ---------------------------------------------------------------- config commands
+
+
+@config_app.command("validate", epilog="Example: llmctl config validate configs/demo.yaml --set train.lr=0.01")
+def config_validate(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt, debug: bool = DebugOpt) -> None:
+    """Check a config (extends, overrides, types, ranges, unknown keys) and report every problem at once."""
+    _guard(debug, lambda: (_load(config, set_), typer.echo(f"ok: {config} is valid")))
+
+
+@config_app.command("show", epilog="Example: llmctl config show configs/demo.yaml --set train.epochs=2")
+def config_show(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt, debug: bool = DebugOpt) -> None:
+    """Print the resolved config (extends merged, overrides applied, paths absolute) as YAML."""
+    from llmctl import config as config_mod
+
+    _guard(debug, lambda: typer.echo(config_mod.dump_yaml(_load(config, set_)), nl=False))
+
+
+@config_app.command("schema", epilog="Example: llmctl config schema > docs/config.md")
+def config_schema() -> None:
+    """Print the config reference (every section and field, default and description) as Markdown."""
+    from llmctl.schema_docs import schema_markdown
+
+    typer.echo(schema_markdown(), nl=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

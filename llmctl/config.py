@@ -1,0 +1,318 @@
+"""Load an experiment config: YAML (safe loader only) → `extends` merge → `--set` overrides → one validation.
+
+Relative paths are resolved against the folder of the file that wrote them (`--set` values against the current
+directory). Every problem found is reported at once as a `ConfigError` whose lines name the full key path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import typing
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from llmctl.errors import ConfigError
+from llmctl.schema import Experiment, IsPath
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
+MAX_EXTENDS_DEPTH = 16
+
+
+# ---------------------------------------------------------------- reading YAML
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read one YAML mapping with the safe loader; any failure is a one-line `ConfigError`."""
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}", hint="check the path")
+    if path.is_dir():
+        raise ConfigError(f"config path is a directory: {path}", hint="pass a .yaml file or a run directory")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start})", hint="save the config as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        tag = getattr(exc, "problem", "") or str(exc)
+        raise ConfigError(f"{path}: unsupported YAML tag ({tag.strip()}); tags are never executed",
+                          hint="remove the `!!` tag and write a plain value") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where}: {problem}", hint="fix the YAML syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+# ---------------------------------------------------------------- paths relative to their file
+
+
+def _path_like(annotation: Any) -> bool:
+    """True if a field annotation is (Optional of) a path field."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return any(isinstance(m, IsPath) for m in typing.get_args(annotation)[1:])
+    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_path_like(a) for a in typing.get_args(annotation))
+    return False
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _field_annotation(model: type[BaseModel], key: str) -> Any | None:
+    for name, field in model.model_fields.items():
+        if key in (name, field.alias):
+            ann = field.annotation
+            if field.metadata:
+                ann = typing.Annotated[(ann, *field.metadata)]
+            return ann
+    return None
+
+
+def _resolve(value: Any, base: Path) -> Any:
+    if isinstance(value, str) and value:
+        expanded = Path(value).expanduser()
+        return os.path.normpath(expanded if expanded.is_absolute() else base / expanded)
+    return value
+
+
+def resolve_paths(raw: dict[str, Any], base: Path, model: type[BaseModel] = Experiment) -> dict[str, Any]:
+    """Return a copy of `raw` with every path-typed value made absolute against `base`."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        ann = _field_annotation(model, key) if isinstance(key, str) else None
+        if ann is None:
+            out[key] = value
+            continue
+        is_list = typing.get_origin(ann) is list or any(typing.get_origin(a) is list for a in typing.get_args(ann))
+        sub = _model_of(ann)
+        if isinstance(value, list) and is_list:
+            inner = [a for a in typing.get_args(ann)] or [ann]
+            items = []
+            for item in value:
+                if isinstance(item, dict) and sub is not None:
+                    items.append(resolve_paths(item, base, sub))
+                elif isinstance(item, str) and (sub is not None or any(_path_like(a) for a in inner)):
+                    items.append(_resolve(item, base))
+                else:
+                    items.append(item)
+            out[key] = items
+        elif isinstance(value, dict) and sub is not None:
+            out[key] = resolve_paths(value, base, sub)
+        elif _path_like(ann):
+            out[key] = _resolve(value, base)
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------- extends + --set
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else (lists included) in `override` replaces the base value."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read `path`, follow `extends` (a path or list of paths relative to it), return the merged raw mapping."""
+    path = path.resolve()
+    if path in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain, path))
+        raise ConfigError(f"`extends` cycle: {cycle}", hint="remove one of the `extends` entries")
+    if len(_chain) > MAX_EXTENDS_DEPTH:
+        raise ConfigError(f"`extends` chain deeper than {MAX_EXTENDS_DEPTH} at {path}")
+    data = read_yaml(path)
+    parents = data.pop("extends", None)
+    data = resolve_paths(data, path.parent)
+    if parents is None:
+        return data
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ConfigError(f"{path}: `extends` must be a file name or a list of file names")
+    merged: dict[str, Any] = {}
+    for parent in parents:
+        parent_path = (path.parent / parent).expanduser()
+        if not parent_path.exists():
+            raise ConfigError(f"{path}: extends `{parent}`, which does not exist ({parent_path})",
+                              hint="fix the `extends` path (it is relative to the config file)")
+        merged = deep_merge(merged, load_raw(parent_path, (*_chain, path)))
+    return deep_merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `a.b.c=value` into its key path and a YAML-parsed value (scalars, lists, mappings)."""
+    if "=" not in text:
+        raise ConfigError(f"--set `{text}` is not key=value", hint="write e.g. --set train.epochs=3")
+    key, _, value_text = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set `{text}` has an empty key part", hint="write e.g. --set train.epochs=3")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError:
+        value = value_text
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], cwd: Path | None = None) -> dict[str, Any]:
+    """Apply `--set` overrides; path-typed values resolve against `cwd` (the user's shell folder)."""
+    cwd = cwd or Path.cwd()
+    out = raw
+    for text in overrides:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for part in reversed(keys):
+            nested = {part: nested}
+        out = deep_merge(out, resolve_paths(nested, cwd))
+    return out
+
+
+# ---------------------------------------------------------------- validation with precise messages
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] | None = Experiment
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        ann = _field_annotation(model, part)
+        model = _model_of(ann) if ann is not None else None
+    if model is None:
+        return []
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _dotted(loc: Iterable[Any]) -> str:
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            parts[-1 if parts else 0:] = [f"{parts[-1] if parts else ''}[{part}]"]
+        elif part in ("function-after[_from_string(), SourceConfig]",):
+            continue
+        else:
+            parts.append(str(part))
+    return ".".join(parts)
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic inserts validator/union tags into locations (e.g. "literal['auto']", "bool"); drop them
+    return tuple(p for p in loc if isinstance(p, int) or ("[" not in str(p) and str(p) not in ("bool", "int", "str",
+                                                                                                  "float")))
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """Turn pydantic errors into one line each: key path, bad value, what was expected, and a hint."""
+    problems: list[str] = []
+    by_key: dict[str, int] = {}
+    for err in exc.errors(include_url=False):
+        loc = _clean_loc(tuple(err["loc"]))
+        key = _dotted(loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parent, name = loc[:-1], str(loc[-1])
+            valid = _valid_keys(parent)
+            close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+            where = f" in `{_dotted(parent)}`" if parent else ""
+            hint = f": did you mean `{_dotted((*parent, close[0]))}`?" if close else (
+                f"; valid keys{where}: {', '.join(valid)}" if valid else "")
+            line = f"unknown key `{key}`{hint}"
+        else:
+            value = err.get("input")
+            shown = repr(value) if not isinstance(value, dict) else "a mapping"
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            if err["type"] == "missing":
+                line = f"`{key}`: required key missing"
+            elif key in by_key:  # a union type: several alternatives failed for the same value
+                index = by_key[key]
+                head, _, tail = problems[index].rpartition(" (got ")
+                problems[index] = f"{head}, or {msg[0].lower() + msg[1:]} (got {tail}"
+                continue
+            else:
+                line = f"`{key}`: {msg} (got {shown})"
+            by_key[key] = len(problems)
+        problems.append(line)
+    return problems
+
+
+def validate(raw: dict[str, Any], source: str = "config") -> Experiment:
+    """Validate a merged raw mapping into an `Experiment`, reporting every problem at once."""
+    try:
+        return Experiment.model_validate(raw)
+    except ValidationError as exc:
+        problems = describe_errors(exc)
+        raise ConfigError(f"{source}: {len(problems)} problem(s)",
+                          problems=[f"{source}: {p}" for p in problems]) from None
+
+
+def config_file_for(target: Path) -> Path:
+    """A CONFIG argument may be a YAML file or a run directory (its saved, resolved `config.yaml` is used)."""
+    if target.is_dir():
+        candidate = target / "config.yaml"
+        if candidate.exists():
+            return candidate
+        raise ConfigError(f"{target} is a directory without config.yaml",
+                          hint="pass a config file or a run directory made by llmctl")
+    return target
+
+
+def absolutize_defaults(model: BaseModel, cwd: Path) -> None:
+    """Paths still relative after loading are defaults: they resolve against the current directory."""
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            absolutize_defaults(value, cwd)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    absolutize_defaults(item, cwd)
+        elif isinstance(value, Path) and not value.is_absolute():
+            setattr(model, name, Path(os.path.normpath(cwd / value)))
+
+
+def load(path: str | Path, overrides: Iterable[str] = (), cwd: Path | None = None) -> Experiment:
+    """The one entry point: file (or run directory) + overrides → validated `Experiment`."""
+    file = config_file_for(Path(path))
+    raw = load_raw(file)
+    raw = apply_overrides(raw, overrides, cwd)
+    exp = validate(raw, source=file.name)
+    absolutize_defaults(exp, cwd or Path.cwd())
+    return exp
+
+
+def to_dict(exp: Experiment) -> dict[str, Any]:
+    """The resolved config as plain data (paths as absolute strings), ready to save as YAML or JSON."""
+    return exp.model_dump(mode="json", by_alias=True)
+
+
+def dump_yaml(exp: Experiment) -> str:
+    """The resolved config as YAML text: loading it again gives the same `Experiment`."""
+    return yaml.safe_dump(to_dict(exp), sort_keys=False, allow_unicode=True)

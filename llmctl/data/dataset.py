@@ -1,0 +1,165 @@
+"""Reading (and writing) processed datasets: memory-mapped token streams plus side files, through `runs.DatasetDir`.
+
+Writers append token arrays to `<split>.tokens` as they are produced (the corpus is never held whole); readers map
+the file with `np.memmap`, so training and evaluation never copy the corpus into memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable
+
+import numpy as np
+
+from llmctl.errors import ArtifactError
+from llmctl.runs import DatasetDir
+
+FORMAT_VERSION = 1
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits, else uint32."""
+    return np.dtype(np.uint16) if vocab_size <= 65535 else np.dtype(np.uint32)
+
+
+@dataclass
+class SplitWriter:
+    """Streams one split's documents into `<split>.tokens` and collects its side arrays."""
+
+    layout: DatasetDir
+    split: str
+    dtype: np.dtype
+    _handle: BinaryIO | None = None
+    offsets: list[int] = field(default_factory=lambda: [0])
+    labels: list[int] = field(default_factory=list)
+    response_starts: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._handle = open(self.layout.tokens(self.split), "wb")
+
+    @property
+    def n_tokens(self) -> int:
+        return self.offsets[-1]
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.offsets) - 1
+
+    def add(self, ids: Iterable[int] | np.ndarray, *, label: int | None = None,
+            response_start: int | None = None) -> None:
+        """Append one document (token ids); `response_start` is relative to the document's first token."""
+        arr = np.asarray(ids, dtype=self.dtype)
+        assert self._handle is not None
+        self._handle.write(arr.tobytes())
+        start = self.offsets[-1]
+        self.offsets.append(start + int(arr.size))
+        if label is not None:
+            self.labels.append(int(label))
+        if response_start is not None:
+            self.response_starts.append(start + int(response_start))
+
+    def close(self) -> dict[str, Any]:
+        """Flush the token file and write the side arrays; returns counts for the manifest."""
+        assert self._handle is not None
+        self._handle.flush()
+        self._handle.close()
+        self._handle = None
+        np.save(self.layout.docs(self.split), np.asarray(self.offsets, dtype=np.int64))
+        if self.labels:
+            np.save(self.layout.labels(self.split), np.asarray(self.labels, dtype=np.int32))
+        if self.response_starts:
+            np.save(self.layout.response(self.split), np.asarray(self.response_starts, dtype=np.int64))
+        return {"tokens": self.n_tokens, "documents": self.n_docs}
+
+
+class Dataset:
+    """A processed dataset opened for reading. Token arrays are read-only memory maps."""
+
+    def __init__(self, root: Path):
+        self.layout = DatasetDir(Path(root))
+        self.manifest = self.layout.read_manifest()
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise ArtifactError(f"dataset {root} has format version {self.manifest.get('format_version')}, "
+                                f"this llmctl reads {FORMAT_VERSION}", hint="run `llmctl preprocess` again")
+        self.dtype = np.dtype(self.manifest["dtype"])
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["tokenizer"]["fingerprint"]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["tokenizer"]["vocab_size"])
+
+    @property
+    def task(self) -> str:
+        return self.manifest.get("task", "lm")
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.manifest.get("labels", []))
+
+    def splits(self) -> list[str]:
+        return [s for s, info in self.manifest["splits"].items() if info.get("tokens", 0) > 0]
+
+    def has(self, split: str) -> bool:
+        return split in self.splits()
+
+    def _require(self, split: str) -> None:
+        if not self.has(split):
+            have = ", ".join(self.splits()) or "none"
+            raise ArtifactError(f"dataset {self.root} has no `{split}` split (has: {have})",
+                                hint="choose another split or give that split to preprocess")
+
+    def tokens(self, split: str) -> np.ndarray:
+        """The split's token stream as a read-only memory map (1-D)."""
+        self._require(split)
+        path = self.layout.tokens(split)
+        expected = int(self.manifest["splits"][split]["tokens"])
+        size = path.stat().st_size if path.exists() else -1
+        if size != expected * self.dtype.itemsize:
+            raise ArtifactError(f"{path} has {size} bytes, manifest says {expected} tokens",
+                                hint="the dataset is damaged; run `llmctl preprocess --force`")
+        return np.memmap(path, dtype=self.dtype, mode="r", shape=(expected,))
+
+    def doc_offsets(self, split: str) -> np.ndarray:
+        """int64 [n_docs + 1]: document i is tokens[off[i]:off[i+1]]."""
+        self._require(split)
+        return np.load(self.layout.docs(split), mmap_mode="r")
+
+    def labels(self, split: str) -> np.ndarray:
+        self._require(split)
+        path = self.layout.labels(split)
+        if not path.exists():
+            raise ArtifactError(f"dataset {self.root} has no labels for `{split}` (task={self.task})",
+                                hint="preprocess with data.task=classify and a label column")
+        return np.load(path)
+
+    def response_starts(self, split: str) -> np.ndarray:
+        self._require(split)
+        path = self.layout.response(split)
+        if not path.exists():
+            raise ArtifactError(f"dataset {self.root} has no prompt/response boundaries for `{split}`",
+                                hint="preprocess with data.task=pairs")
+        return np.load(path)
+
+    def tokenizer(self):
+        from llmctl.data.tokenizers import load_tokenizer
+
+        return load_tokenizer(self.layout.tokenizer)
+
+    def check_fingerprint(self, expected: str, *, what: str) -> None:
+        """Refuse data made with another tokenizer than `expected` (e.g. the parent run's)."""
+        if self.fingerprint != expected:
+            raise ArtifactError(
+                f"dataset {self.root} was made with tokenizer {self.fingerprint}, but {what} uses {expected}",
+                hint=f"run preprocess with `tokenizer: {{from: <{what} directory>}}`")
+
+
+def open_dataset(root: Path | str) -> Dataset:
+    return Dataset(Path(root))

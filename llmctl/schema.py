@@ -1,0 +1,317 @@
+"""The typed experiment schema: every section, every field, its default and a one-line description.
+
+Validation happens once, at the edge (`llmctl.config.load`); core code receives these objects, never raw dicts.
+Fields typed `PathField` are resolved against the folder of the YAML file that set them (see `llmctl.config`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class IsPath:
+    """Marker in `Annotated[...]` metadata: this field holds a filesystem path (resolved relative to its file)."""
+
+    def __repr__(self) -> str:  # shows up in schema docs
+        return "path"
+
+
+PathField = Annotated[Path, IsPath()]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, frozen=False)
+
+
+class RunConfig(Section):
+    """Where the run lives and how it behaves as a process."""
+
+    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="Run name; the run directory is `<run.dir>/<run.name>`.")
+    dir: PathField = Field(Path("runs"), description="Folder that holds run directories.")
+    seed: int = Field(1234, description="Seed for weights, data order, dropout and sampling.")
+    deterministic: bool = Field(False, description="Enable TensorFlow op determinism: identical runs on CPU (slower).")
+    resume: Literal["never", "auto", "always"] = Field(
+        "never", description="`auto`: continue from the last checkpoint when one exists; `always`: require one.")
+    overwrite: bool = Field(False, description="Replace an existing run directory that holds a different config.")
+    progress: Literal["auto", "rich", "plain", "jsonl", "none"] = Field(
+        "auto", description="Progress display: live Rich bar, plain lines, JSON lines (for CI logs) or nothing.")
+
+
+class SourceConfig(Section):
+    """One input file, directory or glob, with optional per-file column names."""
+
+    path: PathField = Field(description="File, directory (all files inside) or glob pattern.")
+    format: Literal["auto", "text", "jsonl", "tsv", "csv"] = Field(
+        "auto", description="File format; `auto` decides by extension (.jsonl .tsv .csv, else text).")
+    text: Optional[str] = Field(None, description="Text field/column for this file (default `data.text_field`).")
+    label: Optional[str] = Field(None, description="Label field/column for this file (default `data.label_field`).")
+    prompt: Optional[str] = Field(None, description="Prompt field/column for this file (default `data.prompt_field`).")
+    response: Optional[str] = Field(
+        None, description="Response field/column for this file (default `data.response_field`).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value):
+        if isinstance(value, (str, Path)):
+            return {"path": value}
+        return value
+
+
+class SplitConfig(Section):
+    """How valid/test splits are carved out of `data.train` when they are not given as files."""
+
+    valid: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of the training data held out for validation.")
+    test: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction held out for test.")
+    mode: Literal["tail", "documents"] = Field(
+        "tail", description="`tail`: contiguous tail of the token stream (single-file corpora); "
+                            "`documents`: random documents chosen with `seed`.")
+    seed: int = Field(0, description="Seed for the `documents` split.")
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        if self.valid + self.test >= 1.0:
+            raise ValueError(f"valid + test fractions must be < 1 (got {self.valid} + {self.test})")
+        return self
+
+
+class NormalizeConfig(Section):
+    """Text normalisation applied before tokenization (and again to prompts and evaluation text)."""
+
+    nfkc: bool = Field(False, description="Apply Unicode NFKC normalisation.")
+    lowercase: bool = Field(False, description="Lowercase all text.")
+    collapse_whitespace: bool = Field(
+        False, description="Collapse runs of spaces/tabs into one space and strip line ends (keeps newlines).")
+    stopwords: Optional[str] = Field(
+        None, description="Remove stop words: `english` (built-in list) or a path to a one-word-per-line file. "
+                          "For classification features only, never for language models.")
+
+
+class DataConfig(Section):
+    """Input corpora and the processed dataset directory shared by every command."""
+
+    dir: PathField = Field(Path("data/processed"),
+                           description="Dataset directory written by `preprocess` and read by the other commands.")
+    task: Literal["lm", "classify", "pairs"] = Field(
+        "lm", description="What the records hold: plain text (`lm`), text + label, or prompt + response.")
+    train: list[SourceConfig] = Field(default_factory=list, description="Training sources (files, dirs, globs).")
+    valid: list[SourceConfig] = Field(
+        default_factory=list, description="Validation sources; empty → carved from train by `data.split`.")
+    test: list[SourceConfig] = Field(
+        default_factory=list, description="Test sources; empty → carved from train by `data.split` (if test > 0).")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Ratio split used when valid/test are empty.")
+    documents: Literal["file", "line"] = Field(
+        "file", description="For text files: one document per file, or one per non-empty line.")
+    text_field: str = Field("text", description="Default JSONL field / TSV-CSV column holding the text.")
+    label_field: str = Field("label", description="Default field/column holding the class label.")
+    prompt_field: str = Field("prompt", description="Default field/column holding the prompt (pairs).")
+    response_field: str = Field("response", description="Default field/column holding the response (pairs).")
+    encoding: str = Field("utf-8", description="Text encoding of the sources (a BOM is always handled).")
+    encoding_errors: Literal["strict", "replace", "skip"] = Field(
+        "strict", description="Undecodable bytes: fail naming file and offset, replace with U+FFFD, or skip the "
+                              "record.")
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig, description="Text normalisation.")
+    workers: int = Field(0, ge=0, description="Encoding worker processes; 0 = one per core for large corpora.")
+
+
+class TokenizerConfig(Section):
+    """Which tokenizer to train on the train split, or where to reuse one from."""
+
+    kind: Literal["char", "word", "bpe"] = Field("char", description="Character, word or byte-level BPE tokens.")
+    vocab_size: int = Field(8000, ge=6, description="Target vocabulary size for `bpe` (specials included).")
+    min_freq: int = Field(1, ge=1, description="Drop tokens seen fewer times than this in train (char/word/bpe).")
+    max_vocab: Optional[int] = Field(None, ge=6, description="Cap the char/word vocabulary (specials included).")
+    from_: Optional[PathField] = Field(
+        None, alias="from",
+        description="Reuse the tokenizer of this dataset or run directory instead of training one.")
+
+
+class ModelConfig(Section):
+    """Embedding → LSTM × layers → Dense language model."""
+
+    embedding_dim: int = Field(128, ge=1, description="Embedding width.")
+    layers: int = Field(2, ge=1, le=16, description="Number of stacked LSTM layers.")
+    units: int = Field(256, ge=1, description="Units per LSTM layer.")
+    embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on embeddings.")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout between LSTM layers.")
+    output_dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the output layer.")
+    recurrent_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Recurrent dropout; anything > 0 disables the cuDNN kernel on GPUs.")
+    tie_embeddings: bool = Field(
+        False, description="Share input embedding and output weights (a projection is added when sizes differ).")
+    pretrained_embeddings: Optional[PathField] = Field(
+        None, description="word2vec/GloVe text-format vectors to initialise the embedding (mapped via the vocab).")
+    freeze_embeddings: bool = Field(False, description="Keep the embedding fixed during training.")
+    output: Literal["full", "sampled"] = Field(
+        "full", description="`sampled`: sampled-softmax training loss for large vocabularies "
+                            "(evaluation stays exact full softmax).")
+    sampled_negatives: int = Field(1024, ge=1, description="Negative samples per step for `output: sampled`.")
+    strict_cudnn: bool = Field(False, description="Make any setting that rules out the cuDNN LSTM kernel an error.")
+
+    @model_validator(mode="after")
+    def _cudnn(self):
+        if self.strict_cudnn and self.recurrent_dropout > 0:
+            raise ValueError(f"strict_cudnn is on but recurrent_dropout={self.recurrent_dropout} rules out the cuDNN "
+                             "kernel; set model.recurrent_dropout=0 or model.strict_cudnn=false")
+        return self
+
+
+class ScheduleConfig(Section):
+    """Learning-rate schedule."""
+
+    kind: Literal["constant", "step", "plateau", "cosine", "onecycle", "slanted_triangular"] = Field(
+        "constant", description="Schedule shape.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps (constant, step, cosine).")
+    step_epochs: int = Field(1, ge=1, description="`step`: decay every this many epochs.")
+    gamma: float = Field(0.5, gt=0.0, le=1.0, description="`step`: multiply the lr by this at each decay.")
+    plateau_factor: float = Field(
+        0.25, gt=0.0, lt=1.0, description="`plateau`: multiply the lr by this when valid loss stops improving.")
+    plateau_patience: int = Field(0, ge=0, description="`plateau`: evaluations without improvement before decaying.")
+    min_lr: float = Field(0.0, ge=0.0, description="Floor for decaying schedules.")
+    cut_frac: float = Field(
+        0.1, gt=0.0, lt=1.0, description="`onecycle`/`slanted_triangular`: fraction of steps spent increasing.")
+    ratio: float = Field(32.0, ge=1.0, description="`slanted_triangular`: how much smaller the lowest lr is.")
+
+
+class TrainConfig(Section):
+    """Optimisation, budgets, checkpoints and performance options for `pretrain` and `finetune`."""
+
+    batching: Literal["stream", "windows"] = Field(
+        "stream", description="`stream`: B contiguous columns, state carried between windows (truncated BPTT); "
+                              "`windows`: shuffled independent windows.")
+    batch_size: int = Field(32, ge=1, description="Global batch size (sequences per step, across all replicas).")
+    bptt: int = Field(64, ge=2, description="Tokens per training window (truncated BPTT length).")
+    variable_bptt: bool = Field(False, description="AWD-LSTM style random window length around `bptt` (stream).")
+    epochs: int = Field(1, ge=1, description="Passes over the training split.")
+    max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    max_tokens: Optional[int] = Field(None, ge=1, description="Stop after this many training tokens.")
+    max_time: Optional[float] = Field(None, gt=0, description="Stop after this many seconds of training.")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="Optimizer.")
+    lr: float = Field(2e-3, gt=0.0, description="Peak learning rate.")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay.")
+    clip_norm: Optional[float] = Field(1.0, gt=0.0, description="Global gradient-norm clipping (null = off).")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Learning-rate schedule.")
+    grad_accum: int = Field(1, ge=1, description="Accumulate gradients over this many batches per optimizer step.")
+    early_stopping: Optional[int] = Field(
+        None, ge=1, description="Stop after this many evaluations without valid-loss improvement.")
+    eval_every: Optional[int] = Field(None, ge=1, description="Evaluate every N steps (default: each epoch end).")
+    checkpoint_every: int = Field(500, ge=1, description="Save the `last` checkpoint every N steps (and each epoch).")
+    keep_last: int = Field(2, ge=1, description="How many `last` checkpoints to keep.")
+    log_every: int = Field(20, ge=1, description="Log metrics every N steps.")
+    mixed_precision: Literal["none", "bfloat16", "float16"] = Field(
+        "none", description="Compute precision (weights stay float32).")
+    jit_compile: Union[Literal["auto"], bool] = Field(
+        "auto", description="XLA-compile the train step; `auto`: on for CPU, off when cuDNN LSTM kernels are used.")
+
+
+class FinetuneConfig(Section):
+    """Adapting a pretrained run (or training a task head from scratch) with `llmctl finetune`."""
+
+    task: Literal["lm", "classify", "pairs"] = Field(
+        "classify", description="Domain LM adaptation, text classification, or prompt→response.")
+    parent: Optional[PathField] = Field(
+        None, description="Pretrained run directory (weights + tokenizer); null trains from scratch.")
+    checkpoint: Literal["best", "last"] = Field("best", description="Which parent checkpoint to start from.")
+    pooling: Literal["last", "mean", "max", "concat"] = Field(
+        "concat", description="Classifier pooling over LSTM outputs (`concat` = last ⊕ mean ⊕ max).")
+    head_units: int = Field(64, ge=0, description="Hidden units of the classifier head (0 = linear head).")
+    head_dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in the classifier head.")
+    max_length: int = Field(128, ge=2, description="Truncate classification/pairs sequences to this many tokens.")
+    class_weights: Literal["none", "balanced"] = Field("none", description="Weight classes inversely to frequency.")
+    gradual_unfreeze: bool = Field(
+        False, description="ULMFiT gradual unfreezing: head first, then one more layer group per epoch.")
+    discriminative_lr: Optional[float] = Field(
+        None, ge=1.0, description="Per-group lr divisor going down the stack (ULMFiT uses 2.6); null = same lr.")
+    extend_vocab: bool = Field(
+        False, description="`lm`: allow a dataset whose tokenizer extends the parent's; new rows start at the mean "
+                           "embedding.")
+    min_class_examples: int = Field(2, ge=1, description="Refuse a class with fewer training examples than this.")
+
+
+class EvaluateConfig(Section):
+    """What `llmctl evaluate` measures."""
+
+    split: Literal["train", "valid", "test"] = Field("valid", description="Dataset split to evaluate.")
+    files: list[PathField] = Field(
+        default_factory=list, description="Evaluate these text files instead (tokenized with the run's tokenizer).")
+    context: Literal["carry", "reset"] = Field(
+        "carry", description="`carry`: LSTM state carried over the whole stream (standard); `reset`: per window.")
+    checkpoint: str = Field("best", description="`best`, `last`, or a checkpoint path.")
+    batch_size: int = Field(10, ge=1, description="Stream columns during evaluation.")
+    bptt: Optional[int] = Field(None, ge=2, description="Window length (default: `train.bptt`).")
+    max_generate: int = Field(200, ge=0, description="`pairs`: how many examples to generate for EM/BLEU/chrF.")
+
+
+class GenerateConfig(Section):
+    """Decoding settings for `llmctl generate`."""
+
+    strategy: Literal["greedy", "sample", "beam"] = Field("sample", description="Decoding strategy.")
+    max_new_tokens: int = Field(200, ge=1, description="Tokens to generate per prompt.")
+    min_new_tokens: int = Field(0, ge=0, description="Forbid end-of-sequence before this many tokens.")
+    temperature: float = Field(1.0, gt=0.0, description="Softmax temperature (> 0).")
+    top_k: Optional[int] = Field(None, ge=1, description="Sample only among the k most likely tokens.")
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0, description="Nucleus sampling: smallest set with mass ≥ p.")
+    repetition_penalty: float = Field(1.0, ge=1.0, description="CTRL-style penalty on already generated tokens.")
+    beam_width: int = Field(4, ge=1, description="`beam`: beams per prompt.")
+    length_penalty: float = Field(1.0, ge=0.0, description="`beam`: score = logp / length**length_penalty.")
+    n_best: int = Field(1, ge=1, description="`beam`: how many hypotheses to return per prompt.")
+    stop: list[str] = Field(default_factory=list, description="Stop strings: output is cut at the first one.")
+    seed: Optional[int] = Field(None, description="Sampling seed (default: `run.seed`): same seed → same text.")
+    checkpoint: str = Field("best", description="`best`, `last`, or a checkpoint path.")
+    prompts: list[str] = Field(default_factory=list, description="Prompts used when none come from the command line.")
+
+    @model_validator(mode="after")
+    def _beam(self):
+        if self.strategy == "beam" and self.n_best > self.beam_width:
+            raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_width ({self.beam_width})")
+        return self
+
+
+class DistributeConfig(Section):
+    """Multi-device training through `tf.distribute`."""
+
+    strategy: Literal["none", "mirrored", "multi_worker"] = Field(
+        "none", description="`mirrored`: all local GPUs (or `devices`); `multi_worker`: machines described by "
+                            "the TF_CONFIG environment variable.")
+    devices: list[str] = Field(default_factory=list, description="`mirrored`: explicit device names.")
+    logical_cpus: int = Field(
+        0, ge=0, description="Split the CPU into this many logical devices (testing mirrored without GPUs).")
+
+
+class ExportConfig(Section):
+    """Deployable artifacts written by `llmctl export`."""
+
+    dir: Optional[PathField] = Field(None, description="Output directory (default `<run>/export`).")
+    formats: list[Literal["saved_model", "tflite"]] = Field(
+        default_factory=lambda: ["saved_model", "tflite"], description="Which artifacts to write.")
+    quantize: Literal["none", "dynamic_int8"] = Field("none", description="TFLite weight quantisation.")
+    overwrite: bool = Field(False, description="Replace an existing export directory.")
+
+
+class Experiment(Section):
+    """One experiment: every command reads the sections it needs from this."""
+
+    run: RunConfig = Field(default_factory=RunConfig, description="Run directory and process behaviour.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Corpora and processed dataset.")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizer.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Model architecture.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="Fine-tuning.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Generation.")
+    distribute: DistributeConfig = Field(default_factory=DistributeConfig, description="Distribution strategy.")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="Export.")
+
+    @model_validator(mode="after")
+    def _cross(self):
+        if self.model.tie_embeddings and self.model.output != "full":
+            raise ValueError("model.tie_embeddings needs model.output=full")
+        if self.train.schedule.kind == "plateau" and self.data.split.valid == 0 and not self.data.valid:
+            raise ValueError("train.schedule.kind=plateau needs a validation split (data.valid or data.split.valid)")
+        return self
