@@ -269,8 +269,8 @@ def validate(raw: dict[str, Any], source: str = "config") -> Experiment:
         return Experiment.model_validate(raw)
     except ValidationError as exc:
         problems = describe_errors(exc)
-        raise ConfigError(f"{source}: {len(problems)} problem(s)",
-                          problems=[f"{source}: {p}" for p in problems]) from None
+        lines = [f"{source}: {p}" for p in problems]
+        raise ConfigError("; ".join(lines), problems=lines) from None
 
 
 def config_file_for(target: Path) -> Path:

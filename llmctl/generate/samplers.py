@@ -240,9 +240,7 @@ def apply_repetition_penalty(
     safe_ids = tf.where(valid, previous_ids, tf.zeros_like(previous_ids))
     rows = tf.broadcast_to(tf.range(batch)[:, None], [batch, t])
     indices = tf.stack([rows, safe_ids], axis=-1)  # [batch, t, 2]
-    counts = tf.tensor_scatter_nd_add(
-        tf.zeros([batch, vocab], tf.int32), indices, tf.cast(valid, tf.int32)
-    )
+    counts = tf.tensor_scatter_nd_add(tf.zeros([batch, vocab], tf.int32), indices, tf.cast(valid, tf.int32))
     seen = counts > 0
 
     penalty = tf.cast(penalty, logits.dtype)
@@ -359,10 +357,7 @@ class RandomSampler(Sampler):
         return samples[:, 0]
 
     def __repr__(self) -> str:
-        return (
-            f"RandomSampler(temperature={self.temperature!r}, "
-            f"top_k={self.top_k!r}, top_p={self.top_p!r})"
-        )
+        return f"RandomSampler(temperature={self.temperature!r}, top_k={self.top_k!r}, top_p={self.top_p!r})"
 
 
 # --------------------------------------------------------------------------- #
@@ -409,9 +404,7 @@ def _merge_pool(
     cand_seq = tf.pad(cand_seq, [[0, 0], [0, 0], [0, pad]], constant_values=pad_id)
     all_seq = tf.concat([pool_seq, cand_seq], axis=1)
     all_scores = tf.concat([pool_scores, cand_scores], axis=1)
-    all_len = tf.concat(
-        [pool_len, tf.fill(tf.shape(cand_scores), tf.constant(cand_len, tf.int32))], axis=1
-    )
+    all_len = tf.concat([pool_len, tf.fill(tf.shape(cand_scores), tf.constant(cand_len, tf.int32))], axis=1)
     best_scores, best = tf.math.top_k(all_scores, k=size)
     return (
         tf.gather(all_seq, best, batch_dims=1),
@@ -518,18 +511,21 @@ def beam_search(
         cand_logp, cand_idx = tf.math.top_k(flat_scores, k=num_candidates)
         cand_beam = cand_idx // vocab
         cand_tok = cand_idx % vocab
-        cand_seq = tf.concat(
-            [tf.gather(alive_seq, cand_beam, batch_dims=1), cand_tok[:, :, None]], axis=2
-        )
+        cand_seq = tf.concat([tf.gather(alive_seq, cand_beam, batch_dims=1), cand_tok[:, :, None]], axis=2)
 
         if eos_id is not None:
             is_eos = tf.equal(cand_tok, eos_id)
-            finished_scores = tf.where(
-                is_eos, cand_logp / _length_norm(length, length_penalty), neg_inf
-            )
+            finished_scores = tf.where(is_eos, cand_logp / _length_norm(length, length_penalty), neg_inf)
             pool_seq, pool_scores, pool_len = _merge_pool(
-                pool_seq, pool_scores, pool_len, cand_seq, finished_scores,
-                length, width, max_new_tokens, pad_id,
+                pool_seq,
+                pool_scores,
+                pool_len,
+                cand_seq,
+                finished_scores,
+                length,
+                width,
+                max_new_tokens,
+                pad_id,
             )
             cand_logp = tf.where(is_eos, neg_inf, cand_logp)
 
@@ -544,16 +540,22 @@ def beam_search(
 
         parents = tf.reshape(tf.gather(cand_beam, top, batch_dims=1) + batch_offsets, [-1])
         tokens = tf.reshape(tf.gather(cand_tok, top, batch_dims=1), [-1])
-        state = tf.nest.map_structure(lambda s: tf.gather(s, parents), state)
+        state = tf.nest.map_structure(lambda s, rows=parents: tf.gather(s, rows), state)
         logits, state = step_fn(tokens, state)
         logits = _as_logits(logits)
 
     # Alive beams compete with finished ones (truncated at their length).
     final_len = int(alive_seq.shape[2])
     pool_seq, pool_scores, pool_len = _merge_pool(
-        pool_seq, pool_scores, pool_len, alive_seq,
+        pool_seq,
+        pool_scores,
+        pool_len,
+        alive_seq,
         alive_logp / _length_norm(final_len, length_penalty),
-        final_len, width, max_new_tokens, pad_id,
+        final_len,
+        width,
+        max_new_tokens,
+        pad_id,
     )
 
     scores = pool_scores[:, :n_best]
