@@ -1,0 +1,433 @@
+"""Reading corpora: plain text, JSONL, TSV and CSV files, directories and globs, as streams of records.
+
+Nothing here holds a whole file in memory: files are read in 1 MiB blocks and decoded incrementally, so memory stays
+flat however large the corpus is. Formats:
+
+* **text** — one document per file (`data.documents: file`, streamed as pieces cut at line boundaries) or one per
+  non-empty line (`documents: line`). Line ends are normalised like Python's universal newlines (CRLF/CR → LF).
+* **jsonl** — one JSON object per non-empty line; fields named by the source (or the `data.*_field` defaults).
+* **tsv** — header row, then one record per line, fields split on tabs with *no* quoting (the GLUE convention).
+* **csv** — header row, RFC 4180 quoting (quoted fields may span lines).
+
+Encoding policy (`data.encoding_errors`): `strict` fails naming the file and byte offset, `replace` substitutes
+U+FFFD, `skip` drops the record (line, row or whole file) holding the bad bytes. A byte-order mark at the start of a
+file is always removed. Files with NUL bytes are refused as binary (for ASCII-compatible encodings).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import glob
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from llmctl.errors import ConfigError, DataError
+
+BLOCK_BYTES = 1 << 20
+PIECE_CHARS = 1 << 20
+FORMATS_BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".tsv": "tsv", ".csv": "csv"}
+ROLES_BY_TASK = {"lm": ("text",), "classify": ("text", "label"), "pairs": ("prompt", "response")}
+
+# `skip` policy: undecodable bytes become this noncharacter, and any record holding it is dropped.
+_MARK = "\uffff"
+
+
+def _mark_errors(exc: UnicodeError) -> tuple[str, int]:
+    return _MARK, exc.end  # type: ignore[attr-defined]
+
+
+codecs.register_error("llmctl-mark", _mark_errors)
+_POLICY = {"strict": "strict", "replace": "replace", "skip": "llmctl-mark"}
+
+
+# ---------------------------------------------------------------- what to read
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One concrete input file with its format and the column/field name for each role (text, label, ...)."""
+
+    path: Path
+    format: str
+    columns: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to turn bytes into records (from `DataConfig`)."""
+
+    task: str = "lm"
+    documents: str = "file"
+    encoding: str = "utf-8"
+    errors: str = "strict"
+
+    @classmethod
+    def of(cls, data) -> "ReadOptions":
+        return cls(task=data.task, documents=data.documents, encoding=check_encoding(data.encoding),
+                   errors=data.encoding_errors)
+
+
+@dataclass
+class Record:
+    """One document (or, for streamed text files, one piece of it: `end` is False until its last piece)."""
+
+    text: str = ""
+    label: str | None = None
+    prompt: str | None = None
+    response: str | None = None
+    end: bool = True
+
+
+@dataclass
+class ReadCounter:
+    """Running totals a reader updates as it goes: raw bytes consumed, records dropped by `skip`."""
+
+    bytes_read: int = 0
+    skipped: int = 0
+    skipped_where: list[str] = field(default_factory=list)
+
+    def skip(self, where: str) -> None:
+        self.skipped += 1
+        if len(self.skipped_where) < 5:
+            self.skipped_where.append(where)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """Size and content hash of one source file, plus the first undecodable byte offset (None if clean)."""
+
+    path: Path
+    size: int
+    sha256: str
+    bad_offset: int | None = None
+
+
+def check_encoding(name: str) -> str:
+    """The canonical codec name for `data.encoding` (BOM-stripping variants map to their base codec)."""
+    try:
+        canonical = codecs.lookup(name).name
+    except LookupError:
+        raise ConfigError(f"data.encoding: unknown text encoding `{name}`",
+                          hint="use a Python codec name such as utf-8, latin-1 or utf-16") from None
+    return "utf-8" if canonical == "utf-8-sig" else canonical
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    try:
+        return "a\n\0".encode(encoding) == b"a\n\0"
+    except (UnicodeError, LookupError):
+        return False
+
+
+def detect_format(path: Path, declared: str = "auto") -> str:
+    if declared != "auto":
+        return declared
+    return FORMATS_BY_SUFFIX.get(path.suffix.lower(), "text")
+
+
+def _is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def expand(source, data, where: str) -> list[FileSpec]:
+    """The files one `SourceConfig` names (a file, every file under a directory, or a glob), in sorted order.
+
+    `where` names the config list (e.g. `data.train`) for error messages. Hidden files and folders are skipped.
+    """
+    raw = str(source.path)
+    if _is_glob(raw) and not Path(raw).exists():
+        paths = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
+        if not paths:
+            raise DataError(f"{where}: no files match `{raw}`", hint="check the glob pattern (relative paths are "
+                                                                     "relative to the config file)")
+    else:
+        path = Path(raw)
+        if path.is_dir():
+            paths = sorted(p for p in path.rglob("*") if p.is_file()
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not paths:
+                raise DataError(f"{where}: directory {path} holds no files", hint="put text files in it or fix "
+                                                                                  "the path")
+        elif path.is_file():
+            paths = [path]
+        else:
+            raise DataError(f"{where}: source not found: {path}",
+                            hint="check the path (relative paths are relative to the config file)")
+    columns = {"text": source.text or data.text_field, "label": source.label or data.label_field,
+               "prompt": source.prompt or data.prompt_field, "response": source.response or data.response_field}
+    out = []
+    for path in paths:
+        fmt = detect_format(path, source.format)
+        if fmt == "text" and data.task != "lm":
+            raise DataError(f"{path}: plain-text files hold no {'labels' if data.task == 'classify' else 'pairs'} "
+                            f"(data.task={data.task})",
+                            hint="use a JSONL, TSV or CSV file with named fields, or set `format:` on the source")
+        out.append(FileSpec(path=path, format=fmt, columns=columns))
+    return out
+
+
+# ---------------------------------------------------------------- one pass over the bytes: hash + sanity checks
+
+
+def inspect_file(path: Path, encoding: str) -> FileInfo:
+    """Hash a file and check it is usable text: not empty, no NUL bytes, and where its first bad byte is."""
+    size = 0
+    digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    check_nul = _ascii_compatible(encoding)
+    bad: int | None = None
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}", hint="check the file's permissions") from None
+    with handle:
+        while True:
+            block = handle.read(BLOCK_BYTES)
+            if not block:
+                break
+            digest.update(block)
+            if check_nul:
+                nul = block.find(b"\0")
+                if nul >= 0:
+                    raise DataError(f"{path} looks binary (NUL byte at offset {size + nul})",
+                                    hint="remove it from the sources or point the config at text files")
+            if bad is None:
+                pending = len(decoder.getstate()[0])
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    bad = size - pending + exc.start
+            size += len(block)
+        if bad is None:
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError as exc:
+                bad = size - len(exc.object) + exc.start
+    if size == 0:
+        raise DataError(f"empty file: {path}", hint="give it content or remove it from the sources")
+    return FileInfo(path=path, size=size, sha256=digest.hexdigest(), bad_offset=bad)
+
+
+def decode_error(path: Path, encoding: str, offset: int) -> DataError:
+    return DataError(f"{path}: invalid {encoding} at byte offset {offset}",
+                     hint="fix the file, set data.encoding to its real encoding, or set "
+                          "data.encoding_errors=replace (U+FFFD) or skip (drop the record)")
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _decoded_blocks(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[str]:
+    """Decoded text of a file block by block: BOM removed, universal newlines, bad bytes handled by policy."""
+    decoder = codecs.getincrementaldecoder(opts.encoding)(_POLICY[opts.errors])
+    offset = 0
+    first = True
+    carry_cr = False
+    with open(spec.path, "rb") as handle:
+        while True:
+            block = handle.read(BLOCK_BYTES)
+            final = not block
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(block, final=final)
+            except UnicodeDecodeError as exc:
+                raise decode_error(spec.path, opts.encoding, offset - pending + exc.start) from None
+            offset += len(block)
+            counter.bytes_read += len(block)
+            if first and text:
+                first = False
+                if text[0] == "\ufeff":
+                    text = text[1:]
+            if carry_cr:
+                text = "\r" + text
+                carry_cr = False
+            if not final and text.endswith("\r"):
+                text, carry_cr = text[:-1], True
+            if "\r" in text:
+                text = text.replace("\r\n", "\n").replace("\r", "\n")
+            if text:
+                yield text
+            if final:
+                return
+
+
+def _lines(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its newline) for every line of the file."""
+    rest = ""
+    lineno = 0
+    for text in _decoded_blocks(spec, opts, counter):
+        parts = (rest + text).split("\n")
+        rest = parts.pop()
+        for line in parts:
+            lineno += 1
+            yield lineno, line
+    if rest:
+        yield lineno + 1, rest
+
+
+def _cut(buffer: str, target: int) -> int:
+    """Where to cut a long text so both sides tokenize as they would together: before a newline that has a
+    non-space character on each side. Falls back to any newline, then any space; 0 means "no cut yet"."""
+    end = len(buffer) - 1
+    floor = target // 2
+    pos = buffer.rfind("\n", 0, end)
+    while pos > floor:
+        if not buffer[pos - 1].isspace() and not buffer[pos + 1].isspace():
+            return pos
+        pos = buffer.rfind("\n", 0, pos)
+    pos = buffer.rfind("\n", floor, end)
+    if pos > 0:
+        return pos
+    pos = max(buffer.rfind(" ", floor, end), buffer.rfind("\t", floor, end))
+    if pos > 0:
+        return pos
+    return target if len(buffer) >= 4 * target else 0
+
+
+def _pieces(spec: FileSpec, opts: ReadOptions, counter: ReadCounter, piece_chars: int) -> Iterator[Record]:
+    """A whole file as one document, streamed as pieces of about `piece_chars` characters."""
+    buffer = ""
+    for text in _decoded_blocks(spec, opts, counter):
+        buffer += text
+        while len(buffer) >= piece_chars:
+            at = _cut(buffer, piece_chars)
+            if at <= 0:
+                break
+            yield Record(text=buffer[:at], end=False)
+            buffer = buffer[at:]
+    yield Record(text=buffer, end=True)
+
+
+# ---------------------------------------------------------------- records per format
+
+
+def read_records(spec: FileSpec, opts: ReadOptions, counter: ReadCounter | None = None, *,
+                 info: FileInfo | None = None, piece_chars: int = PIECE_CHARS) -> Iterator[Record]:
+    """Stream the records of one file. `info` (from `inspect_file`) lets `skip` drop a bad file up front."""
+    counter = counter if counter is not None else ReadCounter()
+    if opts.errors == "strict" and info is not None and info.bad_offset is not None:
+        raise decode_error(spec.path, opts.encoding, info.bad_offset)
+    if spec.format == "text":
+        if opts.documents == "file":
+            if opts.errors == "skip":
+                info = info if info is not None else inspect_file(spec.path, opts.encoding)
+                if info.bad_offset is not None:
+                    counter.skip(f"{spec.path} (whole file)")
+                    counter.bytes_read += info.size
+                    return
+            for record in _pieces(spec, opts, counter, piece_chars):
+                if opts.errors == "skip" and _MARK in record.text:
+                    raise DataError(f"{spec.path} changed while it was being read",
+                                    hint="run again once the file is no longer being written")
+                yield record
+        else:
+            for lineno, line in _lines(spec, opts, counter):
+                if not line.strip():
+                    continue
+                if _MARK in line:
+                    counter.skip(f"{spec.path}:{lineno}")
+                    continue
+                yield Record(text=line)
+    elif spec.format == "jsonl":
+        yield from _jsonl(spec, opts, counter)
+    elif spec.format in ("tsv", "csv"):
+        yield from _table(spec, opts, counter)
+    else:  # pragma: no cover - the schema only allows the formats above
+        raise ConfigError(f"{spec.path}: unknown format `{spec.format}`", hint="use text, jsonl, tsv or csv")
+
+
+def _role_hint(role: str) -> str:
+    return f"set `{role}: <name>` on this source in the config, or data.{role}_field"
+
+
+def _scalar(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _jsonl(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[Record]:
+    roles = ROLES_BY_TASK[opts.task]
+    for lineno, line in _lines(spec, opts, counter):
+        if not line.strip():
+            continue
+        if _MARK in line:
+            counter.skip(f"{spec.path}:{lineno}")
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{spec.path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})",
+                            hint="each line of a .jsonl file must be one JSON object") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{spec.path}:{lineno}: expected a JSON object, got {type(obj).__name__}",
+                            hint="each line of a .jsonl file must be one JSON object")
+        values = {}
+        for role in roles:
+            name = spec.columns[role]
+            if name not in obj:
+                have = ", ".join(map(str, obj)) or "none"
+                raise DataError(f"{spec.path}:{lineno}: no field `{name}` for the {role} (fields: {have})",
+                                hint=_role_hint(role))
+            value = obj[name]
+            if value is None or isinstance(value, (dict, list)):
+                raise DataError(f"{spec.path}:{lineno}: field `{name}` is {json.dumps(value)[:40]}, not text",
+                                hint=f"give every record a {role}")
+            values[role] = _scalar(value)
+        yield Record(**values)
+
+
+def _table(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[Record]:
+    roles = ROLES_BY_TASK[opts.task]
+    lines = _lines(spec, opts, counter)
+    if spec.format == "tsv":
+        rows: Iterator[tuple[int, list[str]]] = ((n, line.split("\t")) for n, line in lines if line.strip())
+    else:
+        rows = _csv_rows(spec.path, lines)
+    header: list[str] | None = None
+    index: dict[str, int] = {}
+    for lineno, row in rows:
+        if header is None:
+            header = [col.strip() for col in row]
+            for role in roles:
+                name = spec.columns[role]
+                if name not in header:
+                    raise DataError(f"{spec.path}: no column `{name}` for the {role} "
+                                    f"(columns: {', '.join(header)})", hint=_role_hint(role))
+                index[role] = header.index(name)
+            continue
+        if len(row) != len(header):
+            sep = "tab-separated, without quoting" if spec.format == "tsv" else "comma-separated"
+            raise DataError(f"{spec.path}:{lineno}: {len(row)} columns, the header has {len(header)}",
+                            hint=f"fix that row ({spec.format.upper()} fields are {sep})")
+        if any(_MARK in row[i] for i in index.values()):
+            counter.skip(f"{spec.path}:{lineno}")
+            continue
+        yield Record(**{role: row[i] for role, i in index.items()})
+    if header is None:
+        raise DataError(f"{spec.path}: no header row", hint="the first line must name the columns")
+
+
+def _csv_rows(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
+    numbers: list[int] = []
+
+    def feed() -> Iterator[str]:
+        for n, line in lines:
+            numbers.append(n)
+            yield line + "\n"
+
+    try:
+        for row in csv.reader(feed(), strict=True):
+            if row:
+                yield numbers[-1], row
+            numbers.clear()
+    except csv.Error as exc:
+        where = numbers[-1] if numbers else 0
+        raise DataError(f"{path}:{where}: CSV parse error ({exc})",
+                        hint="check the quoting of that row (RFC 4180: quotes doubled inside quoted fields)") from None

@@ -1,0 +1,151 @@
+"""Sequence classifier: the language model's Embedding + LSTM stack as encoder, masked pooling, a small Dense head.
+
+    model = build_classifier(model_cfg, vocab_size=..., num_classes=..., finetune_cfg=...)
+    logits = model(tokens, training=False)          # tokens [B, T] int32, right-padded with PAD_ID → [B, C] float32
+
+The encoder is an `LSTMLanguageModel` built from the same `ModelConfig` as the parent run (its `features` gives the
+top-layer outputs); only its embedding and LSTM layers get weights — the vocabulary head is never built, so a
+classifier carries no dead output matrix. `copy_encoder_weights` loads a pretrained language model into it.
+
+Pooling looks at non-pad positions only (pads are id 0 and sequences are right-padded, so the LSTM outputs at real
+positions never saw a pad): `last` = output at the last real token, `mean`/`max` over real tokens, `concat` = all
+three side by side (ULMFiT). A document with no real token pools to zeros.
+
+Layer groups, bottom to top, for gradual unfreezing and discriminative learning rates (ULMFiT):
+`[embedding, lstm_0, ..., lstm_{n-1}, head]`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmctl.models.lstm_lm import LSTMLanguageModel
+from llmctl.tfenv import import_tf
+
+tf = import_tf()
+import keras  # noqa: E402
+from keras import layers, ops  # noqa: E402
+
+PAD_ID = 0
+POOLINGS = ("last", "mean", "max", "concat")
+ENCODER_KEYS = ("vocab_size", "embedding_dim", "num_layers", "units", "embedding_dropout", "dropout",
+                "recurrent_dropout")
+
+
+def masked_pool(hidden, mask, pooling: str):
+    """Pool `hidden` [B, T, D] over positions where `mask` [B, T] is true → [B, D] (or [B, 3D] for `concat`).
+
+    `mask` must be a right-padded prefix mask (real tokens first). Rows without any real position give zeros.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    maskf = ops.cast(mask, hidden.dtype)                                   # [B, T]
+    count = ops.sum(maskf, axis=1)                                         # [B]
+    has_any = ops.expand_dims(ops.cast(count > 0, hidden.dtype), -1)       # [B, 1]
+    parts = []
+    if pooling in ("last", "concat"):
+        last_index = ops.maximum(ops.cast(count, "int32") - 1, 0)          # [B]
+        index = ops.reshape(last_index, (-1, 1, 1))
+        last = ops.take_along_axis(hidden, ops.broadcast_to(index, (ops.shape(hidden)[0], 1, ops.shape(hidden)[2])),
+                                   axis=1)
+        parts.append(ops.squeeze(last, axis=1) * has_any)
+    if pooling in ("mean", "concat"):
+        total = ops.sum(hidden * ops.expand_dims(maskf, -1), axis=1)
+        parts.append(total / ops.expand_dims(ops.maximum(count, 1.0), -1))
+    if pooling in ("max", "concat"):
+        low = -6e4 if keras.backend.standardize_dtype(hidden.dtype) == "float16" else -1e9
+        very_negative = ops.cast(low, hidden.dtype)
+        masked = ops.where(ops.expand_dims(mask, -1), hidden, very_negative)
+        parts.append(ops.max(masked, axis=1) * has_any)
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="llmctl")
+class SequenceClassifier(keras.Model):
+    """Embedding → LSTM × N (shared with `LSTMLanguageModel`) → masked pooling → Dense head → class logits."""
+
+    def __init__(self, encoder: dict[str, Any], num_classes: int, pooling: str = "concat", head_units: int = 64,
+                 head_dropout: float = 0.2, **kwargs: Any):
+        super().__init__(**kwargs)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.encoder_config = {key: encoder[key] for key in ENCODER_KEYS}
+        self.num_classes = int(num_classes)
+        self.pooling = pooling
+        self.head_units = int(head_units)
+        self.head_dropout_rate = float(head_dropout)
+        self.encoder = LSTMLanguageModel(**self.encoder_config, name="encoder")
+        self.pool_dropout = layers.Dropout(self.head_dropout_rate, name="pool_dropout")
+        self.hidden = layers.Dense(self.head_units, activation="relu", name="head_hidden") if self.head_units else None
+        self.hidden_dropout = layers.Dropout(self.head_dropout_rate, name="head_dropout")
+        self.logits_layer = layers.Dense(self.num_classes, name="class_logits")
+
+    @property
+    def pooled_width(self) -> int:
+        return self.encoder.units * (3 if self.pooling == "concat" else 1)
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self.encoder.embedding.build((None, None))
+        width = self.encoder.embedding_dim
+        for lstm in self.encoder.lstms:
+            lstm.build((None, None, width))
+            width = self.encoder.units
+        width = self.pooled_width
+        if self.hidden is not None:
+            self.hidden.build((None, width))
+            width = self.head_units
+        self.logits_layer.build((None, width))
+        super().build(input_shape)
+
+    def pooled(self, tokens, training: bool = False):
+        """The pooled document representation [B, pooled_width]."""
+        tokens = ops.cast(tokens, "int32")
+        hidden, _ = self.encoder.features(tokens, None, training=training)
+        return masked_pool(hidden, ops.not_equal(tokens, PAD_ID), self.pooling)
+
+    def call(self, tokens, training: bool = False):
+        x = self.pool_dropout(self.pooled(tokens, training=training), training=training)
+        if self.hidden is not None:
+            x = self.hidden_dropout(self.hidden(x), training=training)
+        return ops.cast(self.logits_layer(x), "float32")
+
+    def layer_groups(self) -> list[tuple[str, list[Any]]]:
+        """(name, variables) bottom to top: embedding, lstm_0 .. lstm_{n-1}, head."""
+        head = self.logits_layer.trainable_weights + ([] if self.hidden is None else self.hidden.trainable_weights)
+        groups = [("embedding", list(self.encoder.embedding.weights))]
+        groups += [(lstm.name, list(lstm.weights)) for lstm in self.encoder.lstms]
+        groups.append(("head", head))
+        return groups
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(encoder=dict(self.encoder_config), num_classes=self.num_classes, pooling=self.pooling,
+                      head_units=self.head_units, head_dropout=self.head_dropout_rate)
+        return config
+
+
+def encoder_config(model_cfg, vocab_size: int) -> dict[str, Any]:
+    """The encoder part of a `ModelConfig` (the same stack a pretrained `LSTMLanguageModel` has)."""
+    return {"vocab_size": int(vocab_size), "embedding_dim": model_cfg.embedding_dim, "num_layers": model_cfg.layers,
+            "units": model_cfg.units, "embedding_dropout": model_cfg.embedding_dropout, "dropout": model_cfg.dropout,
+            "recurrent_dropout": model_cfg.recurrent_dropout}
+
+
+def build_classifier(model_cfg, *, vocab_size: int, num_classes: int, finetune_cfg) -> SequenceClassifier:
+    """A classifier (weights created) whose encoder matches `model_cfg` and whose head follows `finetune_cfg`."""
+    model = SequenceClassifier(encoder_config(model_cfg, vocab_size), num_classes, pooling=finetune_cfg.pooling,
+                               head_units=finetune_cfg.head_units, head_dropout=finetune_cfg.head_dropout,
+                               name="classifier")
+    model.build()
+    return model
+
+
+def copy_encoder_weights(source: LSTMLanguageModel, target: SequenceClassifier) -> None:
+    """Load a pretrained language model's embedding and LSTM weights into the classifier's encoder."""
+    if len(source.lstms) != len(target.encoder.lstms):
+        raise ValueError(f"parent has {len(source.lstms)} LSTM layers, classifier {len(target.encoder.lstms)}")
+    target.encoder.embedding.set_weights(source.embedding.get_weights())
+    for src, dst in zip(source.lstms, target.encoder.lstms):
+        dst.set_weights(src.get_weights())
