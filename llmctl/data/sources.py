@@ -28,7 +28,7 @@ from typing import Any, Iterator
 from llmctl.errors import ConfigError, DataError
 
 BLOCK_BYTES = 1 << 20
-PIECE_CHARS = 1 << 20
+PIECE_CHARS = 1 << 16
 FORMATS_BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".tsv": "tsv", ".csv": "csv"}
 ROLES_BY_TASK = {"lm": ("text",), "classify": ("text", "label"), "pairs": ("prompt", "response")}
 
@@ -75,7 +75,7 @@ class ReadOptions:
                    errors=data.encoding_errors)
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One document (or, for streamed text files, one piece of it: `end` is False until its last piece)."""
 
@@ -390,28 +390,34 @@ def _table(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[
         rows: Iterator[tuple[int, list[str]]] = ((n, line.split("\t")) for n, line in lines if line.strip())
     else:
         rows = _csv_rows(spec.path, lines)
-    header: list[str] | None = None
-    index: dict[str, int] = {}
+    first = next(rows, None)
+    if first is None:
+        raise DataError(f"{spec.path}: no header row", hint="the first line must name the columns")
+    header = [col.strip() for col in first[1]]
+    picks = []
+    for role in roles:
+        name = spec.columns[role]
+        if name not in header:
+            raise DataError(f"{spec.path}: no column `{name}` for the {role} (columns: {', '.join(header)})",
+                            hint=_role_hint(role))
+        picks.append(header.index(name))
+    width = len(header)
+    check_mark = opts.errors == "skip"
+    a, b = (picks + picks)[:2]
     for lineno, row in rows:
-        if header is None:
-            header = [col.strip() for col in row]
-            for role in roles:
-                name = spec.columns[role]
-                if name not in header:
-                    raise DataError(f"{spec.path}: no column `{name}` for the {role} "
-                                    f"(columns: {', '.join(header)})", hint=_role_hint(role))
-                index[role] = header.index(name)
-            continue
-        if len(row) != len(header):
+        if len(row) != width:
             sep = "tab-separated, without quoting" if spec.format == "tsv" else "comma-separated"
-            raise DataError(f"{spec.path}:{lineno}: {len(row)} columns, the header has {len(header)}",
+            raise DataError(f"{spec.path}:{lineno}: {len(row)} columns, the header has {width}",
                             hint=f"fix that row ({spec.format.upper()} fields are {sep})")
-        if any(_MARK in row[i] for i in index.values()):
+        if check_mark and (_MARK in row[a] or _MARK in row[b]):
             counter.skip(f"{spec.path}:{lineno}")
             continue
-        yield Record(**{role: row[i] for role, i in index.items()})
-    if header is None:
-        raise DataError(f"{spec.path}: no header row", hint="the first line must name the columns")
+        if opts.task == "lm":
+            yield Record(row[a])
+        elif opts.task == "classify":
+            yield Record(row[a], row[b])
+        else:
+            yield Record(prompt=row[a], response=row[b])
 
 
 def _csv_rows(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:

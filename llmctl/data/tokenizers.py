@@ -17,8 +17,8 @@ writes a ``tokenizer.json`` that ``tokenizers.Tokenizer.from_file`` can load
 for every kind, plus ``llmctl_tokenizer.json`` metadata that
 :func:`load_tokenizer` reads back.
 
-This module deliberately imports neither TensorFlow nor any third-party
-regex engine: only the standard library, numpy-free pure Python and the HF
+This module must stay importable without TensorFlow: it uses only the
+standard library (``re`` rather than the third-party ``regex``) and the HF
 ``tokenizers`` package.
 """
 
@@ -297,6 +297,9 @@ class Tokenizer(ABC):
     ``BOS_ID``/``EOS_ID``/``SEP_ID``/``PAD_ID`` themselves.
     """
 
+    def __init__(self) -> None:
+        self._fingerprint: str | None = None
+
     @property
     @abstractmethod
     def kind(self) -> str:
@@ -349,17 +352,20 @@ class Tokenizer(ABC):
 
         Stable across save/load, processes and machines; suitable as a cache key.
         """
-        canonical = json.dumps(self._canonical_content(), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+        if self._fingerprint is None:
+            content = self._canonical_content()
+            canonical = json.dumps(content, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+            self._fingerprint = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+        return self._fingerprint
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``tokenizer.json`` and ``llmctl_tokenizer.json`` into ``directory``.
 
         The directory is created if needed.  Each file is written to a
         temporary file in the same directory and atomically renamed into
-        place; the metadata file goes last, so a directory with a complete
-        metadata file always has a matching ``tokenizer.json``.
-        Returns the directory as a :class:`~pathlib.Path`.
+        place (metadata last); if an overwrite is interrupted between the
+        two files, :func:`load_tokenizer`'s consistency checks catch the
+        mismatch.  Returns the directory as a :class:`~pathlib.Path`.
         """
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
@@ -393,6 +399,7 @@ class _VocabTokenizer(Tokenizer):
 
     def __init__(self, vocab: Sequence[str]) -> None:
         """Build from ``vocab``, the token of every id; it must start with :data:`SPECIAL_TOKENS`."""
+        super().__init__()
         vocab = list(vocab)
         if vocab[:_NUM_SPECIAL] != SPECIAL_TOKENS:
             raise ValueError(f"vocabulary must start with the special tokens {SPECIAL_TOKENS}")
@@ -405,7 +412,6 @@ class _VocabTokenizer(Tokenizer):
         if len(self._stoi) != len(vocab):
             duplicate = next(token for token, n in Counter(vocab).items() if n > 1)
             raise ValueError(f"duplicate token {duplicate!r} in vocabulary")
-        self._fingerprint: str | None = None
 
     @abstractmethod
     def _check_token(self, token: str) -> None:
@@ -429,11 +435,6 @@ class _VocabTokenizer(Tokenizer):
         if skip_special:
             return [itos[i] for i in checked if i >= _NUM_SPECIAL]
         return [itos[i] for i in checked]
-
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = super().fingerprint()
-        return self._fingerprint
 
     def _canonical_content(self) -> dict[str, Any]:
         return {"kind": self.kind, "scheme": _SCHEME_VERSION[self.kind], "vocab": self._itos}
@@ -518,7 +519,8 @@ class BpeTokenizer(Tokenizer):
     """
 
     def __init__(self, hf: tokenizers.Tokenizer) -> None:
-        """Wrap ``hf``, which must be a BPE model with the special tokens at ids 0-4."""
+        """Wrap ``hf``, a BPE model with the special tokens at ids 0-4 (sets its ``encode_special_tokens``)."""
+        super().__init__()
         if not isinstance(hf.model, models.BPE):
             raise ValueError(f"expected a BPE model, got {type(hf.model).__name__}")
         for i, token in enumerate(SPECIAL_TOKENS):
@@ -526,7 +528,6 @@ class BpeTokenizer(Tokenizer):
                 raise ValueError(f"special token {token!r} must have id {i}, found {hf.token_to_id(token)}")
         hf.encode_special_tokens = True
         self._hf = hf
-        self._fingerprint: str | None = None
 
     @property
     def kind(self) -> str:
@@ -554,11 +555,6 @@ class BpeTokenizer(Tokenizer):
 
     def token_to_id(self, token: str) -> int | None:
         return self._hf.token_to_id(token)
-
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = super().fingerprint()
-        return self._fingerprint
 
     def _canonical_content(self) -> dict[str, Any]:
         model = json.loads(self._hf.to_str())["model"]
@@ -720,12 +716,17 @@ def load_tokenizer(directory: str | os.PathLike[str]) -> Tokenizer:
         except ValueError as exc:
             raise invalid(str(exc)) from exc
 
+    # For bpe a mismatch may equally come from tokenizer.json, so name both files.
+    source = f"{path / HF_TOKENIZER_FILE} does not match {meta_path}" if kind == "bpe" else f"in {meta_path}"
     if meta.get("vocab_size") != tokenizer.vocab_size:
-        raise invalid(f"vocab_size {meta.get('vocab_size')!r} does not match the {tokenizer.vocab_size} tokens loaded")
+        raise ValueError(
+            f"inconsistent tokenizer files: {source}: vocab_size {meta.get('vocab_size')!r} "
+            f"but {tokenizer.vocab_size} tokens loaded"
+        )
     if meta.get("fingerprint") != tokenizer.fingerprint():
-        raise invalid(
-            f"fingerprint {meta.get('fingerprint')!r} does not match the loaded tokenizer "
-            f"({tokenizer.fingerprint()!r}); the files were modified or mixed up"
+        raise ValueError(
+            f"inconsistent tokenizer files: {source}: fingerprint {meta.get('fingerprint')!r} "
+            f"but the loaded tokenizer has {tokenizer.fingerprint()!r} (modified or mixed-up files)"
         )
     return tokenizer
 
@@ -734,7 +735,7 @@ def _read_json(path: Path) -> Any:
     """Parse a UTF-8 JSON file, naming ``path`` in any error."""
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(f"tokenizer metadata file not found: {path}") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"tokenizer metadata file {path} is not valid UTF-8: {exc}") from exc

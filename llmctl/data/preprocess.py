@@ -1,0 +1,918 @@
+"""`llmctl preprocess`: sources → normalised documents → tokenizer → memory-mapped token files, manifest and report.
+
+Passes over the inputs (each streams; the corpus is never held in memory):
+
+1. **inspect** — size + sha256 of every source file, refusing empty, binary (NUL) and, under `strict`, undecodable
+   files. These hashes and the settings form the *build key*: if the dataset on disk has the same key, the run is a
+   no-op that says so (`force` rebuilds).
+2. **scan** — read and normalise every record: validates fields/columns/labels before anything is written and
+   counts documents and characters, which the split needs.
+3. **train** — train the tokenizer on the train split (skipped with `tokenizer.from`).
+4. **encode** — encode every document into `<split>.tokens` through `SplitWriter`, gathering the report's counts.
+
+Everything is written into a temporary sibling of `data.dir` that is renamed into place at the very end
+(`atomic.directory`), so a killed run never leaves a directory that `Dataset` accepts.
+
+Splits when `data.valid` / `data.test` are not given as files (`data.split`):
+
+* `tail` — for `data.task: lm` the train sources form one character stream (the normalised text of every document,
+  in order, nothing inserted between documents). With `N` its length, train is `stream[:int(N * (1 - valid -
+  test))]`, valid is `stream[that:int(N * (1 - test))]` and test is the rest. For one text file this is exactly
+  `text[:int(len(text) * 0.9)]` / the remaining 10 % for `valid: 0.1`; a document cut by the boundary continues as
+  a new document in the next split. For `classify` / `pairs` the tail is taken in whole records:
+  the first `int(n * (1 - valid - test))` records train, the next up to `int(n * (1 - test))` valid, the rest test.
+* `documents` — `round(n * valid)` and `round(n * test)` documents (at least one each when the fraction is > 0) are
+  picked at random with `split.seed`; the others stay in train, in their original order.
+
+Document boundaries: every document of a language-model corpus is followed by `<eos>`, except when a split's
+sources are a single text file read with `documents: file` (one continuous document, nothing appended).
+Classification documents are the text's ids (label id per document, labels sorted, numerically when they all are
+integers); pairs documents follow `pair_template`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from llmctl import __version__, atomic
+from llmctl.data import sources as src
+from llmctl.data import stats as stats_mod
+from llmctl.data.dataset import FORMAT_VERSION, Dataset, SplitWriter, token_dtype
+from llmctl.data.normalize import Normalizer
+from llmctl.data.tokenizers import BOS_ID, EOS_ID, SEP_ID, load_tokenizer, train_tokenizer
+from llmctl.errors import ArtifactError, ConfigError, DataError, LlmctlError
+from llmctl.progress import Reporter
+from llmctl.results import Result
+from llmctl.runs import SPLITS, DatasetDir, RunDir
+
+# bumped when this module's output for the same inputs and settings changes, so old datasets rebuild
+PREPROCESS_VERSION = 1
+PARALLEL_MIN_BYTES = 8 << 20      # below this, one process is faster than starting workers
+CHUNK_CHARS = 1 << 20             # text per encoding task
+BPE_MIN_VOCAB = 5 + 256           # specials + byte alphabet
+
+
+def pair_template(prompt_ids: Sequence[int], response_ids: Sequence[int]) -> tuple[list[int], int]:
+    """One prompt→response document: `<bos> prompt <sep> response <eos>`.
+
+    Returns the ids and `response_start`, the index of the first response token. At generation time the prompt is
+    `ids[:response_start]` of `pair_template(prompt_ids, [])`.
+    """
+    ids = [BOS_ID, *(int(i) for i in prompt_ids), SEP_ID, *(int(i) for i in response_ids), EOS_ID]
+    return ids, len(prompt_ids) + 2
+
+
+# ---------------------------------------------------------------- the plan: what to read and how
+
+
+@dataclass
+class Group:
+    """The sources of one config list (`data.train`, `data.valid` or `data.test`)."""
+
+    name: str
+    files: list[src.FileSpec]
+    infos: list[src.FileInfo]
+    eos: bool = True
+
+    @property
+    def bytes(self) -> int:
+        return sum(i.size for i in self.infos)
+
+
+@dataclass
+class Plan:
+    exp: Any
+    opts: src.ReadOptions
+    normalizer: Normalizer
+    groups: dict[str, Group]
+    carve: dict[str, float]          # split name → fraction carved from the train sources
+    build_key: str = ""
+    reuse: Path | None = None        # tokenizer directory to reuse
+
+    @property
+    def task(self) -> str:
+        return self.exp.data.task
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(g.bytes for g in self.groups.values())
+
+    def splits(self) -> list[str]:
+        return [s for s in SPLITS if s in self.groups or s in self.carve]
+
+
+def _plan(exp) -> Plan:
+    data = exp.data
+    opts = src.ReadOptions.of(data)
+    normalizer = Normalizer(data.normalize)
+    if data.normalize.stopwords and data.task != "classify":
+        raise ConfigError(f"data.normalize.stopwords removes words a {data.task} model has to produce",
+                          hint="use stop words with data.task=classify only, or set data.normalize.stopwords=null")
+    if not data.train:
+        raise ConfigError("data.train is empty: no training sources", hint="list files, directories or globs "
+                                                                            "under data.train")
+    dataset_root = Path(data.dir).resolve()
+    groups: dict[str, Group] = {}
+    for name in SPLITS:
+        sources = getattr(data, name)
+        if not sources:
+            continue
+        files: list[src.FileSpec] = []
+        for i, source in enumerate(sources):
+            found = [f for f in src.expand(source, data, f"data.{name}[{i}]")
+                     if dataset_root not in f.path.resolve().parents]
+            files.extend(found)
+        if not files:
+            raise DataError(f"data.{name}: no input files (only files inside data.dir {data.dir} matched)",
+                            hint="point the sources at your corpus, not at the processed dataset")
+        infos = [src.inspect_file(f.path, opts.encoding) for f in files]
+        if opts.errors == "strict":
+            for info in infos:
+                if info.bad_offset is not None:
+                    raise src.decode_error(info.path, opts.encoding, info.bad_offset)
+        single_stream = (data.task == "lm" and data.documents == "file" and len(files) == 1
+                         and files[0].format == "text")
+        groups[name] = Group(name=name, files=files, infos=infos, eos=not single_stream)
+    carve = {}
+    if not data.valid and data.split.valid > 0:
+        carve["valid"] = data.split.valid
+    if not data.test and data.split.test > 0:
+        carve["test"] = data.split.test
+    plan = Plan(exp=exp, opts=opts, normalizer=normalizer, groups=groups, carve=carve)
+    if exp.tokenizer.from_ is not None:
+        plan.reuse = _find_tokenizer(Path(exp.tokenizer.from_))
+    elif exp.tokenizer.kind == "bpe" and exp.tokenizer.vocab_size < BPE_MIN_VOCAB:
+        raise ConfigError(f"tokenizer.vocab_size={exp.tokenizer.vocab_size} is too small for bpe: it needs "
+                          f"{BPE_MIN_VOCAB} ids for the 5 special tokens and 256 byte symbols",
+                          hint=f"set tokenizer.vocab_size to at least {BPE_MIN_VOCAB} (8000 is typical)")
+    plan.build_key = _build_key(plan)
+    return plan
+
+
+def _find_tokenizer(path: Path) -> Path:
+    """The tokenizer folder of a dataset directory, a run directory, or a tokenizer folder itself."""
+    from llmctl.data.tokenizers import METADATA_FILE
+
+    for candidate in (DatasetDir(path).tokenizer, RunDir(path).tokenizer, path):
+        if (candidate / METADATA_FILE).is_file():
+            return candidate
+    raise ArtifactError(f"tokenizer.from: no tokenizer found in {path} (looked for {path}/tokenizer/)",
+                        hint="point it at a dataset directory made by `llmctl preprocess` or at a run directory")
+
+
+def _load_reused(folder: Path):
+    try:
+        return load_tokenizer(folder)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"tokenizer.from: cannot load the tokenizer in {folder}: {exc}",
+                            hint="re-create it with `llmctl preprocess`") from None
+
+
+def _build_key(plan: Plan) -> str:
+    """Hash of everything the dataset depends on: source contents, reading/normalising/splitting settings and the
+    tokenizer (its settings, or the fingerprint of the reused one)."""
+    exp, data = plan.exp, plan.exp.data
+    tok = exp.tokenizer
+    if plan.reuse is not None:
+        tokenizer: dict[str, Any] = {"from": _load_reused(plan.reuse).fingerprint()}
+    else:
+        tokenizer = {"kind": tok.kind, "vocab_size": tok.vocab_size if tok.kind == "bpe" else None,
+                     "min_freq": tok.min_freq, "max_vocab": tok.max_vocab if tok.kind != "bpe" else None}
+    key = {
+        "preprocess_version": PREPROCESS_VERSION, "format_version": FORMAT_VERSION,
+        "task": data.task, "documents": data.documents, "encoding": plan.opts.encoding, "errors": data.encoding_errors,
+        "normalize": plan.normalizer.settings(), "tokenizer": tokenizer,
+        "split": {"carve": plan.carve, "mode": data.split.mode, "seed": data.split.seed} if plan.carve else None,
+        "sources": {name: [{"path": str(f.path), "format": f.format, "columns": f.columns, "size": i.size,
+                            "sha256": i.sha256} for f, i in zip(g.files, g.infos, strict=True)]
+                    for name, g in plan.groups.items()},
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def dataset_fingerprint(tokenizer_fingerprint: str, normalize_settings: dict[str, Any]) -> str:
+    """What data made with this tokenizer *and* this normalisation is identified by (16 hex digits)."""
+    blob = json.dumps({"tokenizer": tokenizer_fingerprint, "normalize": normalize_settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- normalised records and the split router
+
+
+@dataclass
+class ScanInfo:
+    """What the scan pass learns about one group."""
+
+    documents: int = 0
+    characters: int = 0
+    filtered: int = 0
+    labels: Counter = field(default_factory=Counter)
+
+
+def _records(plan: Plan, group: Group, counter: src.ReadCounter, scan: ScanInfo | None = None
+             ) -> Iterator[src.Record]:
+    """Normalised records of a group. Empty documents are dropped (counted in `scan.filtered`); a streamed text
+    document yields its non-empty pieces and always a final record with `end=True`."""
+    norm = None if plan.normalizer.identity else plan.normalizer
+    task = plan.task
+    for spec, info in zip(group.files, group.infos, strict=True):
+        for rec in src.read_records(spec, plan.opts, counter, info=info):
+            if task == "pairs":
+                prompt = norm(rec.prompt) if norm else rec.prompt
+                response = norm(rec.response) if norm else rec.response
+                if not response.strip():
+                    if scan is not None:
+                        scan.filtered += 1
+                    continue
+                yield src.Record(prompt=prompt, response=response)
+                continue
+            text = norm(rec.text) if norm else rec.text
+            if not rec.end:  # a piece of a streamed document
+                if text:
+                    yield src.Record(text=text, end=False)
+                continue
+            if (spec.format != "text" or plan.opts.documents == "line") and not text.strip():
+                if scan is not None:
+                    scan.filtered += 1
+                continue
+            if task == "classify" and not rec.label.strip():
+                raise DataError(f"{spec.path}: a record has an empty label (text: {rec.text[:40]!r})",
+                                hint="give every record a label or remove it")
+            yield src.Record(text=text, label=rec.label.strip() if rec.label is not None else None)
+
+
+def _scan(plan: Plan, group: Group, meter: "_Meter") -> ScanInfo:
+    info = ScanInfo()
+    counter = src.ReadCounter()
+    open_doc = False
+    for rec in _records(plan, group, counter, info):
+        meter.update(counter.bytes_read)
+        if plan.task == "pairs":
+            info.characters += len(rec.prompt) + len(rec.response)
+            info.documents += 1
+            continue
+        info.characters += len(rec.text)
+        if rec.text:
+            open_doc = True
+        if rec.end:
+            if open_doc:
+                info.documents += 1
+            open_doc = False
+            if rec.label is not None:
+                info.labels[rec.label] += 1
+    meter.done(counter.bytes_read)
+    meter.skipped += counter.skipped
+    meter.skipped_where.extend(counter.skipped_where)
+    return info
+
+
+class _Router:
+    """Sends each part of the train sources' records to train, valid or test (see the module docstring)."""
+
+    def __init__(self, plan: Plan, scan: ScanInfo):
+        self.lm = plan.task == "lm"
+        carve = plan.carve
+        fv, ft = carve.get("valid", 0.0), carve.get("test", 0.0)
+        self.mode = "all" if not carve else plan.exp.data.split.mode
+        self.pos = 0
+        self.doc = 0
+        self.has_text = False
+        if self.mode == "tail":
+            total = scan.characters if self.lm else scan.documents
+            self.bounds = [(int(total * (1.0 - fv - ft)), "train"), (int(total * (1.0 - ft)), "valid"),
+                           (float("inf"), "test")]
+            if self.bounds[0][0] <= 0:
+                unit = "characters" if self.lm else "records"
+                raise DataError(f"data.train: the split leaves no training data ({total} {unit} in total)",
+                                hint="add data or lower data.split.valid / data.split.test")
+        elif self.mode == "documents":
+            n = scan.documents
+            n_valid = max(1, round(n * fv)) if fv > 0 else 0
+            n_test = max(1, round(n * ft)) if ft > 0 else 0
+            if n - n_valid - n_test < 1:
+                raise DataError(f"data.train: {n} document(s) are too few to hold out {n_valid} for valid and "
+                                f"{n_test} for test", hint="add data or lower data.split.valid / data.split.test")
+            order = np.random.default_rng(plan.exp.data.split.seed).permutation(n)
+            self.assign = np.zeros(n, dtype=np.uint8)
+            self.assign[order[:n_valid]] = 1
+            self.assign[order[n_valid:n_valid + n_test]] = 2
+
+    def route(self, rec: src.Record) -> list[tuple[str, src.Record]]:
+        if self.mode == "all":
+            return [("train", rec)]
+        if self.mode == "documents":
+            index = min(self.doc, len(self.assign) - 1)
+            split = SPLITS[int(self.assign[index])]
+            self._count_doc(rec)
+            return [(split, rec)]
+        if not self.lm:  # tail in whole records
+            split = next(name for bound, name in self.bounds if self.doc < bound)
+            self._count_doc(rec)
+            return [(split, rec)]
+        # tail over the character stream: cut the text where it crosses a boundary
+        out: list[tuple[str, src.Record]] = []
+        text, start = rec.text, 0
+        while True:
+            bound, split = next((b, s) for b, s in self.bounds if self.pos < b)
+            room = bound - self.pos
+            if len(text) - start <= room:
+                out.append((split, src.Record(text=text[start:], end=rec.end)))
+                self.pos += len(text) - start
+                return out
+            out.append((split, src.Record(text=text[start:start + int(room)], end=False)))
+            start += int(room)
+            self.pos += int(room)
+
+    def _count_doc(self, rec: src.Record) -> None:
+        if rec.text or rec.prompt is not None:
+            self.has_text = True
+        if rec.end:
+            if self.has_text:
+                self.doc += 1
+            self.has_text = False
+
+
+# ---------------------------------------------------------------- progress
+
+
+class _Meter:
+    """Throttled byte progress with MB/s through the reporter."""
+
+    def __init__(self, reporter: Reporter, label: str, total: int):
+        self.reporter = reporter
+        self.label = label
+        self.total = total
+        self.base = 0
+        self.skipped = 0
+        self.skipped_where: list[str] = []
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+        self.every = 0.1 if reporter.mode == "rich" else 2.0
+        reporter.start(label, total=max(1, total // 1_000_000) if total else None)
+
+    def update(self, done: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        seen = self.base + done
+        rate = seen / 1e6 / max(now - self.t0, 1e-9)
+        self.reporter.advance(seen // 1_000_000, **{"MB/s": round(rate, 1)})
+
+    def done(self, done: int) -> None:
+        """A group finished: later groups count on top of it."""
+        self.base += done
+
+    def stop(self) -> float:
+        self.update(0, force=True)
+        self.reporter.stop()
+        return time.perf_counter() - self.t0
+
+
+# ---------------------------------------------------------------- encoding (optionally in worker processes)
+
+_WORKER_ENCODER = None
+MAX_CODE_POINT = 0x10FFFF
+
+
+def _worker_init(folder: str) -> None:
+    global _WORKER_ENCODER
+    _WORKER_ENCODER = encoder(load_tokenizer(folder))
+
+
+def _encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Worker task: encode texts with the worker's tokenizer."""
+    assert _WORKER_ENCODER is not None
+    return _WORKER_ENCODER(texts)
+
+
+def _flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    return flat, lengths
+
+
+def encoder(tokenizer):
+    """`texts -> (ids of all texts concatenated, length of each)` for a tokenizer, as fast as its kind allows.
+
+    `char` maps code points through a lookup table built from the vocabulary (the same mapping as
+    `CharTokenizer.encode`: every code point is its token, unknown ones `<unk>`), which is ~10x faster than
+    encoding in Python; `bpe` uses the multi-threaded batch encoder; `word` encodes text by text.
+    """
+    if tokenizer.kind == "char":
+        table = _char_table(tokenizer)
+
+        def encode_chars(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+            points = np.frombuffer("".join(texts).encode("utf-32-le"), dtype="<u4")
+            return table[points].astype(np.int64), lengths
+
+        return encode_chars
+    if tokenizer.kind == "bpe":
+        return lambda texts: _flatten(tokenizer.encode_batch(texts))
+    return lambda texts: _flatten([tokenizer.encode(t) for t in texts])
+
+
+def _char_table(tokenizer) -> np.ndarray:
+    from llmctl.data.tokenizers import UNK_ID
+
+    table = np.full(MAX_CODE_POINT + 1, UNK_ID, dtype=np.int32)
+    for token_id in range(5, tokenizer.vocab_size):
+        table[ord(tokenizer.id_to_token(token_id))] = token_id
+    return table
+
+
+def _worker_count(total_bytes: int, setting: int) -> int:
+    """`data.workers`, or (0 = auto) one per core for corpora large enough to repay starting processes."""
+    if setting:
+        return setting
+    if total_bytes < PARALLEL_MIN_BYTES:
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _pool(n: int, folder: Path | None):
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    if folder is None:
+        return ctx.Pool(n)
+    return ctx.Pool(n, initializer=_worker_init, initargs=(str(folder),))
+
+
+class _Ordered:
+    """Run tasks in a pool (or inline) with a bounded number in flight, yielding results in submission order."""
+
+    def __init__(self, pool, window: int):
+        self.pool = pool
+        self.window = window
+        self.pending: deque = deque()
+
+    def submit(self, fn, args: tuple, meta: Any) -> Iterator[tuple[Any, Any]]:
+        if self.pool is None:
+            yield meta, fn(*args)
+            return
+        self.pending.append((meta, self.pool.apply_async(fn, args)))
+        while len(self.pending) >= self.window:
+            meta0, res = self.pending.popleft()
+            yield meta0, res.get()
+
+    def drain(self) -> Iterator[tuple[Any, Any]]:
+        while self.pending:
+            meta0, res = self.pending.popleft()
+            yield meta0, res.get()
+
+
+# ---------------------------------------------------------------- tokenizer training
+
+
+def _train_texts(plan: Plan, scans: dict[str, ScanInfo], meter: _Meter) -> Iterator[str]:
+    """Text of the train split only (after routing), streamed."""
+    group = plan.groups["train"]
+    router = _Router(plan, scans["train"])
+    counter = src.ReadCounter()
+    for rec in _records(plan, group, counter):
+        meter.update(counter.bytes_read)
+        for split, part in router.route(rec):
+            if split != "train":
+                continue
+            if plan.task == "pairs":
+                yield part.prompt
+                yield part.response
+            elif part.text:
+                yield part.text
+    meter.done(counter.bytes_read)
+
+
+def _batches(texts: Iterator[str], chars: int = CHUNK_CHARS) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _train(plan: Plan, scans: dict[str, ScanInfo], reporter: Reporter, workers: int):
+    """Train the tokenizer on the train split. char counts code points with numpy; word counts in worker processes
+    on large corpora; both then apply `train_tokenizer`'s vocabulary rule (`_vocab_tokenizer`)."""
+    tok = plan.exp.tokenizer
+    meter = _Meter(reporter, f"train {tok.kind} tokenizer", plan.groups["train"].bytes)
+    texts = _train_texts(plan, scans, meter)
+    try:
+        if tok.kind == "char":
+            tokenizer = _vocab_tokenizer("char", _char_counts(texts), tok.min_freq, tok.max_vocab)
+        elif tok.kind == "word" and workers > 1:
+            tokenizer = _vocab_tokenizer("word", _parallel_counts("word", texts, workers), tok.min_freq,
+                                         tok.max_vocab)
+        else:
+            tokenizer = train_tokenizer(tok.kind, texts, vocab_size=tok.vocab_size if tok.kind == "bpe" else None,
+                                        min_freq=tok.min_freq, max_vocab=tok.max_vocab if tok.kind != "bpe" else None)
+    except ValueError as exc:
+        raise DataError(f"cannot train the {tok.kind} tokenizer on data.train: {exc}",
+                        hint="check tokenizer.* settings and that the training text is not empty") from None
+    finally:
+        meter.stop()
+    return tokenizer
+
+
+def _char_counts(texts: Iterator[str]) -> Counter:
+    totals = np.zeros(MAX_CODE_POINT + 1, dtype=np.int64)
+    for batch in _batches(texts):
+        points = np.frombuffer("".join(batch).encode("utf-32-le"), dtype="<u4")
+        totals += np.bincount(points, minlength=MAX_CODE_POINT + 1)
+    seen = np.flatnonzero(totals)
+    return Counter({chr(int(p)): int(totals[p]) for p in seen})
+
+
+def _count_words(texts: list[str]) -> Counter:
+    """Worker task: word counts of some texts (the counting step of word training)."""
+    from llmctl.data.tokenizers import split_words
+
+    counts: Counter = Counter()
+    for text in texts:
+        counts.update(split_words(text))
+    return counts
+
+
+def _parallel_counts(kind: str, texts: Iterator[str], workers: int) -> Counter:
+    total: Counter = Counter()
+    with _pool(workers, None) as pool:
+        runner = _Ordered(pool, window=2 * workers)
+        for batch in _batches(texts):
+            for _, counts in runner.submit(_count_words, (batch,), None):
+                total.update(counts)
+        for _, counts in runner.drain():
+            total.update(counts)
+    return total
+
+
+def _vocab_tokenizer(kind: str, counts: Counter, min_freq: int, max_vocab: int | None):
+    """Build a char/word tokenizer from token counts with `train_tokenizer`'s documented rule: keep tokens seen at
+    least `min_freq` times, most frequent first (ties by token string), capped at `max_vocab` ids with the
+    specials. Tests check this equals `train_tokenizer` on the same text."""
+    from llmctl.data.tokenizers import SPECIAL_TOKENS, CharTokenizer, WordTokenizer
+
+    if not counts:
+        raise ValueError(f"training data is empty: no {kind} tokens found")
+    kept = sorted((item for item in counts.items() if item[1] >= min_freq), key=lambda item: (-item[1], item[0]))
+    if max_vocab is not None:
+        kept = kept[: max_vocab - len(SPECIAL_TOKENS)]
+    cls = WordTokenizer if kind == "word" else CharTokenizer
+    return cls(SPECIAL_TOKENS + [token for token, _ in kept])
+
+
+# ---------------------------------------------------------------- writing splits
+
+
+class _Sink:
+    """One split's writer plus the document it is building (lm documents arrive in pieces)."""
+
+    def __init__(self, layout: DatasetDir, split: str, dtype: np.dtype, vocab_size: int):
+        self.writer = SplitWriter(layout, split, dtype)
+        self.counts = stats_mod.SplitCounts(vocab_size=vocab_size)
+        self.open_at: int | None = None  # index into writer.offsets where the open document starts
+        self._uncounted: list[np.ndarray] = []
+
+    def piece(self, ids: np.ndarray, chars: int, *, eos: bool = False) -> None:
+        """Append part of the open document (opening one if needed); `eos` also ends it with `<eos>`."""
+        if self.open_at is None:
+            self.open_at = len(self.writer.offsets) - 1
+        if eos:
+            ids = np.append(ids, EOS_ID)
+        if ids.size:
+            self.writer.add(ids)
+            self._uncounted.append(ids)
+        self.counts.characters += chars
+        if eos:
+            self.close(eos=False)
+
+    def close(self, eos: bool) -> None:
+        """End the open document; its pieces become one entry in the document offsets."""
+        if self.open_at is None:
+            return
+        if eos:
+            eos_ids = np.asarray([EOS_ID], dtype=np.int64)
+            self.writer.add(eos_ids)
+            self._uncounted.append(eos_ids)
+        # SplitWriter records one offset per add(); merge this document's pieces into one document
+        del self.writer.offsets[self.open_at + 1:-1]
+        self.open_at = None
+        self.counts.documents += 1
+
+    def document(self, ids: np.ndarray, chars: int, *, label: int | None = None,
+                 response_start: int | None = None) -> None:
+        self.writer.add(ids, label=label, response_start=response_start)
+        self._uncounted.append(ids)
+        self.counts.characters += chars
+        self.counts.documents += 1
+        if label is not None:
+            self.counts.add_label(label)
+
+    def flush_counts(self) -> None:
+        """Token counts are taken per chunk (one bincount), not per document."""
+        if self._uncounted:
+            self.counts.add_tokens(np.concatenate(self._uncounted))
+            self._uncounted = []
+
+    def finish(self) -> dict[str, Any]:
+        self.flush_counts()
+        return self.writer.close()
+
+
+class _Chunk:
+    """Texts to encode together, and what to do with their ids (events, in order)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.events: list[tuple] = []
+        self.chars = 0
+
+    def text(self, value: str) -> int:
+        self.texts.append(value)
+        self.chars += len(value)
+        return len(self.texts) - 1
+
+
+def _encode_all(plan: Plan, scans: dict[str, ScanInfo], tokenizer, tok_dir: Path, layout: DatasetDir,
+                label_ids: dict[str, int], reporter: Reporter, workers: int) -> dict[str, _Sink]:
+    """The encode pass: every group's records → routed to splits → encoded in chunks → written in order."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    sinks = {s: _Sink(layout, s, dtype, tokenizer.vocab_size) for s in plan.splits()}
+    meter = _Meter(reporter, "encode", plan.total_bytes)
+    # word encodes in Python: worker processes on large corpora. char (numpy) and bpe (Rust threads) stay here.
+    pool = _pool(workers, tok_dir) if workers > 1 and tokenizer.kind == "word" else None
+    encode = _encode_texts if pool is not None else encoder(tokenizer)
+    try:
+        runner = _Ordered(pool, window=2 * workers)
+        for name, group in plan.groups.items():
+            router = _Router(plan, scans["train"]) if name == "train" else None
+            counter = src.ReadCounter()
+            state: dict[str, Any] = {"open": None, "eos": group.eos}
+            chunk = _Chunk()
+            for rec in _records(plan, group, counter):
+                for split, part in (router.route(rec) if router is not None else [(name, rec)]):
+                    if plan.task == "pairs":
+                        chunk.events.append(("pair", split, chunk.text(part.prompt), chunk.text(part.response)))
+                    elif plan.task == "classify":
+                        chunk.events.append(("doc", split, chunk.text(part.text), label_ids[part.label]))
+                    else:
+                        if part.text:
+                            chunk.events.append(("piece", split, chunk.text(part.text)))
+                        if part.end:
+                            chunk.events.append(("end", split))
+                if chunk.chars >= CHUNK_CHARS:
+                    for done, ids in runner.submit(encode, (chunk.texts,), chunk):
+                        _apply(done, ids, sinks, state)
+                    chunk = _Chunk()
+                    meter.update(counter.bytes_read)
+            if chunk.events:
+                for done, ids in runner.submit(encode, (chunk.texts,), chunk):
+                    _apply(done, ids, sinks, state)
+            for done, ids in runner.drain():
+                _apply(done, ids, sinks, state)
+            if state["open"] is not None:
+                sinks[state["open"]].close(eos=False)
+            meter.done(counter.bytes_read)
+        meter.stop()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return sinks
+
+
+def _apply(chunk: _Chunk, result: tuple[np.ndarray, np.ndarray], sinks: dict[str, _Sink],
+           state: dict[str, Any]) -> None:
+    """Write one encoded chunk: pieces extend the open document, `end` closes it (with `<eos>` unless the group is
+    one continuous text), classify/pairs records are whole documents."""
+    flat, lengths = result
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    texts, events = chunk.texts, chunk.events
+    n = len(events)
+    for k, event in enumerate(events):
+        kind, split = event[0], event[1]
+        if kind == "piece":
+            if state["open"] not in (None, split):  # the tail boundary cut a document: close its first part
+                sinks[state["open"]].close(eos=False)
+            state["open"] = split
+            i = event[2]
+            closing = k + 1 < n and events[k + 1][0] == "end"
+            sinks[split].piece(flat[starts[i]:ends[i]], len(texts[i]), eos=closing and state["eos"])
+            if closing and state["eos"]:
+                state["open"] = None
+        elif kind == "end":
+            if state["open"] is not None:
+                sinks[state["open"]].close(eos=state["eos"])
+            state["open"] = None
+        elif kind == "doc":
+            i = event[2]
+            sinks[split].document(flat[starts[i]:ends[i]], len(texts[i]), label=event[3])
+        else:  # pair
+            p, r = event[2], event[3]
+            doc, response_start = pair_template(flat[starts[p]:ends[p]], flat[starts[r]:ends[r]])
+            sinks[split].document(np.asarray(doc, dtype=np.int64), len(texts[p]) + len(texts[r]),
+                                  response_start=response_start)
+    for sink in sinks.values():
+        sink.flush_counts()
+
+
+# ---------------------------------------------------------------- labels
+
+
+def _label_order(names) -> list[str]:
+    names = list(names)
+    try:
+        return sorted(names, key=lambda n: (float(n), n))
+    except ValueError:
+        return sorted(names)
+
+
+def _labels(plan: Plan, scans: dict[str, ScanInfo]) -> list[str]:
+    if plan.task != "classify":
+        return []
+    train = scans["train"].labels
+    column = plan.groups["train"].files[0].columns["label"]
+    if len(train) < 2:
+        only = next(iter(train), "?")
+        raise DataError(f"data.train: the label column `{column}` has a single class ({only!r}) in "
+                        f"{scans['train'].documents} records",
+                        hint="classification needs at least two classes: check the label column and the data")
+    names = _label_order(train)
+    for split in ("valid", "test"):
+        if split in scans:
+            unseen = sorted(set(scans[split].labels) - set(train))
+            if unseen:
+                files = ", ".join(str(f.path) for f in plan.groups[split].files[:3])
+                raise DataError(f"data.{split} ({files}): label {unseen[0]!r} does not occur in the training data "
+                                f"(train labels: {', '.join(names)})",
+                                hint="fix the label, or add training examples with it")
+    return names
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _up_to_date(layout: DatasetDir, build_key: str) -> dict[str, Any] | None:
+    """The existing manifest if the dataset there was built from the same inputs/settings and is intact."""
+    if not layout.exists():
+        return None
+    try:
+        dataset = Dataset(layout.root)
+        if dataset.manifest.get("build_key") != build_key or not layout.stats.is_file():
+            return None
+        for split in dataset.splits():
+            dataset.tokens(split)
+        dataset.tokenizer()
+    except (LlmctlError, OSError, ValueError, KeyError):
+        return None
+    return dataset.manifest
+
+
+def _clean_stale(final: Path) -> None:
+    """Remove temporaries a killed earlier run of this dataset left next to it."""
+    parent = final.parent
+    if not parent.is_dir():
+        return
+    for entry in parent.iterdir():
+        if entry.name.startswith(f"{atomic.TMP_PREFIX}{final.name}."):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _summary(manifest: dict[str, Any], seconds: float | None, status: str) -> dict[str, Any]:
+    values: dict[str, Any] = {"status": status, "dataset": manifest.get("dir", ""),
+                              "task": manifest["task"], "tokenizer": manifest["tokenizer"]["kind"],
+                              "vocab_size": manifest["tokenizer"]["vocab_size"],
+                              "fingerprint": manifest["tokenizer"]["fingerprint"]}
+    for split, info in manifest["splits"].items():
+        values[f"{split} documents"] = info["documents"]
+        values[f"{split} tokens"] = info["tokens"]
+    if manifest.get("labels"):
+        values["labels"] = ", ".join(manifest["labels"])
+    if seconds is not None:
+        values["seconds"] = round(seconds, 2)
+        values["MB/s"] = round(manifest["source_bytes"] / 1e6 / max(seconds, 1e-9), 1)
+    values["splits"] = manifest["splits"]
+    return values
+
+
+def run(exp, reporter: Reporter | None = None, force: bool = False) -> Result:
+    """Build (or confirm up to date) the dataset directory `exp.data.dir`."""
+    from llmctl import config as config_mod
+
+    reporter = reporter or Reporter("none")
+    t0 = time.perf_counter()
+    plan = _plan(exp)
+    final = Path(exp.data.dir)
+    layout_final = DatasetDir(final)
+    _clean_stale(final)
+    if not force:
+        existing = _up_to_date(layout_final, plan.build_key)
+        if existing is not None:
+            return Result(title="preprocess: up to date", values=_summary(existing, None, "unchanged"),
+                          lines=[f"dataset {final} is up to date (inputs and settings unchanged); "
+                                 "nothing to do — use --force to rebuild"])
+
+    # scan: validate every record and count what the split needs
+    scans: dict[str, ScanInfo] = {}
+    meter = _Meter(reporter, "scan", plan.total_bytes)
+    for name, group in plan.groups.items():
+        scans[name] = _scan(plan, group, meter)
+    meter.stop()
+    skipped, skipped_where = meter.skipped, meter.skipped_where
+    if skipped:
+        reporter.warn(f"skipped {skipped} record(s) with undecodable bytes (data.encoding_errors=skip), e.g. "
+                      + ", ".join(skipped_where[:3]))
+    for name, scan in scans.items():
+        if scan.documents == 0:
+            files = len(plan.groups[name].files)
+            raise DataError(f"data.{name}: no text left after reading {files} file(s) "
+                            f"({scan.filtered} empty record(s) after normalisation, {skipped} skipped)",
+                            hint="check the sources, the text field/column and data.normalize")
+    label_names = _labels(plan, scans)
+    label_ids = {name: i for i, name in enumerate(label_names)}
+    workers = _worker_count(plan.total_bytes, exp.data.workers)
+
+    with atomic.directory(final, replace=True) as tmp:
+        layout = DatasetDir(tmp)
+        if plan.reuse is not None:
+            tokenizer = _load_reused(plan.reuse)
+            _warn_normalize_mismatch(plan, reporter)
+        else:
+            tokenizer = _train(plan, scans, reporter, workers)
+        tokenizer.save(layout.tokenizer)
+        sinks = _encode_all(plan, scans, tokenizer, layout.tokenizer, layout, label_ids, reporter, workers)
+        splits = {name: {**sink.finish(), "characters": sink.counts.characters} for name, sink in sinks.items()}
+        if splits["train"]["tokens"] == 0:
+            raise DataError("data.train: the training split holds no tokens", hint="add data or lower the "
+                                                                                   "held-out fractions")
+        report = stats_mod.report({n: s.counts for n, s in sinks.items()}, tokenizer, label_names,
+                                  skipped=skipped, filtered=sum(s.filtered for s in scans.values()))
+        atomic.write_json(layout.stats, report)
+        normalize = plan.normalizer.settings()
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "dtype": token_dtype(tokenizer.vocab_size).name,
+            "task": exp.data.task,
+            "labels": label_names,
+            "splits": splits,
+            "tokenizer": {"fingerprint": dataset_fingerprint(tokenizer.fingerprint(), normalize),
+                          "tokenizer_fingerprint": tokenizer.fingerprint(), "kind": tokenizer.kind,
+                          "vocab_size": tokenizer.vocab_size,
+                          "from": str(plan.reuse) if plan.reuse is not None else None},
+            "normalize": normalize,
+            "documents": {"mode": exp.data.documents, "eos_after_document": {n: g.eos for n, g in
+                                                                               plan.groups.items()}},
+            "split": {"carved": plan.carve, "mode": exp.data.split.mode if plan.carve else None,
+                      "seed": exp.data.split.seed if plan.carve else None},
+            "sources": {name: [{"path": str(i.path), "format": f.format, "size": i.size, "sha256": i.sha256}
+                               for f, i in zip(g.files, g.infos, strict=True)] for name, g in plan.groups.items()},
+            "source_bytes": plan.total_bytes,
+            "build_key": plan.build_key,
+            "llmctl_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config": config_mod.to_dict(exp),
+        }
+        atomic.write_json(layout.manifest, manifest)  # last: a directory with a manifest is complete
+    seconds = time.perf_counter() - t0
+    stats_mod.show(reporter, report)
+    manifest["dir"] = str(final)
+    values = _summary(manifest, seconds, "built")
+    return Result(title="preprocess", values=values,
+                  lines=[f"dataset written to {final} ({seconds:.1f} s, {values['MB/s']} MB/s)"])
+
+
+def _warn_normalize_mismatch(plan: Plan, reporter: Reporter) -> None:
+    """A reused tokenizer from a dataset normalised differently sees differently shaped text: say so."""
+    manifest_path = DatasetDir(plan.reuse.parent).manifest
+    if not manifest_path.is_file():
+        return
+    try:
+        theirs = json.loads(manifest_path.read_text(encoding="utf-8")).get("normalize")
+    except (OSError, json.JSONDecodeError):
+        return
+    if theirs is not None and theirs != plan.normalizer.settings():
+        reporter.warn(f"tokenizer.from: {plan.reuse.parent} was normalised with {theirs}, this dataset with "
+                      f"{plan.normalizer.settings()}; the fingerprints will differ")

@@ -1,0 +1,130 @@
+"""The exported computations, written once and shared by the SavedModel signatures and the TFLite models.
+
+Everything here is plain TensorFlow over the layers of a trained model (no Python control flow on tensor values), so
+it traces into a `tf.function` with any batch size and length, and — at a fixed batch of 1 — into builtin TFLite ops.
+
+State layout: the LSTM state travels as a flat list `[h0, c0, h1, c1, ...]`, one `[B, units]` float32 pair per layer,
+bottom layer first (`llmctl.models.lstm_lm.flatten_states`). Its names are `state_names(layers)`.
+
+    logits, flat = one_step(model, token_ids, flat)            # token_ids [B] → logits [B, V]
+    logits, flat = prefill(model, token_ids)                   # token_ids [B, T] → logits [B, T, V]
+    last_logits, flat = masked_prefill(model, ids, lengths)    # right-padded prompts → logits at each last token
+    tokens, lengths = decode(model, ids, lengths, ...)         # in-graph greedy / sampling loop
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmctl.tfenv import import_tf
+
+tf = import_tf()
+
+
+def state_names(layers: int) -> list[str]:
+    """Names of the flat state tensors, bottom layer first: h0, c0, h1, c1, ..."""
+    return [f"{kind}{i}" for i in range(layers) for kind in ("h", "c")]
+
+
+def one_step(model, token_ids, flat_states) -> tuple[Any, list[Any]]:
+    """Advance the language model by one token per row: `token_ids` [B] int32 → logits [B, V] and the new state.
+
+    Uses each LSTM layer's cell directly (the same weights and math as the layer's loop over one step), which keeps
+    the graph free of loops: it converts to builtin TFLite ops and runs faster than a one-step `tf.while_loop`.
+    """
+    x = model.embedding(tf.cast(token_ids, tf.int32))
+    new_states = []
+    for i, lstm in enumerate(model.lstms):
+        x, (h, c) = lstm.cell(x, [flat_states[2 * i], flat_states[2 * i + 1]], training=False)
+        new_states += [h, c]
+    logits = model.project(x[:, None, :], training=False)[:, 0, :]
+    return logits, new_states
+
+
+def prefill(model, token_ids) -> tuple[Any, list[Any]]:
+    """Run every position of `token_ids` [B, T] from the zero state → logits [B, T, V] and the state after position
+    T-1 (all rows are taken as real tokens; use `masked_prefill` for right-padded prompts of different lengths)."""
+    logits, states = model(tf.cast(token_ids, tf.int32), None, training=False)
+    return logits, [t for pair in states for t in pair]
+
+
+def masked_prefill(model, token_ids, lengths) -> tuple[Any, list[Any]]:
+    """Right-padded prompts `token_ids` [B, T] with `lengths` [B] → logits of the token after each prompt [B, V] and
+    the state after each prompt's last real token. A row of length 0 keeps the zero state (its logits come from the
+    output layer applied to a zero hidden state)."""
+    token_ids = tf.cast(token_ids, tf.int32)
+    batch, width = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
+    mask = tf.sequence_mask(lengths, width)
+    x = model.embedding(token_ids)
+    zeros = tf.zeros([batch, model.units], dtype=tf.float32)
+    flat = []
+    for lstm in model.lstms:
+        x, h, c = lstm(x, initial_state=[zeros, zeros], mask=mask, training=False)
+        flat += [h, c]
+    logits = model.project(flat[-2][:, None, :], training=False)[:, 0, :]
+    return logits, flat
+
+
+def _sample(logits, temperature, top_k, top_p, seed):
+    """One token per row from `logits` [B, V] with temperature, optional top-k (k > 0) and top-p (p < 1)."""
+    from llmctl.generate.samplers import apply_top_k, apply_top_p
+
+    logits = logits / temperature
+    logits = tf.cond(top_k > 0, lambda: apply_top_k(logits, top_k), lambda: logits)
+    logits = tf.cond(top_p < 1.0, lambda: apply_top_p(logits, top_p), lambda: logits)
+    return tf.random.stateless_categorical(logits, 1, seed, dtype=tf.int32)[:, 0]
+
+
+def decode(model, prompt_ids, prompt_lengths, max_new_tokens, temperature, top_k, top_p, seed, *, eos_id: int,
+           pad_id: int) -> tuple[Any, Any]:
+    """Continue right-padded prompts inside one graph: masked prefill, then a `tf.while_loop` over `one_step`.
+
+    `temperature` <= 0 → greedy (argmax); otherwise sample from softmax(logits / temperature), restricted to the
+    `top_k` most likely tokens when `top_k` > 0 and to the top-p nucleus when `top_p` < 1. Step i draws with the
+    stateless seed `[seed, i]`, so a seed always gives the same text. A row stops after producing `eos_id` (which is
+    kept); the loop ends when every row stopped or after `max_new_tokens` tokens.
+
+    Returns `tokens` int32 [B, max_new_tokens] (right-padded with `pad_id`) and `lengths` int32 [B].
+    """
+    max_new_tokens = tf.maximum(tf.cast(max_new_tokens, tf.int32), 0)
+    temperature = tf.cast(temperature, tf.float32)
+    top_k = tf.cast(top_k, tf.int32)
+    top_p = tf.cast(top_p, tf.float32)
+    base_seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+    logits, flat = masked_prefill(model, prompt_ids, prompt_lengths)
+    batch = tf.shape(prompt_ids)[0]
+
+    def pick(step_logits, i):
+        step_seed = base_seed + tf.stack([tf.constant(0, tf.int64), tf.cast(i, tf.int64)])
+        return tf.cond(temperature <= 0.0,
+                       lambda: tf.argmax(step_logits, axis=-1, output_type=tf.int32),
+                       lambda: _sample(step_logits, tf.maximum(temperature, 1e-6), top_k, top_p, step_seed))
+
+    def keep_going(i, _logits, _flat, _out, finished, _lengths):
+        return tf.logical_and(i < max_new_tokens, tf.logical_not(tf.reduce_all(finished)))
+
+    def body(i, step_logits, states, out, finished, lengths):
+        token = tf.where(finished, tf.constant(pad_id, tf.int32), pick(step_logits, i))
+        out = tf.concat([out, token[:, None]], axis=1)
+        lengths += tf.cast(tf.logical_not(finished), tf.int32)
+        finished = tf.logical_or(finished, tf.equal(token, eos_id))
+        more = tf.logical_and(i + 1 < max_new_tokens, tf.logical_not(tf.reduce_all(finished)))
+        step_logits, states = tf.cond(more, lambda: one_step(model, token, states),
+                                      lambda: (step_logits, list(states)))
+        return i + 1, step_logits, states, out, finished, lengths
+
+    start = (tf.constant(0), logits, flat, tf.zeros([batch, 0], tf.int32), tf.zeros([batch], tf.bool),
+             tf.zeros([batch], tf.int32))
+    invariants = (tf.TensorShape([]), logits.shape, [s.shape for s in flat], tf.TensorShape([None, None]),
+                  tf.TensorShape([None]), tf.TensorShape([None]))
+    _, _, _, out, _, lengths = tf.while_loop(keep_going, body, start, shape_invariants=invariants)
+    out = tf.pad(out, [[0, 0], [0, max_new_tokens - tf.shape(out)[1]]], constant_values=pad_id)
+    return out, lengths
+
+
+def classify(model, token_ids, max_length: int) -> tuple[Any, Any]:
+    """Class probabilities and logits [B, C] for right-padded `token_ids` [B, T], truncated to `max_length` tokens
+    (the first ones are kept, as in training)."""
+    token_ids = tf.cast(token_ids, tf.int32)[:, :max_length]
+    logits = model(token_ids, training=False)
+    return tf.nn.softmax(logits, axis=-1), logits

@@ -1,0 +1,185 @@
+"""The epoch loop for whole-document fine-tuning (classification, prompt→response): padded batches, layer groups,
+gradual unfreezing, discriminative learning rates, the `train.schedule`, evaluation, best-weights selection.
+
+    task = DocTask(...)                      # what to train: loss, batches, evaluation, layer groups
+    outcome = fit(task, train_cfg, finetune_cfg, reporter=..., seed=..., log=..., save=...)
+
+Per epoch e: the groups `ulmfit.trainable_groups(e, ...)` train, each at `schedule.lr(step, e) × multiplier`
+(`ulmfit.lr_multipliers`). After every epoch (or every `train.eval_every` steps) the task is evaluated; the weights
+with the best monitored metric are kept in memory and handed to `save("best", ...)`; `train.early_stopping` counts
+evaluations without improvement. Budgets: `train.epochs`, `max_steps`, `max_tokens` (non-pad input tokens) and
+`max_time` (seconds of training). A non-finite loss stops with `TrainingError`; the best weights so far are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from llmctl.errors import ConfigError, TrainingError
+from llmctl.train import ulmfit
+from llmctl.train.group_step import GroupStepper
+from llmctl.train.schedules import build_schedule
+
+
+@dataclass
+class DocTask:
+    """Everything task-specific the loop needs."""
+
+    name: str
+    model: Any
+    groups: list[tuple[str, list[Any]]]
+    loss_fn: Callable[..., Any]                   # (*batch, training) -> scalar loss
+    input_signature: Sequence[Any]
+    batches: Callable[[int], Iterator[tuple]]     # epoch -> batches (tuples of numpy arrays; [0] = tokens)
+    steps_per_epoch: int
+    evaluate: Callable[[], dict[str, float]]      # -> metrics incl. `loss` and `monitor`
+    monitor: str = "loss"
+    mode: str = "min"                              # "min" or "max"
+
+
+@dataclass
+class FitOutcome:
+    steps: int = 0
+    epochs_done: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    stopped_by: str = "epochs"
+    best: dict[str, float] = field(default_factory=dict)
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def check_supported(train_cfg, distribute_cfg, task: str) -> None:
+    """Refuse training options the document trainer does not implement (one line each)."""
+    if train_cfg.grad_accum != 1:
+        raise ConfigError(f"train.grad_accum={train_cfg.grad_accum} is not supported by finetune.task={task}",
+                          hint="set train.grad_accum=1 and raise train.batch_size instead")
+    if train_cfg.mixed_precision != "none":
+        raise ConfigError(f"train.mixed_precision={train_cfg.mixed_precision} is not supported by "
+                          f"finetune.task={task}", hint="set train.mixed_precision=none")
+    if distribute_cfg.strategy != "none":
+        raise ConfigError(f"distribute.strategy={distribute_cfg.strategy} is not supported by finetune.task={task}",
+                          hint="set distribute.strategy=none (these runs are small)")
+    if train_cfg.schedule.kind == "plateau":
+        raise ConfigError(f"train.schedule.kind=plateau is not supported by finetune.task={task}",
+                          hint="use slanted_triangular, onecycle, cosine, step or constant")
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+    if best is None:
+        return math.isfinite(value)
+    return value > best if mode == "max" else value < best
+
+
+def fit(task: DocTask, train_cfg, finetune_cfg, *, reporter, jit_compile: bool = False,
+        log: Callable[[dict[str, Any]], None] = lambda row: None,
+        save: Callable[[str, dict[str, Any]], None] = lambda which, state: None,
+        start: dict[str, Any] | None = None) -> FitOutcome:
+    """Train `task.model` in place; on return it holds the best weights seen (by `task.monitor`)."""
+    names = [name for name, _ in task.groups]
+    multipliers = ulmfit.lr_multipliers(len(names), finetune_cfg.discriminative_lr)
+    stepper = GroupStepper(task.groups, train_cfg, task.loss_fn, multipliers=multipliers,
+                           input_signature=task.input_signature, jit_compile=jit_compile)
+    epochs = train_cfg.epochs
+    total = epochs * task.steps_per_epoch
+    if train_cfg.max_steps:
+        total = min(total, train_cfg.max_steps)
+    schedule = build_schedule(train_cfg, total_steps=max(total, 1), steps_per_epoch=task.steps_per_epoch)
+    if finetune_cfg.gradual_unfreeze and epochs < len(names):
+        reporter.warn(f"gradual unfreezing needs {len(names)} epochs to reach the embedding, train.epochs={epochs}: "
+                      f"the lowest {len(names) - epochs} group(s) stay frozen")
+    reporter.table("layer groups", ulmfit.describe(names, epochs, finetune_cfg.discriminative_lr,
+                                                   finetune_cfg.gradual_unfreeze),
+                   columns=("group", "lr ×", "trains from epoch"))
+
+    out = FitOutcome()
+    state = start or {}
+    out.steps = int(state.get("step", 0))
+    first_epoch = int(state.get("epoch", 0))
+    best_value = state.get("best_value")
+    bad_evals = int(state.get("bad_evaluations", 0))
+    best_weights = state.get("best_weights")  # on resume the caller restores them from the `best` checkpoint
+    t0 = time.perf_counter()
+    elapsed0 = float(state.get("seconds", 0.0))
+
+    def evaluate(epoch: int, where: str) -> bool:
+        """Evaluate, keep the best weights; True when early stopping says stop."""
+        nonlocal best_value, best_weights, bad_evals
+        metrics = task.evaluate()
+        value = float(metrics[task.monitor])
+        improved = _better(value, best_value, task.mode)
+        row = {"step": out.steps, "epoch": epoch + 1, "split": "valid", **metrics}
+        out.history.append(row)
+        log(row)
+        reporter.metrics(f"valid ({where})", {**metrics, "best": "yes" if improved else "no"})
+        if improved:
+            best_value, best_weights, bad_evals = value, task.model.get_weights(), 0
+            out.best, out.best_epoch = dict(metrics), epoch + 1
+            save("best", _state(out, epoch, best_value, bad_evals, elapsed0 + time.perf_counter() - t0))
+        else:
+            bad_evals += 1
+        return bool(train_cfg.early_stopping and bad_evals >= train_cfg.early_stopping)
+
+    stop = None
+    reporter.start(f"finetune {task.name}", total)
+    try:
+        for epoch in range(first_epoch, epochs):
+            trainable = ulmfit.trainable_groups(epoch, len(names), finetune_cfg.gradual_unfreeze)
+            running, seen = 0.0, 0
+            for batch in task.batches(epoch):
+                lr = schedule.lr(out.steps, epoch)
+                stepper.set_lr(lr)
+                loss, norm = stepper.step(trainable, *batch)
+                loss = float(loss)
+                if not math.isfinite(loss):
+                    raise TrainingError(f"loss became {loss} at step {out.steps + 1} (epoch {epoch + 1})",
+                                        hint="lower train.lr or set train.clip_norm; the best weights so far "
+                                             "were kept")
+                out.steps += 1
+                out.tokens += int(np.count_nonzero(batch[0]))
+                running, seen = running + loss, seen + 1
+                if out.steps % train_cfg.log_every == 0 or seen == task.steps_per_epoch:
+                    row = {"step": out.steps, "epoch": epoch + 1, "split": "train", "loss": running / seen,
+                           "lr": lr, "grad_norm": float(norm)}
+                    log(row)
+                    reporter.advance(out.steps, loss=running / seen, lr=lr, epoch=epoch + 1)
+                if train_cfg.eval_every and out.steps % train_cfg.eval_every == 0:
+                    if evaluate(epoch, f"step {out.steps}"):
+                        stop = "early_stopping"
+                stop = stop or _budget(train_cfg, out, elapsed0 + time.perf_counter() - t0)
+                if stop:
+                    break
+            out.epochs_done = epoch + 1
+            if not (train_cfg.eval_every and out.steps % train_cfg.eval_every == 0):
+                if evaluate(epoch, f"epoch {epoch + 1}"):
+                    stop = stop or "early_stopping"
+            save("last", _state(out, epoch + 1, best_value, bad_evals, elapsed0 + time.perf_counter() - t0))
+            if stop:
+                break
+    finally:
+        reporter.stop()
+        out.seconds = elapsed0 + time.perf_counter() - t0
+        if best_weights is not None:
+            task.model.set_weights(best_weights)
+    out.stopped_by = stop or "epochs"
+    return out
+
+
+def _state(out: FitOutcome, epoch: int, best_value, bad_evals: int, seconds: float) -> dict[str, Any]:
+    return {"step": out.steps, "epoch": epoch, "best_value": best_value, "bad_evaluations": bad_evals,
+            "seconds": seconds, "best_epoch": out.best_epoch, "best": out.best}
+
+
+def _budget(train_cfg, out: FitOutcome, seconds: float) -> str | None:
+    if train_cfg.max_steps and out.steps >= train_cfg.max_steps:
+        return "max_steps"
+    if train_cfg.max_tokens and out.tokens >= train_cfg.max_tokens:
+        return "max_tokens"
+    if train_cfg.max_time and seconds >= train_cfg.max_time:
+        return "max_time"
+    return None
