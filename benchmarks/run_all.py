@@ -1,0 +1,90 @@
+"""`make bench`: run every benchmark script, each printing ratios measured side by side in one run, then merge their
+numbers into benchmarks/results/latest.json and a Markdown table in docs/benchmarks.md.
+
+Benchmarks report; they never fail because a machine is slow. A benchmark that crashes is reported as such and the
+others still run (the exit code is non-zero only if one crashed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHES = [
+    ("help", "bench_help.py", []),
+    ("preprocess", "bench_preprocess.py", []),
+    ("train", "bench_train.py", []),
+    ("generate", "bench_generate.py", []),
+    ("tflite", "bench_tflite.py", []),
+]
+REQUIRED = ["train_tokens_per_s", "train_vs_keras_fit", "mfu", "generate_tokens_per_s", "generate_vs_naive",
+            "preprocess_mb_per_s", "preprocess_vs_textvectorization", "help_seconds"]
+
+
+def main() -> int:
+    only = set(sys.argv[1:])
+    merged: dict[str, object] = {}
+    details: dict[str, dict] = {}
+    failed = []
+    for name, script, extra in BENCHES:
+        if only and name not in only:
+            continue
+        path = ROOT / "benchmarks" / script
+        if not path.exists():
+            failed.append(f"{name}: {script} missing")
+            continue
+        print(f"\n=== {name}: {script} ===", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "out.json"
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, str(path), "--json", str(out), *extra], cwd=ROOT,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+            took = time.perf_counter() - t0
+            if proc.returncode != 0 or not out.exists():
+                failed.append(f"{name}: exit {proc.returncode}")
+                continue
+            data = json.loads(out.read_text(encoding="utf-8"))
+        data["wall_seconds"] = round(took, 1)
+        details[name] = data
+        merged.update({k: v for k, v in data.items() if not isinstance(v, (dict, list)) and k != "wall_seconds"})
+    result = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                          "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M")},
+              **merged, "details": details, "failed": failed,
+              "missing_keys": [k for k in REQUIRED if k not in merged]}
+    results_dir = ROOT / "benchmarks" / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_markdown(result)
+    print("\nwrote benchmarks/results/latest.json and docs/benchmarks.md")
+    if failed:
+        print("benchmarks that did not finish: " + "; ".join(failed))
+    return 1 if failed else 0
+
+
+def write_markdown(result: dict) -> None:
+    lines = ["# Benchmarks", "",
+             "Measured by `make bench` (`benchmarks/run_all.py`); every ratio compares two things measured side by side "
+             "in one run on the same machine. Regenerated on each run — numbers below are from the last one.", "",
+             f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, Python "
+             f"{result['machine']['python']}, {result['machine']['date']}.", ""]
+    for name, data in result["details"].items():
+        lines += [f"## {name}", "", "| metric | value |", "|---|---|"]
+        for key, value in data.items():
+            if isinstance(value, dict):
+                value = json.dumps(value)
+            lines.append(f"| `{key}` | {value} |")
+        lines.append("")
+    if result["failed"]:
+        lines += ["## Did not finish", ""] + [f"- {f}" for f in result["failed"]] + [""]
+    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
