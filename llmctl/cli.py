@@ -244,6 +244,61 @@ def config_schema() -> None:
     typer.echo(schema_markdown(), nl=False)
 
 
+@app.command(epilog="Example: llmctl predict runs/sst2_finetune --text 'a gripping , funny film' --json")
+def predict(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt,
+            text: Optional[List[str]] = typer.Option(None, "--text", "-t", help="Text to classify (repeatable)."),
+            file: Optional[Path] = typer.Option(None, "--file", "-f", help="One text per line; `-` reads stdin."),
+            as_json: bool = typer.Option(False, "--json", help="One JSON object per text (JSONL) on stdout."),
+            debug: bool = DebugOpt, quiet: bool = QuietOpt) -> None:
+    """Label new texts with a classification run: predicted label and class probabilities per text."""
+
+    def body():
+        texts = _collect_texts(text, file)
+        exp = _load(config, set_, quiet)
+        from llmctl import predict as predict_mod
+
+        result = predict_mod.run(exp, reporter=_reporter(exp), texts=texts, as_json=as_json)
+        _print_predictions(result, as_json)
+
+    _guard(debug, body)
+
+
+def _collect_texts(text: Optional[List[str]], file: Optional[Path]) -> list[str]:
+    from llmctl.errors import DataError
+
+    texts = list(text or [])
+    if file is not None:
+        if str(file) == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            try:
+                lines = file.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DataError(f"cannot read texts file {file}: {exc}", hint="pass a UTF-8 text file, one text "
+                                                                               "per line") from None
+        texts += [line for line in lines if line.strip()]
+    elif not texts and not sys.stdin.isatty() and not os.environ.get("LLMCTL_NO_STDIN"):
+        texts += [line for line in sys.stdin.read().splitlines() if line.strip()]
+    return texts
+
+
+def _print_predictions(result, as_json: bool) -> None:
+    if as_json:
+        for line in result.lines:
+            sys.stdout.write(line + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=result.title)
+    for column in ("text", "label", "probability"):
+        table.add_column(column)
+    for p in result.values["predictions"]:
+        shown = p["text"] if len(p["text"]) <= 70 else p["text"][:67] + "..."
+        table.add_row(shown, p["label"], f"{p['probability']:.3f}")
+    Console(highlight=False).print(table)
+
+
 def main() -> None:
     app()
 

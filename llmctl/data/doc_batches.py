@@ -44,6 +44,14 @@ class Documents:
             rel = np.asarray(dataset.response_starts(split), dtype=np.int64) - starts
         return cls(dataset.tokens(split), starts, lengths, doc_labels, rel)
 
+    @classmethod
+    def from_token_lists(cls, docs: list[list[int]], *, max_length: int) -> "Documents":
+        """Documents from in-memory id lists (e.g. texts to predict)."""
+        lengths = np.asarray([len(d) for d in docs], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(docs) else lengths
+        flat = np.asarray([i for d in docs for i in d], dtype=np.int32)
+        return cls(flat, starts, np.minimum(lengths, max_length))
+
     def subset(self, index: np.ndarray) -> "Documents":
         return Documents(self.tokens, self.starts[index], self.lengths[index],
                          None if self.labels is None else self.labels[index],
@@ -67,11 +75,14 @@ def pad_batch(docs: Documents, index: np.ndarray, max_length: int) -> np.ndarray
     return out
 
 
-def batch_indices(lengths: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0) -> list[np.ndarray]:
-    """Document indices per batch: bucketed by length and shuffled when `shuffle`, else in order."""
+def batch_indices(lengths: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
+                  by_length: bool = False) -> list[np.ndarray]:
+    """Document indices per batch: bucketed by length and shuffled when `shuffle`; else in order, or sorted by
+    length when `by_length` (fastest for inference: callers put results back with the indices)."""
     n = int(lengths.size)
     if not shuffle:
-        return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+        order = np.argsort(lengths, kind="stable") if by_length else np.arange(n)
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     pool = batch_size * POOL_BATCHES
@@ -83,10 +94,10 @@ def batch_indices(lengths: np.ndarray, batch_size: int, *, shuffle: bool, seed: 
     return [batches[k] for k in rng.permutation(len(batches))]
 
 
-def iterate(docs: Documents, batch_size: int, max_length: int, *, shuffle: bool,
-            seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iterate(docs: Documents, batch_size: int, max_length: int, *, shuffle: bool, seed: int = 0,
+            by_length: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(document indices, padded tokens) per batch."""
-    for index in batch_indices(docs.lengths, batch_size, shuffle=shuffle, seed=seed):
+    for index in batch_indices(docs.lengths, batch_size, shuffle=shuffle, seed=seed, by_length=by_length):
         yield index, pad_batch(docs, index, max_length)
 
 

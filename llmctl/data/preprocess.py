@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -51,8 +52,20 @@ from llmctl.data import sources as src
 from llmctl.data import stats as stats_mod
 from llmctl.data.dataset import FORMAT_VERSION, Dataset, SplitWriter, token_dtype
 from llmctl.data.normalize import Normalizer
-from llmctl.data.tokenizers import BOS_ID, EOS_ID, SEP_ID, load_tokenizer, train_tokenizer
-from llmctl.errors import ArtifactError, ConfigError, DataError, LlmctlError
+from llmctl.data.tokenizers import (
+    BOS_ID,
+    EOS_ID,
+    METADATA_FILE,
+    SEP_ID,
+    SPECIAL_TOKENS,
+    UNK_ID,
+    CharTokenizer,
+    WordTokenizer,
+    load_tokenizer,
+    split_words,
+    train_tokenizer,
+)
+from llmctl.errors import ArtifactError, ConfigError, DataError, LlmctlError, ResourceError
 from llmctl.progress import Reporter
 from llmctl.results import Result
 from llmctl.runs import SPLITS, DatasetDir, RunDir
@@ -61,7 +74,6 @@ from llmctl.runs import SPLITS, DatasetDir, RunDir
 PREPROCESS_VERSION = 1
 PARALLEL_MIN_BYTES = 8 << 20      # below this, one process is faster than starting workers
 CHUNK_CHARS = 1 << 20             # text per encoding task
-BPE_MIN_VOCAB = 5 + 256           # specials + byte alphabet
 
 
 def pair_template(prompt_ids: Sequence[int], response_ids: Sequence[int]) -> tuple[list[int], int]:
@@ -99,7 +111,12 @@ class Plan:
     groups: dict[str, Group]
     carve: dict[str, float]          # split name → fraction carved from the train sources
     build_key: str = ""
-    reuse: Path | None = None        # tokenizer directory to reuse
+    reuse: Path | None = None        # tokenizer directory to reuse (`tokenizer.from`)
+    reused: Any = None               # ... and the tokenizer loaded from it
+
+    @property
+    def kind(self) -> str:
+        return self.reused.kind if self.reused is not None else self.exp.tokenizer.kind
 
     @property
     def task(self) -> str:
@@ -153,18 +170,13 @@ def _plan(exp) -> Plan:
     plan = Plan(exp=exp, opts=opts, normalizer=normalizer, groups=groups, carve=carve)
     if exp.tokenizer.from_ is not None:
         plan.reuse = _find_tokenizer(Path(exp.tokenizer.from_))
-    elif exp.tokenizer.kind == "bpe" and exp.tokenizer.vocab_size < BPE_MIN_VOCAB:
-        raise ConfigError(f"tokenizer.vocab_size={exp.tokenizer.vocab_size} is too small for bpe: it needs "
-                          f"{BPE_MIN_VOCAB} ids for the 5 special tokens and 256 byte symbols",
-                          hint=f"set tokenizer.vocab_size to at least {BPE_MIN_VOCAB} (8000 is typical)")
+        plan.reused = _load_reused(plan.reuse)
     plan.build_key = _build_key(plan)
     return plan
 
 
 def _find_tokenizer(path: Path) -> Path:
     """The tokenizer folder of a dataset directory, a run directory, or a tokenizer folder itself."""
-    from llmctl.data.tokenizers import METADATA_FILE
-
     for candidate in (DatasetDir(path).tokenizer, RunDir(path).tokenizer, path):
         if (candidate / METADATA_FILE).is_file():
             return candidate
@@ -185,8 +197,8 @@ def _build_key(plan: Plan) -> str:
     tokenizer (its settings, or the fingerprint of the reused one)."""
     exp, data = plan.exp, plan.exp.data
     tok = exp.tokenizer
-    if plan.reuse is not None:
-        tokenizer: dict[str, Any] = {"from": _load_reused(plan.reuse).fingerprint()}
+    if plan.reused is not None:
+        tokenizer: dict[str, Any] = {"from": plan.reused.fingerprint()}
     else:
         tokenizer = {"kind": tok.kind, "vocab_size": tok.vocab_size if tok.kind == "bpe" else None,
                      "min_freq": tok.min_freq, "max_vocab": tok.max_vocab if tok.kind != "bpe" else None}
@@ -194,10 +206,11 @@ def _build_key(plan: Plan) -> str:
         "preprocess_version": PREPROCESS_VERSION, "format_version": FORMAT_VERSION,
         "task": data.task, "documents": data.documents, "encoding": plan.opts.encoding, "errors": data.encoding_errors,
         "normalize": plan.normalizer.settings(), "tokenizer": tokenizer,
-        "split": {"carve": plan.carve, "mode": data.split.mode, "seed": data.split.seed} if plan.carve else None,
-        "sources": {name: [{"path": str(f.path), "format": f.format, "columns": f.columns, "size": i.size,
-                            "sha256": i.sha256} for f, i in zip(g.files, g.infos, strict=True)]
-                    for name, g in plan.groups.items()},
+        "split": {"carve": plan.carve, "mode": data.split.mode,
+                  "seed": data.split.seed if data.split.mode == "documents" else None} if plan.carve else None,
+        "sources": {name: [{"path": str(f.path), "format": f.format, "size": i.size, "sha256": i.sha256,
+                            "columns": {role: f.columns[role] for role in src.ROLES_BY_TASK[data.task]}}
+                           for f, i in zip(g.files, g.infos, strict=True)] for name, g in plan.groups.items()},
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
 
@@ -303,7 +316,8 @@ class _Router:
             n_test = max(1, round(n * ft)) if ft > 0 else 0
             if n - n_valid - n_test < 1:
                 raise DataError(f"data.train: {n} document(s) are too few to hold out {n_valid} for valid and "
-                                f"{n_test} for test", hint="add data or lower data.split.valid / data.split.test")
+                                f"{n_test} for test", hint="add data, lower data.split.valid / data.split.test, or "
+                                                           "use data.split.mode=tail for a single-file corpus")
             order = np.random.default_rng(plan.exp.data.split.seed).permutation(n)
             self.assign = np.zeros(n, dtype=np.uint8)
             self.assign[order[:n_valid]] = 1
@@ -322,6 +336,10 @@ class _Router:
             self._count_doc(rec)
             return [(split, rec)]
         # tail over the character stream: cut the text where it crosses a boundary
+        bound, split = next((b, s) for b, s in self.bounds if self.pos < b)
+        if self.pos + len(rec.text) <= bound:  # the common case: no boundary inside this text
+            self.pos += len(rec.text)
+            return [(split, rec)]
         out: list[tuple[str, src.Record]] = []
         text, start = rec.text, 0
         while True:
@@ -348,54 +366,49 @@ class _Router:
 
 
 class _Meter:
-    """Throttled byte progress with MB/s through the reporter."""
+    """Byte progress in MB with MB/s through the reporter, throttled (rich redraws often, plain/jsonl rarely)."""
 
     def __init__(self, reporter: Reporter, label: str, total: int):
         self.reporter = reporter
-        self.label = label
-        self.total = total
+        self.total_mb = max(1, math.ceil(total / 1e6))
         self.base = 0
         self.skipped = 0
         self.skipped_where: list[str] = []
         self.t0 = time.perf_counter()
         self.last = 0.0
         self.every = 0.1 if reporter.mode == "rich" else 2.0
-        reporter.start(label, total=max(1, total // 1_000_000) if total else None)
+        reporter.start(label, total=self.total_mb)
 
-    def update(self, done: int, force: bool = False) -> None:
+    def update(self, done: int) -> None:
         now = time.perf_counter()
-        if not force and now - self.last < self.every:
-            return
-        self.last = now
-        seen = self.base + done
+        if now - self.last >= self.every:
+            self.last = now
+            self._show(self.base + done, now)
+
+    def _show(self, seen: int, now: float) -> None:
         rate = seen / 1e6 / max(now - self.t0, 1e-9)
-        self.reporter.advance(seen // 1_000_000, **{"MB/s": round(rate, 1)})
+        self.reporter.advance(min(self.total_mb, math.ceil(seen / 1e6)), **{"MB/s": f"{rate:.1f}"})
 
     def done(self, done: int) -> None:
         """A group finished: later groups count on top of it."""
         self.base += done
 
-    def stop(self) -> float:
-        self.update(0, force=True)
+    def stop(self) -> None:
+        self._show(self.base, time.perf_counter())
         self.reporter.stop()
-        return time.perf_counter() - self.t0
 
 
 # ---------------------------------------------------------------- encoding (optionally in worker processes)
 
-_WORKER_ENCODER = None
 MAX_CODE_POINT = 0x10FFFF
+_WORKER_ENCODERS: dict[str, Any] = {}
 
 
-def _worker_init(folder: str) -> None:
-    global _WORKER_ENCODER
-    _WORKER_ENCODER = encoder(load_tokenizer(folder))
-
-
-def _encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Worker task: encode texts with the worker's tokenizer."""
-    assert _WORKER_ENCODER is not None
-    return _WORKER_ENCODER(texts)
+def _encode_texts(folder: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Worker task: encode texts with the tokenizer saved in `folder` (loaded once per worker)."""
+    if folder not in _WORKER_ENCODERS:
+        _WORKER_ENCODERS[folder] = encoder(load_tokenizer(folder))
+    return _WORKER_ENCODERS[folder](texts)
 
 
 def _flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -417,7 +430,7 @@ def encoder(tokenizer):
         def encode_chars(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
             lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
             points = np.frombuffer("".join(texts).encode("utf-32-le"), dtype="<u4")
-            return table[points].astype(np.int64), lengths
+            return table[points], lengths
 
         return encode_chars
     if tokenizer.kind == "bpe":
@@ -426,15 +439,13 @@ def encoder(tokenizer):
 
 
 def _char_table(tokenizer) -> np.ndarray:
-    from llmctl.data.tokenizers import UNK_ID
-
     table = np.full(MAX_CODE_POINT + 1, UNK_ID, dtype=np.int32)
-    for token_id in range(5, tokenizer.vocab_size):
+    for token_id in range(len(SPECIAL_TOKENS), tokenizer.vocab_size):
         table[ord(tokenizer.id_to_token(token_id))] = token_id
     return table
 
 
-def _worker_count(total_bytes: int, setting: int) -> int:
+def _workers(total_bytes: int, setting: int) -> int:
     """`data.workers`, or (0 = auto) one per core for corpora large enough to repay starting processes."""
     if setting:
         return setting
@@ -446,20 +457,59 @@ def _worker_count(total_bytes: int, setting: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _pool(n: int, folder: Path | None):
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
-    if folder is None:
-        return ctx.Pool(n)
-    return ctx.Pool(n, initializer=_worker_init, initargs=(str(folder),))
+@dataclass
+class _Workers:
+    """A process pool and its size."""
+
+    pool: Any
+    n: int
+
+    @classmethod
+    def start(cls, n: int) -> "_Workers":
+        """Forked when this process is single-threaded (instant start), else spawned (safe with threaded libraries
+        such as TensorFlow loaded)."""
+        try:
+            single = len(os.listdir("/proc/self/task")) == 1
+        except OSError:
+            single = False
+        ctx = multiprocessing.get_context("fork" if single else "spawn")
+        return cls(ctx.Pool(n, initializer=_worker_init, initargs=(ctx.Barrier(n),)), n)
+
+    def stop(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+
+
+# per-worker state: word counts accumulate in each worker and are collected once at the end (merging one Counter
+# per chunk in the parent would cost more than the counting itself)
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(barrier) -> None:
+    _WORKER.update(barrier=barrier, counts=Counter(), chars=0)
+
+
+def _worker_count(texts: list[str]) -> None:
+    """Worker task: add the word counts of `texts` to this worker's totals."""
+    _WORKER["counts"].update(_count_words(texts))
+    _WORKER["chars"] += sum(map(len, texts))
+
+
+def _worker_collect() -> tuple[Counter, int]:
+    """Worker task, submitted once per worker: the barrier makes each worker take exactly one."""
+    _WORKER["barrier"].wait(timeout=600)
+    counts, chars = _WORKER["counts"], _WORKER["chars"]
+    _WORKER.update(counts=Counter(), chars=0)
+    return counts, chars
 
 
 class _Ordered:
-    """Run tasks in a pool (or inline) with a bounded number in flight, yielding results in submission order."""
+    """Run tasks in a pool (or inline when there is none) with a bounded number in flight, yielding results in
+    submission order — the corpus is never queued whole in memory."""
 
-    def __init__(self, pool, window: int):
-        self.pool = pool
-        self.window = window
+    def __init__(self, workers: _Workers | None):
+        self.pool = workers.pool if workers is not None else None
+        self.window = 2 * workers.n if workers is not None else 1
         self.pending: deque = deque()
 
     def submit(self, fn, args: tuple, meta: Any) -> Iterator[tuple[Any, Any]]:
@@ -511,7 +561,7 @@ def _batches(texts: Iterator[str], chars: int = CHUNK_CHARS) -> Iterator[list[st
         yield batch
 
 
-def _train(plan: Plan, scans: dict[str, ScanInfo], reporter: Reporter, workers: int):
+def _train(plan: Plan, scans: dict[str, ScanInfo], reporter: Reporter, workers: _Workers | None):
     """Train the tokenizer on the train split. char counts code points with numpy; word counts in worker processes
     on large corpora; both then apply `train_tokenizer`'s vocabulary rule (`_vocab_tokenizer`)."""
     tok = plan.exp.tokenizer
@@ -520,9 +570,8 @@ def _train(plan: Plan, scans: dict[str, ScanInfo], reporter: Reporter, workers: 
     try:
         if tok.kind == "char":
             tokenizer = _vocab_tokenizer("char", _char_counts(texts), tok.min_freq, tok.max_vocab)
-        elif tok.kind == "word" and workers > 1:
-            tokenizer = _vocab_tokenizer("word", _parallel_counts("word", texts, workers), tok.min_freq,
-                                         tok.max_vocab)
+        elif tok.kind == "word" and workers is not None:
+            tokenizer = _vocab_tokenizer("word", _parallel_counts(texts, workers), tok.min_freq, tok.max_vocab)
         else:
             tokenizer = train_tokenizer(tok.kind, texts, vocab_size=tok.vocab_size if tok.kind == "bpe" else None,
                                         min_freq=tok.min_freq, max_vocab=tok.max_vocab if tok.kind != "bpe" else None)
@@ -544,24 +593,32 @@ def _char_counts(texts: Iterator[str]) -> Counter:
 
 
 def _count_words(texts: list[str]) -> Counter:
-    """Worker task: word counts of some texts (the counting step of word training)."""
-    from llmctl.data.tokenizers import split_words
-
+    """Word counts of some texts (the counting step of word training)."""
     counts: Counter = Counter()
     for text in texts:
         counts.update(split_words(text))
     return counts
 
 
-def _parallel_counts(kind: str, texts: Iterator[str], workers: int) -> Counter:
+def _parallel_counts(texts: Iterator[str], workers: _Workers) -> Counter:
+    sent = 0
+    runner = _Ordered(workers)
+    for batch in _batches(texts):
+        sent += sum(map(len, batch))
+        for _ in runner.submit(_worker_count, (batch,), None):
+            pass
+    for _ in runner.drain():
+        pass
+    parts = [workers.pool.apply_async(_worker_collect) for _ in range(workers.n)]
     total: Counter = Counter()
-    with _pool(workers, None) as pool:
-        runner = _Ordered(pool, window=2 * workers)
-        for batch in _batches(texts):
-            for _, counts in runner.submit(_count_words, (batch,), None):
-                total.update(counts)
-        for _, counts in runner.drain():
-            total.update(counts)
+    counted = 0
+    for part in parts:
+        counts, chars = part.get()
+        total.update(counts)
+        counted += chars
+    if counted != sent:
+        raise ResourceError("a worker process died while counting words (out of memory?)",
+                            hint="run again, or set data.workers=1")
     return total
 
 
@@ -569,8 +626,6 @@ def _vocab_tokenizer(kind: str, counts: Counter, min_freq: int, max_vocab: int |
     """Build a char/word tokenizer from token counts with `train_tokenizer`'s documented rule: keep tokens seen at
     least `min_freq` times, most frequent first (ties by token string), capped at `max_vocab` ids with the
     specials. Tests check this equals `train_tokenizer` on the same text."""
-    from llmctl.data.tokenizers import SPECIAL_TOKENS, CharTokenizer, WordTokenizer
-
     if not counts:
         raise ValueError(f"training data is empty: no {kind} tokens found")
     kept = sorted((item for item in counts.items() if item[1] >= min_freq), key=lambda item: (-item[1], item[0]))
@@ -584,48 +639,60 @@ def _vocab_tokenizer(kind: str, counts: Counter, min_freq: int, max_vocab: int |
 
 
 class _Sink:
-    """One split's writer plus the document it is building (lm documents arrive in pieces)."""
+    """One split's `SplitWriter` and report counts. Tokens are appended with `SplitWriter.add`; where one add()
+    holds several documents (a bulk of short ones) or one document took several adds (a streamed one), the
+    document boundaries it recorded in `writer.offsets` are rewritten to the real ones."""
 
     def __init__(self, layout: DatasetDir, split: str, dtype: np.dtype, vocab_size: int):
         self.writer = SplitWriter(layout, split, dtype)
         self.counts = stats_mod.SplitCounts(vocab_size=vocab_size)
-        self.open_at: int | None = None  # index into writer.offsets where the open document starts
+        self.open_at: int | None = None  # index into writer.offsets where the open (streamed) document starts
         self._uncounted: list[np.ndarray] = []
 
-    def piece(self, ids: np.ndarray, chars: int, *, eos: bool = False) -> None:
-        """Append part of the open document (opening one if needed); `eos` also ends it with `<eos>`."""
+    def _append(self, ids: np.ndarray) -> None:
+        self.writer.add(ids)
+        self._uncounted.append(ids)
+
+    def piece(self, ids: np.ndarray, chars: int) -> None:
+        """Append part of the open document, opening one if needed."""
         if self.open_at is None:
             self.open_at = len(self.writer.offsets) - 1
-        if eos:
-            ids = np.append(ids, EOS_ID)
         if ids.size:
-            self.writer.add(ids)
-            self._uncounted.append(ids)
+            self._append(ids)
         self.counts.characters += chars
-        if eos:
-            self.close(eos=False)
 
     def close(self, eos: bool) -> None:
-        """End the open document; its pieces become one entry in the document offsets."""
+        """End the open document (with `<eos>` if asked); its pieces become one document."""
         if self.open_at is None:
             return
         if eos:
-            eos_ids = np.asarray([EOS_ID], dtype=np.int64)
-            self.writer.add(eos_ids)
-            self._uncounted.append(eos_ids)
-        # SplitWriter records one offset per add(); merge this document's pieces into one document
+            self._append(np.asarray([EOS_ID], dtype=np.int64))
         del self.writer.offsets[self.open_at + 1:-1]
         self.open_at = None
         self.counts.documents += 1
 
-    def document(self, ids: np.ndarray, chars: int, *, label: int | None = None,
-                 response_start: int | None = None) -> None:
-        self.writer.add(ids, label=label, response_start=response_start)
-        self._uncounted.append(ids)
+    def documents(self, ids: np.ndarray, lengths: np.ndarray, chars: int, *, eos: bool = False,
+                  labels: Sequence[int] | None = None) -> None:
+        """Append several whole documents at once: `ids` concatenated, `lengths` per document."""
+        if eos:
+            ids = np.insert(ids, np.cumsum(lengths), EOS_ID)
+            lengths = lengths + 1
+        start = self.writer.offsets[-1]
+        self._append(ids)
+        self.writer.offsets[-1:] = (start + np.cumsum(lengths)).tolist()
+        self.counts.documents += len(lengths)
         self.counts.characters += chars
+        if labels is not None:
+            self.writer.labels.extend(labels)
+            for label in labels:
+                self.counts.add_label(label)
+
+    def pair(self, ids: Sequence[int], response_start: int, chars: int) -> None:
+        arr = np.asarray(ids, dtype=np.int64)
+        self.writer.add(arr, response_start=response_start)
+        self._uncounted.append(arr)
         self.counts.documents += 1
-        if label is not None:
-            self.counts.add_label(label)
+        self.counts.characters += chars
 
     def flush_counts(self) -> None:
         """Token counts are taken per chunk (one bincount), not per document."""
@@ -653,85 +720,94 @@ class _Chunk:
 
 
 def _encode_all(plan: Plan, scans: dict[str, ScanInfo], tokenizer, tok_dir: Path, layout: DatasetDir,
-                label_ids: dict[str, int], reporter: Reporter, workers: int) -> dict[str, _Sink]:
+                label_ids: dict[str, int], reporter: Reporter, workers: _Workers | None) -> dict[str, _Sink]:
     """The encode pass: every group's records → routed to splits → encoded in chunks → written in order."""
     dtype = token_dtype(tokenizer.vocab_size)
     sinks = {s: _Sink(layout, s, dtype, tokenizer.vocab_size) for s in plan.splits()}
     meter = _Meter(reporter, "encode", plan.total_bytes)
     # word encodes in Python: worker processes on large corpora. char (numpy) and bpe (Rust threads) stay here.
-    pool = _pool(workers, tok_dir) if workers > 1 and tokenizer.kind == "word" else None
-    encode = _encode_texts if pool is not None else encoder(tokenizer)
-    try:
-        runner = _Ordered(pool, window=2 * workers)
-        for name, group in plan.groups.items():
-            router = _Router(plan, scans["train"]) if name == "train" else None
-            counter = src.ReadCounter()
-            state: dict[str, Any] = {"open": None, "eos": group.eos}
-            chunk = _Chunk()
-            for rec in _records(plan, group, counter):
-                for split, part in (router.route(rec) if router is not None else [(name, rec)]):
-                    if plan.task == "pairs":
-                        chunk.events.append(("pair", split, chunk.text(part.prompt), chunk.text(part.response)))
-                    elif plan.task == "classify":
-                        chunk.events.append(("doc", split, chunk.text(part.text), label_ids[part.label]))
-                    else:
-                        if part.text:
-                            chunk.events.append(("piece", split, chunk.text(part.text)))
-                        if part.end:
-                            chunk.events.append(("end", split))
-                if chunk.chars >= CHUNK_CHARS:
-                    for done, ids in runner.submit(encode, (chunk.texts,), chunk):
-                        _apply(done, ids, sinks, state)
-                    chunk = _Chunk()
-                    meter.update(counter.bytes_read)
-            if chunk.events:
-                for done, ids in runner.submit(encode, (chunk.texts,), chunk):
+    workers = workers if tokenizer.kind == "word" else None
+    runner = _Ordered(workers)
+    if workers is not None:
+        fn, fixed = _encode_texts, (str(tok_dir),)
+    else:
+        fn, fixed = encoder(tokenizer), ()
+    for name, group in plan.groups.items():
+        router = _Router(plan, scans["train"]) if name == "train" else None
+        counter = src.ReadCounter()
+        state: dict[str, Any] = {"open": None, "eos": group.eos}
+        chunk = _Chunk()
+        streaming = False  # a document streamed in pieces is open
+        for rec in _records(plan, group, counter):
+            for split, part in (router.route(rec) if router is not None else [(name, rec)]):
+                if plan.task == "pairs":
+                    chunk.events.append(("pair", split, chunk.text(part.prompt), chunk.text(part.response)))
+                elif plan.task == "classify":
+                    chunk.events.append(("doc", split, chunk.text(part.text), label_ids[part.label]))
+                elif part.end and not streaming and part.text:  # a whole document in one text
+                    chunk.events.append(("doc", split, chunk.text(part.text), None))
+                else:
+                    if part.text:
+                        chunk.events.append(("piece", split, chunk.text(part.text)))
+                        streaming = True
+                    if part.end:
+                        chunk.events.append(("end", split))
+                        streaming = False
+            if chunk.chars >= CHUNK_CHARS:
+                for done, ids in runner.submit(fn, (*fixed, chunk.texts), chunk):
                     _apply(done, ids, sinks, state)
-            for done, ids in runner.drain():
+                chunk = _Chunk()
+                meter.update(counter.bytes_read)
+        if chunk.events:
+            for done, ids in runner.submit(fn, (*fixed, chunk.texts), chunk):
                 _apply(done, ids, sinks, state)
-            if state["open"] is not None:
-                sinks[state["open"]].close(eos=False)
-            meter.done(counter.bytes_read)
-        meter.stop()
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        for done, ids in runner.drain():
+            _apply(done, ids, sinks, state)
+        if state["open"] is not None:
+            sinks[state["open"]].close(eos=False)
+        meter.done(counter.bytes_read)
+    meter.stop()
     return sinks
 
 
 def _apply(chunk: _Chunk, result: tuple[np.ndarray, np.ndarray], sinks: dict[str, _Sink],
            state: dict[str, Any]) -> None:
-    """Write one encoded chunk: pieces extend the open document, `end` closes it (with `<eos>` unless the group is
-    one continuous text), classify/pairs records are whole documents."""
+    """Write one encoded chunk, in order. `piece` extends the open streamed document and `end` closes it (with
+    `<eos>` unless the group is one continuous text); runs of whole documents (`doc`) for the same split are
+    written in bulk; `pair` documents follow `pair_template`."""
     flat, lengths = result
     ends = np.cumsum(lengths)
     starts = ends - lengths
     texts, events = chunk.texts, chunk.events
-    n = len(events)
-    for k, event in enumerate(events):
-        kind, split = event[0], event[1]
+    k, n = 0, len(events)
+    while k < n:
+        kind, split = events[k][0], events[k][1]
+        if kind == "doc":
+            j = k
+            while j + 1 < n and events[j + 1][0] == "doc" and events[j + 1][1] == split:
+                j += 1
+            first, last = events[k][2], events[j][2]  # text indices of a run are consecutive
+            labels = [e[3] for e in events[k:j + 1]] if events[k][3] is not None else None
+            sinks[split].documents(flat[starts[first]:ends[last]], lengths[first:last + 1],
+                                   sum(map(len, texts[first:last + 1])),
+                                   eos=labels is None and state["eos"], labels=labels)
+            k = j + 1
+            continue
         if kind == "piece":
             if state["open"] not in (None, split):  # the tail boundary cut a document: close its first part
                 sinks[state["open"]].close(eos=False)
             state["open"] = split
-            i = event[2]
-            closing = k + 1 < n and events[k + 1][0] == "end"
-            sinks[split].piece(flat[starts[i]:ends[i]], len(texts[i]), eos=closing and state["eos"])
-            if closing and state["eos"]:
-                state["open"] = None
+            i = events[k][2]
+            sinks[split].piece(flat[starts[i]:ends[i]], len(texts[i]))
         elif kind == "end":
             if state["open"] is not None:
                 sinks[state["open"]].close(eos=state["eos"])
             state["open"] = None
-        elif kind == "doc":
-            i = event[2]
-            sinks[split].document(flat[starts[i]:ends[i]], len(texts[i]), label=event[3])
         else:  # pair
-            p, r = event[2], event[3]
-            doc, response_start = pair_template(flat[starts[p]:ends[p]], flat[starts[r]:ends[r]])
-            sinks[split].document(np.asarray(doc, dtype=np.int64), len(texts[p]) + len(texts[r]),
-                                  response_start=response_start)
+            p, r = events[k][2], events[k][3]
+            ids, response_start = pair_template(flat[starts[p]:ends[p]], flat[starts[r]:ends[r]])
+            sinks[split].pair(ids, response_start, len(texts[p]) + len(texts[r]))
+        k += 1
     for sink in sinks.values():
         sink.flush_counts()
 
@@ -788,6 +864,17 @@ def _up_to_date(layout: DatasetDir, build_key: str) -> dict[str, Any] | None:
     return dataset.manifest
 
 
+def _check_replaceable(final: Path) -> None:
+    """`data.dir` is replaced as a whole: refuse a folder that holds anything but an llmctl dataset."""
+    if not final.exists():
+        return
+    if final.is_dir() and (DatasetDir(final).manifest.is_file() or not any(final.iterdir())):
+        return
+    what = "a file" if not final.is_dir() else "a folder that is not an llmctl dataset (no manifest.json)"
+    raise ArtifactError(f"data.dir {final} is {what}; preprocess replaces data.dir as a whole",
+                        hint="point data.dir at a new or empty folder")
+
+
 def _clean_stale(final: Path) -> None:
     """Remove temporaries a killed earlier run of this dataset left next to it."""
     parent = final.parent
@@ -801,73 +888,88 @@ def _clean_stale(final: Path) -> None:
                 entry.unlink(missing_ok=True)
 
 
-def _summary(manifest: dict[str, Any], seconds: float | None, status: str) -> dict[str, Any]:
-    values: dict[str, Any] = {"status": status, "dataset": manifest.get("dir", ""),
-                              "task": manifest["task"], "tokenizer": manifest["tokenizer"]["kind"],
-                              "vocab_size": manifest["tokenizer"]["vocab_size"],
-                              "fingerprint": manifest["tokenizer"]["fingerprint"]}
+def _summary(manifest: dict[str, Any], final: Path, seconds: float | None, status: str) -> dict[str, Any]:
+    tok = manifest["tokenizer"]
+    values: dict[str, Any] = {"status": status, "dataset": str(final), "task": manifest["task"],
+                              "tokenizer": tok["kind"], "vocab_size": tok["vocab_size"],
+                              "fingerprint": tok["fingerprint"]}
     for split, info in manifest["splits"].items():
         values[f"{split} documents"] = info["documents"]
         values[f"{split} tokens"] = info["tokens"]
     if manifest.get("labels"):
         values["labels"] = ", ".join(manifest["labels"])
     if seconds is not None:
-        values["seconds"] = round(seconds, 2)
-        values["MB/s"] = round(manifest["source_bytes"] / 1e6 / max(seconds, 1e-9), 1)
+        values["seconds"] = f"{seconds:.2f}"
+        values["MB/s"] = f"{manifest['source_bytes'] / 1e6 / max(seconds, 1e-9):.1f}"
     values["splits"] = manifest["splits"]
     return values
 
 
 def run(exp, reporter: Reporter | None = None, force: bool = False) -> Result:
-    """Build (or confirm up to date) the dataset directory `exp.data.dir`."""
-    from llmctl import config as config_mod
-
+    """Build `exp.data.dir` from the configured sources, or confirm it is up to date (no-op unless `force`)."""
     reporter = reporter or Reporter("none")
     t0 = time.perf_counter()
-    plan = _plan(exp)
     final = Path(exp.data.dir)
-    layout_final = DatasetDir(final)
+    _check_replaceable(final)
+    plan = _plan(exp)
     _clean_stale(final)
     if not force:
-        existing = _up_to_date(layout_final, plan.build_key)
+        existing = _up_to_date(DatasetDir(final), plan.build_key)
         if existing is not None:
-            return Result(title="preprocess: up to date", values=_summary(existing, None, "unchanged"),
-                          lines=[f"dataset {final} is up to date (inputs and settings unchanged); "
-                                 "nothing to do — use --force to rebuild"])
+            return Result(title="preprocess: up to date", values=_summary(existing, final, None, "unchanged"),
+                          lines=[f"dataset {final} is up to date (inputs and settings unchanged): nothing to do; "
+                                 "use --force to rebuild"])
+    workers = _workers(plan.total_bytes, exp.data.workers)
+    # one pool for word training and encoding, started before the scan so its start-up overlaps it
+    pool = _Workers.start(workers) if workers > 1 and plan.kind == "word" else None
+    try:
+        manifest, report = _build(plan, final, reporter, pool)
+    finally:
+        if pool is not None:
+            pool.stop()
+    seconds = time.perf_counter() - t0
+    stats_mod.show(reporter, report)
+    values = _summary(manifest, final, seconds, "built")
+    return Result(title="preprocess", values=values,
+                  lines=[f"dataset written to {final} in {values['seconds']} s ({values['MB/s']} MB/s)"])
 
+
+def _build(plan: Plan, final: Path, reporter: Reporter, pool: _Workers | None
+           ) -> tuple[dict[str, Any], dict[str, Any]]:
+    from llmctl import config as config_mod
+
+    exp = plan.exp
     # scan: validate every record and count what the split needs
     scans: dict[str, ScanInfo] = {}
     meter = _Meter(reporter, "scan", plan.total_bytes)
     for name, group in plan.groups.items():
         scans[name] = _scan(plan, group, meter)
     meter.stop()
-    skipped, skipped_where = meter.skipped, meter.skipped_where
+    skipped = meter.skipped
     if skipped:
         reporter.warn(f"skipped {skipped} record(s) with undecodable bytes (data.encoding_errors=skip), e.g. "
-                      + ", ".join(skipped_where[:3]))
+                      + ", ".join(meter.skipped_where[:3]))
     for name, scan in scans.items():
         if scan.documents == 0:
-            files = len(plan.groups[name].files)
-            raise DataError(f"data.{name}: no text left after reading {files} file(s) "
+            raise DataError(f"data.{name}: no text left after reading {len(plan.groups[name].files)} file(s) "
                             f"({scan.filtered} empty record(s) after normalisation, {skipped} skipped)",
                             hint="check the sources, the text field/column and data.normalize")
     label_names = _labels(plan, scans)
     label_ids = {name: i for i, name in enumerate(label_names)}
-    workers = _worker_count(plan.total_bytes, exp.data.workers)
 
     with atomic.directory(final, replace=True) as tmp:
         layout = DatasetDir(tmp)
-        if plan.reuse is not None:
-            tokenizer = _load_reused(plan.reuse)
+        if plan.reused is not None:
+            tokenizer = plan.reused
             _warn_normalize_mismatch(plan, reporter)
         else:
-            tokenizer = _train(plan, scans, reporter, workers)
+            tokenizer = _train(plan, scans, reporter, pool)
         tokenizer.save(layout.tokenizer)
-        sinks = _encode_all(plan, scans, tokenizer, layout.tokenizer, layout, label_ids, reporter, workers)
+        sinks = _encode_all(plan, scans, tokenizer, layout.tokenizer, layout, label_ids, reporter, pool)
         splits = {name: {**sink.finish(), "characters": sink.counts.characters} for name, sink in sinks.items()}
         if splits["train"]["tokens"] == 0:
-            raise DataError("data.train: the training split holds no tokens", hint="add data or lower the "
-                                                                                   "held-out fractions")
+            raise DataError("data.train: the training split holds no tokens",
+                            hint="add data or lower data.split.valid / data.split.test")
         report = stats_mod.report({n: s.counts for n, s in sinks.items()}, tokenizer, label_names,
                                   skipped=skipped, filtered=sum(s.filtered for s in scans.values()))
         atomic.write_json(layout.stats, report)
@@ -883,8 +985,8 @@ def run(exp, reporter: Reporter | None = None, force: bool = False) -> Result:
                           "vocab_size": tokenizer.vocab_size,
                           "from": str(plan.reuse) if plan.reuse is not None else None},
             "normalize": normalize,
-            "documents": {"mode": exp.data.documents, "eos_after_document": {n: g.eos for n, g in
-                                                                               plan.groups.items()}},
+            "documents": {"mode": exp.data.documents,
+                          "eos_after_document": {n: g.eos for n, g in plan.groups.items()}},
             "split": {"carved": plan.carve, "mode": exp.data.split.mode if plan.carve else None,
                       "seed": exp.data.split.seed if plan.carve else None},
             "sources": {name: [{"path": str(i.path), "format": f.format, "size": i.size, "sha256": i.sha256}
@@ -896,12 +998,7 @@ def run(exp, reporter: Reporter | None = None, force: bool = False) -> Result:
             "config": config_mod.to_dict(exp),
         }
         atomic.write_json(layout.manifest, manifest)  # last: a directory with a manifest is complete
-    seconds = time.perf_counter() - t0
-    stats_mod.show(reporter, report)
-    manifest["dir"] = str(final)
-    values = _summary(manifest, seconds, "built")
-    return Result(title="preprocess", values=values,
-                  lines=[f"dataset written to {final} ({seconds:.1f} s, {values['MB/s']} MB/s)"])
+    return manifest, report
 
 
 def _warn_normalize_mismatch(plan: Plan, reporter: Reporter) -> None:

@@ -274,22 +274,20 @@ def _lines(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[
 
 
 def _cut(buffer: str, target: int) -> int:
-    """Where to cut a long text so both sides tokenize as they would together: before a newline that has a
-    non-space character on each side. Falls back to any newline, then any space; 0 means "no cut yet"."""
-    end = len(buffer) - 1
+    """Where to cut about `target` characters off the front of a long text so both sides tokenize as they would
+    together: before a newline that has a non-space character on each side, searched in the second half of the
+    target length. Falls back to any newline, then any space or tab, then a hard cut at `target`."""
     floor = target // 2
-    pos = buffer.rfind("\n", 0, end)
+    pos = buffer.rfind("\n", floor, target)
     while pos > floor:
         if not buffer[pos - 1].isspace() and not buffer[pos + 1].isspace():
             return pos
-        pos = buffer.rfind("\n", 0, pos)
-    pos = buffer.rfind("\n", floor, end)
-    if pos > 0:
-        return pos
-    pos = max(buffer.rfind(" ", floor, end), buffer.rfind("\t", floor, end))
-    if pos > 0:
-        return pos
-    return target if len(buffer) >= 4 * target else 0
+        pos = buffer.rfind("\n", floor, pos)
+    for sep in ("\n", " ", "\t"):
+        pos = buffer.rfind(sep, floor, target)
+        if pos > 0:
+            return pos
+    return target
 
 
 def _pieces(spec: FileSpec, opts: ReadOptions, counter: ReadCounter, piece_chars: int) -> Iterator[Record]:
@@ -297,12 +295,12 @@ def _pieces(spec: FileSpec, opts: ReadOptions, counter: ReadCounter, piece_chars
     buffer = ""
     for text in _decoded_blocks(spec, opts, counter):
         buffer += text
-        while len(buffer) >= piece_chars:
-            at = _cut(buffer, piece_chars)
-            if at <= 0:
-                break
-            yield Record(text=buffer[:at], end=False)
-            buffer = buffer[at:]
+        start = 0
+        while len(buffer) - start > piece_chars:
+            at = start + _cut(buffer[start:start + piece_chars + 1], piece_chars)
+            yield Record(text=buffer[start:at], end=False)
+            start = at
+        buffer = buffer[start:]
     yield Record(text=buffer, end=True)
 
 

@@ -49,11 +49,12 @@ def _rate(part: int, whole: int) -> float:
 
 
 def _token_text(tokenizer, token_id: int) -> str:
-    """A readable form of one token: decoded text for char/word/bpe, specials by name, whitespace escaped."""
+    """A readable form of one token: its decoded text, specials by name, whitespace and control characters quoted
+    (`' '`, `'\\n'`)."""
     if token_id < 5:
         return tokenizer.id_to_token(token_id)
     text = tokenizer.decode([token_id])
-    return text.encode("unicode_escape").decode("ascii") if (not text.strip() or not text.isprintable()) else text
+    return repr(text) if (not text.strip() or not text.isprintable()) else text
 
 
 def report(splits: dict[str, SplitCounts], tokenizer, label_names: list[str], *,

@@ -100,7 +100,7 @@ def _conversion_problem(exc: BaseException, log: list[str]) -> str:
     text = f"{exc} {' '.join(log)}"
     needed = sorted(set(re.findall(r"\btf\.([A-Z][A-Za-z0-9]+)", text)))
     if needed:
-        return f"ops {', '.join(needed)} are not TFLite builtins (they would need SELECT_TF_OPS / Flex)"
+        return f"it needs TensorFlow ops outside the TFLite builtins ({', '.join(needed)}; SELECT_TF_OPS / Flex)"
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     return first[:200]
 

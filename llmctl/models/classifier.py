@@ -149,3 +149,47 @@ def copy_encoder_weights(source: LSTMLanguageModel, target: SequenceClassifier) 
     target.encoder.embedding.set_weights(source.embedding.get_weights())
     for src, dst in zip(source.lstms, target.encoder.lstms):
         dst.set_weights(src.get_weights())
+
+
+class ClassifierPredictor:
+    """Compiled inference over documents: class logits for every document, batched by length."""
+
+    def __init__(self, model: SequenceClassifier, *, batch_size: int = 128, max_length: int = 128):
+        self.model = model
+        self.batch_size = int(batch_size)
+        self.max_length = int(max_length)
+        self._fn = tf.function(lambda tokens: model(tokens, training=False),
+                               input_signature=[tf.TensorSpec([None, None], tf.int32)], reduce_retracing=True)
+
+    def logits(self, docs) -> "np.ndarray":
+        """float32 [N, classes] for a `doc_batches.Documents`, in document order."""
+        import numpy as np
+
+        from llmctl.data.doc_batches import iterate
+
+        out = np.zeros((len(docs), self.model.num_classes), dtype=np.float32)
+        for index, tokens in iterate(docs, self.batch_size, self.max_length, shuffle=False, by_length=True):
+            out[index] = self._fn(tokens).numpy()
+        return out
+
+
+def load_classifier(run, which: str = "best") -> tuple[SequenceClassifier, dict[str, Any]]:
+    """The classifier of a `classify` run with the weights of checkpoint `which` (`best`, `last` or a prefix):
+    rebuilt from the run's config.yaml + run.json; `model.keras` when the run has no checkpoints left."""
+    from llmctl import config as config_mod
+    from llmctl.errors import ArtifactError
+    from llmctl.train.checkpoints import load_weights, read_pointer, resolve_checkpoint
+
+    info = run.read_info()
+    if info.get("kind") != "classify":
+        raise ArtifactError(f"{run.root} is a `{info.get('kind')}` run, not a classifier",
+                            hint="use a run made by `llmctl finetune` with finetune.task=classify")
+    if not read_pointer(run.checkpoints) and run.model.is_file() and which == "best":
+        model = keras.saving.load_model(run.model)
+        return model, {"checkpoint": str(run.model), "which": which}
+    exp = config_mod.validate(run.saved_config(), source=str(run.config))
+    prefix, entry = resolve_checkpoint(run.checkpoints, which)
+    model = build_classifier(exp.model, vocab_size=int(info["vocab_size"]), num_classes=int(info["num_classes"]),
+                             finetune_cfg=exp.finetune)
+    load_weights(model, prefix)
+    return model, {"checkpoint": str(prefix), "which": which, "step": entry.get("step")}

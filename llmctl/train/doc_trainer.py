@@ -2,7 +2,8 @@
 gradual unfreezing, discriminative learning rates, the `train.schedule`, evaluation, best-weights selection.
 
     task = DocTask(...)                      # what to train: loss, batches, evaluation, layer groups
-    outcome = fit(task, train_cfg, finetune_cfg, reporter=..., seed=..., log=..., save=...)
+    stepper = build_stepper(task, train_cfg, finetune_cfg)      # per-group optimizers (checkpoint them)
+    outcome = fit(task, stepper, train_cfg, finetune_cfg, reporter=..., log=..., save=..., start=...)
 
 Per epoch e: the groups `ulmfit.trainable_groups(e, ...)` train, each at `schedule.lr(step, e) × multiplier`
 (`ulmfit.lr_multipliers`). After every epoch (or every `train.eval_every` steps) the task is evaluated; the weights
@@ -70,21 +71,31 @@ def check_supported(train_cfg, distribute_cfg, task: str) -> None:
                           hint="use slanted_triangular, onecycle, cosine, step or constant")
 
 
-def _better(value: float, best: float | None, mode: str) -> bool:
+def _better(value: float, best: float | None, mode: str, loss: float, best_loss: float | None) -> bool:
+    """Improvement on the monitored metric; equal values are broken by the lower validation loss."""
     if best is None:
         return math.isfinite(value)
+    if value == best and best_loss is not None:
+        return loss < best_loss
     return value > best if mode == "max" else value < best
 
 
-def fit(task: DocTask, train_cfg, finetune_cfg, *, reporter, jit_compile: bool = False,
+def build_stepper(task: DocTask, train_cfg, finetune_cfg, *, jit_compile: bool = False) -> GroupStepper:
+    """The per-group optimizers and compiled steps for `task` (discriminative lr multipliers applied)."""
+    multipliers = ulmfit.lr_multipliers(len(task.groups), finetune_cfg.discriminative_lr)
+    return GroupStepper(task.groups, train_cfg, task.loss_fn, multipliers=multipliers,
+                        input_signature=task.input_signature, jit_compile=jit_compile)
+
+
+def fit(task: DocTask, stepper: GroupStepper, train_cfg, finetune_cfg, *, reporter,
         log: Callable[[dict[str, Any]], None] = lambda row: None,
         save: Callable[[str, dict[str, Any]], None] = lambda which, state: None,
         start: dict[str, Any] | None = None) -> FitOutcome:
-    """Train `task.model` in place; on return it holds the best weights seen (by `task.monitor`)."""
+    """Train `task.model` in place; on return it holds the best weights seen (by `task.monitor`).
+
+    `save(which, state)` is called with `best` after an improving evaluation and `last` after every epoch; `start`
+    is the `last` state of an interrupted run (plus `best_weights`), training resumes at the following epoch."""
     names = [name for name, _ in task.groups]
-    multipliers = ulmfit.lr_multipliers(len(names), finetune_cfg.discriminative_lr)
-    stepper = GroupStepper(task.groups, train_cfg, task.loss_fn, multipliers=multipliers,
-                           input_signature=task.input_signature, jit_compile=jit_compile)
     epochs = train_cfg.epochs
     total = epochs * task.steps_per_epoch
     if train_cfg.max_steps:
@@ -104,6 +115,7 @@ def fit(task: DocTask, train_cfg, finetune_cfg, *, reporter, jit_compile: bool =
     best_value = state.get("best_value")
     bad_evals = int(state.get("bad_evaluations", 0))
     best_weights = state.get("best_weights")  # on resume the caller restores them from the `best` checkpoint
+    out.best, out.best_epoch = dict(state.get("best") or {}), state.get("best_epoch")
     t0 = time.perf_counter()
     elapsed0 = float(state.get("seconds", 0.0))
 
@@ -112,7 +124,7 @@ def fit(task: DocTask, train_cfg, finetune_cfg, *, reporter, jit_compile: bool =
         nonlocal best_value, best_weights, bad_evals
         metrics = task.evaluate()
         value = float(metrics[task.monitor])
-        improved = _better(value, best_value, task.mode)
+        improved = _better(value, best_value, task.mode, float(metrics["loss"]), out.best.get("loss"))
         row = {"step": out.steps, "epoch": epoch + 1, "split": "valid", **metrics}
         out.history.append(row)
         log(row)

@@ -69,8 +69,7 @@ class GroupStepper:
         flat = [v for i in active for v in self.variables[i]]
 
         def step(*batch):
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(flat)
+            with tf.GradientTape() as tape:
                 loss = self.loss_fn(*batch, training=True)
             grads = tape.gradient(loss, flat)
             grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, flat)]

@@ -42,6 +42,7 @@ class MetricsLog:
         self._rows: list[dict[str, Any]] = []
         self._handle = None
         self._writer = None
+        self._metadata = None
         if not enabled:
             return
         kept = []
@@ -79,7 +80,18 @@ class MetricsLog:
                 for key in ("loss", "ppl", "lr", "grad_norm", "tokens_per_s", "mfu"):
                     value = values.get(key)
                     if value is not None and math.isfinite(float(value)):
-                        self._tf.summary.scalar(f"{split}/{key}", float(value))
+                        self._scalar(f"{split}/{key}", float(value))
+
+    def _scalar(self, tag: str, value: float) -> None:
+        """A TensorBoard scalar. `tf.summary.scalar` lives in the tensorboard package, which is optional: the
+        same event record is written with TensorFlow's own `tf.summary.write` and the `scalars` plugin tag."""
+        tf = self._tf
+        if self._metadata is None:
+            from tensorflow.core.framework import summary_pb2
+
+            self._metadata = summary_pb2.SummaryMetadata(
+                plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+        tf.summary.write(tag, tf.constant(value, tf.float32), metadata=self._metadata)
 
     def rows(self) -> list[dict[str, Any]]:
         return list(self._rows)

@@ -47,3 +47,16 @@ def describe(names: list[str], epochs: int, discriminative_lr: float | None, gra
         shown = "never (too few epochs)" if first is None or first >= epochs else str(first + 1)
         rows.append([name, f"{multipliers[index]:.4g}", shown])
     return rows
+
+
+def language_model_groups(model) -> list[tuple[str, list]]:
+    """Layer groups of an `LSTMLanguageModel`: embedding, each LSTM, and the output layer (head, or the tie
+    projection and output bias when the embedding is tied — the shared matrix stays in the embedding group)."""
+    groups = [("embedding", list(model.embedding.weights))]
+    groups += [(lstm.name, list(lstm.weights)) for lstm in model.lstms]
+    if model.head is not None:
+        head = list(model.head.weights)
+    else:
+        head = ([] if model.projection is None else list(model.projection.weights)) + [model.output_bias]
+    groups.append(("head", head))
+    return groups

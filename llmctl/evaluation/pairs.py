@@ -1,0 +1,99 @@
+"""`llmctl evaluate` on a prompt→response run: response perplexity, exact match, BLEU and chrF.
+
+    result = evaluate_pairs(exp, run, reporter)
+
+* `response_loss` / `response_ppl` — teacher-forced NLL over the response tokens and `<eos>` of every pair of the
+  split (prompt tokens are context, not scored), per token.
+* `exact_match` — share of the first `evaluate.max_generate` pairs whose greedy response (from `<bos> prompt <sep>`,
+  stopped at `<eos>`) has exactly the reference's token ids.
+* `bleu`, `chrf` — sacrebleu corpus BLEU and chrF of the decoded responses against the decoded references (both
+  went through the run's normalisation and tokenizer, so they are compared in the same form).
+Greedy decoding runs at most (longest reference + 8) tokens: a longer output cannot match.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from llmctl import atomic
+from llmctl.errors import ConfigError
+from llmctl.results import Result
+from llmctl.runs import RunDir
+
+DECODE_MARGIN = 8
+SHOWN_EXAMPLES = 5
+
+
+def _references(docs, ds_tokens, offsets, count: int) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompt prefixes `<bos> prompt <sep>`, reference response ids without `<eos>`) of the first `count` pairs,
+    read from the full documents (never truncated)."""
+    from llmctl.data.tokenizers import EOS_ID
+
+    prefixes, references = [], []
+    for i in range(count):
+        start, end = int(offsets[i]), int(offsets[i + 1])
+        doc = np.asarray(ds_tokens[start:end], dtype=np.int64)
+        rs = int(docs.response_starts[i])
+        response = doc[rs:]
+        if response.size and response[-1] == EOS_ID:
+            response = response[:-1]
+        prefixes.append([int(t) for t in doc[:rs]])
+        references.append([int(t) for t in response])
+    return prefixes, references
+
+
+def evaluate_pairs(exp, run: RunDir, reporter) -> Result:
+    import sacrebleu
+
+    from llmctl.data.dataset import open_dataset
+    from llmctl.data.doc_batches import Documents
+    from llmctl.evaluation.classify import check_run_dataset
+    from llmctl.evaluation.greedy import GreedyDecoder
+    from llmctl.train.checkpoints import restore_model
+    from llmctl.train.finetune_pairs import ResponseScorer, check_pairs
+
+    ev = exp.evaluate
+    if ev.files:
+        raise ConfigError("evaluate.files holds plain text; a prompt→response run is evaluated on a pairs split",
+                          hint="use --split train|valid|test, or `llmctl generate` for new prompts")
+    t0 = time.perf_counter()
+    ds = open_dataset(exp.data.dir)
+    check_pairs(ds)
+    check_run_dataset(run, ds)
+    split = ev.split
+    docs = Documents.from_dataset(ds, split, max_length=exp.finetune.max_length, responses=True)
+    model, loaded = restore_model(run, ev.checkpoint)
+    total, count = ResponseScorer(model, batch_size=max(exp.train.batch_size, 64),
+                                  max_length=exp.finetune.max_length)(docs)
+    loss = total / count if count else float("nan")
+
+    n_gen = min(ev.max_generate, len(docs))
+    tokenizer = ds.tokenizer()
+    values: dict[str, Any] = {"run": str(run.root), "task": "pairs", "split": split, "examples": len(docs),
+                              "response_tokens": int(count), "response_loss": loss,
+                              "response_ppl": math.exp(loss) if loss < 700 else float("inf"),
+                              "generated": n_gen}
+    examples = []
+    if n_gen:
+        prefixes, references = _references(docs, ds.tokens(split), ds.doc_offsets(split), n_gen)
+        decoder = GreedyDecoder(model, max_new_tokens=max(len(r) for r in references) + DECODE_MARGIN)
+        outputs = decoder(prefixes)
+        hyps = [tokenizer.decode(o) for o in outputs]
+        refs = [tokenizer.decode(r) for r in references]
+        exact = float(np.mean([o == r for o, r in zip(outputs, references)]))
+        values.update(exact_match=exact, bleu=float(sacrebleu.corpus_bleu(hyps, [refs]).score),
+                      chrf=float(sacrebleu.corpus_chrf(hyps, [refs]).score))
+        for prefix, ref, hyp in list(zip(prefixes, refs, hyps))[:SHOWN_EXAMPLES]:
+            examples.append({"prompt": tokenizer.decode(prefix[1:-1]), "reference": ref, "output": hyp})
+        reporter.table(f"{run.root.name}: {split} examples (greedy)",
+                       [[e["prompt"], e["reference"], e["output"]] for e in examples],
+                       columns=("prompt", "reference", "output"))
+    values.update(checkpoint=loaded.get("checkpoint"), examples_shown=examples, seconds=time.perf_counter() - t0)
+    card = run.eval_card(split)
+    atomic.write_json(card, {**values, "dataset": str(ds.root), "dataset_fingerprint": ds.fingerprint,
+                             "decoding": "greedy", "max_length": exp.finetune.max_length})
+    return Result(title=f"evaluate {run.root.name} ({split})", values=values, lines=[f"protocol card: {card}"])

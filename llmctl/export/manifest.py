@@ -1,0 +1,98 @@
+"""`manifest.json`: everything a deployment needs to use the artifacts without llmctl (see docs/artifacts.md).
+
+Written last, after every artifact is in the temporary export folder; `files` lists each file with its size.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from llmctl import __version__
+from llmctl.export.plan import FORMAT
+from llmctl.export.source import ExportSource, summary_metrics
+
+FORMAT_VERSION = 1
+SPECIAL_TOKENS = {"pad": 0, "unk": 1, "bos": 2, "eos": 3, "sep": 4}
+STOPWORDS_FILE = "stopwords.txt"
+# How a prompt becomes the ids a language model continues (llmctl.data.pair_prompts for pairs runs): language-model
+# corpora are plain token streams (documents end with <eos>), pairs documents are `<bos> prompt <sep> response <eos>`.
+PROMPT_FORMATS = {
+    "lm": {"template": "{prompt}", "prefix_ids": [], "suffix_ids": [], "stop_id": SPECIAL_TOKENS["eos"]},
+    "pairs": {"template": "<bos> {prompt} <sep>", "prefix_ids": [SPECIAL_TOKENS["bos"]],
+              "suffix_ids": [SPECIAL_TOKENS["sep"]], "stop_id": SPECIAL_TOKENS["eos"]},
+}
+
+
+def build(source: ExportSource, *, folder: Path, artifacts: dict[str, Any], checks: dict[str, Any]) -> dict[str, Any]:
+    from llmctl.tfenv import import_tf
+
+    tf = import_tf()
+    model = source.model
+    encoder = model.encoder if source.kind == "classify" else model
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "llmctl_version": __version__,
+        "tensorflow_version": tf.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "kind": source.kind,
+        "source": {"run": str(source.run.root.resolve()), "checkpoint": source.checkpoint},
+        "tokenizer": {"dir": "tokenizer", "file": "tokenizer/tokenizer.json", "kind": source.tokenizer.kind,
+                      "fingerprint": source.tokenizer.fingerprint(), "vocab_size": source.tokenizer.vocab_size},
+        "special_tokens": dict(SPECIAL_TOKENS),
+        "normalize": normalize_section(source.normalizer),
+        "model": _model_config(source),
+        "state": {"layers": encoder.num_layers, "units": encoder.units, "dtype": "float32", "initial": "zeros",
+                  "order": [f"{k}{i}" for i in range(encoder.num_layers) for k in ("h", "c")]},
+        "metrics": summary_metrics(source.summary),
+        "artifacts": artifacts,
+        "checks": checks,
+    }
+    if source.checkpoint.get("valid_loss") is not None:
+        manifest["metrics"].setdefault("checkpoint_valid_loss", source.checkpoint["valid_loss"])
+    if source.kind in PROMPT_FORMATS:
+        manifest["prompt"] = dict(PROMPT_FORMATS[source.kind])
+    if source.kind == "classify":
+        manifest["labels"] = list(source.labels)
+        manifest["max_length"] = source.max_length
+    manifest["files"] = file_sizes(folder)
+    return manifest
+
+
+def normalize_section(normalizer) -> dict[str, Any]:
+    """The run's text normalisation, applied to any text before tokenizing, in this order: NFKC, lowercase,
+    whitespace collapse, stop-word removal (rules in docs/artifacts.md; words listed in `stopwords.txt`)."""
+    return {"nfkc": normalizer.nfkc, "lowercase": normalizer.lowercase,
+            "collapse_whitespace": normalizer.collapse_whitespace,
+            "stopwords": STOPWORDS_FILE if normalizer.stopwords else None,
+            "order": ["nfkc", "lowercase", "collapse_whitespace", "stopwords"]}
+
+
+def stopwords_text(normalizer) -> str | None:
+    """One lowercased stop word per line, sorted; None when the run removes none."""
+    return "".join(f"{word}\n" for word in sorted(normalizer.stopwords)) if normalizer.stopwords else None
+
+
+def _model_config(source: ExportSource) -> dict[str, Any]:
+    cfg = source.exp.model
+    out: dict[str, Any] = {"architecture": "embedding-lstm-dense", "vocab_size": source.tokenizer.vocab_size,
+                           "embedding_dim": cfg.embedding_dim, "layers": cfg.layers, "units": cfg.units,
+                           "tie_embeddings": cfg.tie_embeddings}
+    if source.kind == "classify":
+        ft = source.exp.finetune
+        out.update(architecture="embedding-lstm-pool-dense", num_classes=len(source.labels), pooling=ft.pooling,
+                   head_units=ft.head_units, max_length=ft.max_length)
+    return out
+
+
+def file_sizes(folder: Path) -> dict[str, int]:
+    """{relative path: bytes} of every file below `folder` (manifest.json itself excluded), sorted."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): p.stat().st_size
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+
+
+def total_bytes(folder: Path, prefix: str) -> int:
+    return sum(size for name, size in file_sizes(folder).items() if name == prefix or name.startswith(prefix + "/"))

@@ -1,0 +1,300 @@
+"""Compiled autoregressive decoding: prefill the prompts once, then O(1) work per new token inside one graph loop.
+
+    decoder = Decoder(model, strategy="sample", top_p=0.9)
+    out = decoder.generate([[2, 17, 5], [2, 9]], max_new_tokens=200, seed=1234)
+    out.sequences[i][0]   # new token ids of prompt i (EOS not included); out.finish[i][0] says why it ended
+
+* **Prefill** runs the whole prompt batch through the LSTM stack once (`tf.function`, any shape, traced once).
+  Prompts of different lengths are **right-aligned** (left-padded) and masked: the Keras LSTM keeps its state
+  unchanged on masked steps, so every row starts its prompt from the zero state, exactly as if run alone, and all
+  rows' next-token logits sit in the last column. (Bucketing by length would need one decode loop per bucket.)
+* **Decode** (`greedy` / `sample`) is ONE `tf.while_loop` in one XLA-compiled `tf.function`: each iteration applies
+  the logit processors (repetition penalty over the tokens generated so far, EOS masked until `min_new_tokens`),
+  picks the next token in-graph (argmax, or `graph_sampling.GraphSampler`: temperature → top-k → top-p →
+  inverse-CDF draw) and advances the LSTM cells by one step with the carried (h, c) state. Rows that produced EOS
+  are frozen; the loop ends when every row has finished or `max_new_tokens` is reached. For streaming, the same
+  compiled loop runs in chunks of `chunk` steps (the carry — logits, states, tokens so far — goes in and out), so
+  text can be printed every few tokens at a negligible cost.
+* **Beam** search is one `tf.while_loop` too (`beam.beam_search_loop`), compiled as a plain graph: XLA's CPU top-k
+  over width × vocab is slower than TensorFlow's kernel.
+
+Randomness: token t of prompt row r is drawn with a uniform number hashed from (seed, r, t) (`row_uniforms`), so the
+same seed gives the same text on every rerun, and a prompt's text does not depend on the other prompts in its batch
+when the caller passes its global index as the row id.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from llmctl.generate.beam import beam_search_loop
+from llmctl.generate.graph_sampling import GraphSampler
+from llmctl.generate.samplers import apply_repetition_penalty, mask_tokens
+from llmctl.models.lstm_lm import flatten_states, unflatten_states
+from llmctl.tfenv import import_tf
+
+tf = import_tf()
+
+STRATEGIES = ("greedy", "sample", "beam")
+PAD_ID = 0
+EOS_ID = 3
+
+
+@dataclass
+class Generation:
+    """What `Decoder.generate` returns. Per prompt i: `sequences[i]` — hypotheses (1, or `n_best` for beam), each a
+    list of new token ids without the final EOS; `finish[i]` — `eos`, `length` (max_new_tokens reached) or `stopped`
+    (the caller's `on_chunk` asked to stop); `scores[i]` — beam scores (length-normalised log-probabilities)."""
+
+    sequences: list[list[list[int]]]
+    finish: list[list[str]]
+    scores: list[list[float]] | None = None
+    steps: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    prompt_tokens: int = 0
+    timings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens produced by the model (EOS included), over every prompt and hypothesis."""
+        return sum(len(seq) + (reason == "eos") for seqs, reasons in zip(self.sequences, self.finish)
+                   for seq, reason in zip(seqs, reasons))
+
+
+class Decoder:
+    """Prefill + compiled decode loop over an `LSTMLanguageModel`, with one decoding configuration.
+
+    `strategy`: greedy | sample | beam. `temperature`, `top_k`, `top_p`: sampling filters. `repetition_penalty`:
+    CTRL-style, over the tokens generated so far (not the prompt). `min_new_tokens`: EOS is masked before that many
+    new tokens. `beam_width`, `length_penalty`, `n_best`: beam search. `jit_compile`: XLA for the greedy/sample loop.
+    Graphs are built lazily and reused across calls (one compilation per batch size × max_new_tokens).
+    """
+
+    def __init__(self, model, *, strategy: str = "greedy", temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, repetition_penalty: float = 1.0, min_new_tokens: int = 0,
+                 beam_width: int = 4, length_penalty: float = 1.0, n_best: int = 1, eos_id: int | None = EOS_ID,
+                 pad_id: int = PAD_ID, jit_compile: bool = True):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        if repetition_penalty <= 0 or not np.isfinite(repetition_penalty):
+            raise ValueError(f"repetition_penalty must be a finite number > 0, got {repetition_penalty!r}")
+        if min_new_tokens < 0:
+            raise ValueError(f"min_new_tokens must be >= 0, got {min_new_tokens!r}")
+        if strategy == "beam" and not 1 <= n_best <= beam_width:
+            raise ValueError(f"n_best must be in [1, beam_width={beam_width}], got {n_best!r}")
+        self.model = model
+        self.strategy = strategy
+        self.sampler = GraphSampler(temperature, top_k, top_p) if strategy == "sample" else None
+        self.repetition_penalty = float(repetition_penalty)
+        self.min_new_tokens = int(min_new_tokens)
+        self.beam_width = int(beam_width)
+        self.length_penalty = float(length_penalty)
+        self.n_best = int(n_best)
+        self.eos_id = None if eos_id is None else int(eos_id)
+        self.pad_id = int(pad_id)
+        self.jit_compile = bool(jit_compile)
+        self._prefill_fn = tf.function(self._prefill_graph, input_signature=[
+            tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.bool)])
+        self._loop_fn = None
+        self._beam_fns: dict[int, Callable] = {}
+
+    @classmethod
+    def from_config(cls, model, gen, *, eos_id: int | None = EOS_ID, jit_compile: bool = True) -> "Decoder":
+        """A decoder for a `GenerateConfig` section."""
+        return cls(model, strategy=gen.strategy, temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p,
+                   repetition_penalty=gen.repetition_penalty, min_new_tokens=gen.min_new_tokens,
+                   beam_width=gen.beam_width, length_penalty=gen.length_penalty, n_best=gen.n_best, eos_id=eos_id,
+                   jit_compile=jit_compile)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"strategy": self.strategy}
+        if self.sampler is not None:
+            out.update(temperature=self.sampler.temperature, top_k=self.sampler.top_k, top_p=self.sampler.top_p)
+        if self.strategy == "beam":
+            out.update(beam_width=self.beam_width, length_penalty=self.length_penalty, n_best=self.n_best)
+        if self.repetition_penalty != 1.0:
+            out["repetition_penalty"] = self.repetition_penalty
+        if self.min_new_tokens:
+            out["min_new_tokens"] = self.min_new_tokens
+        return out
+
+    # ---------------------------------------------------------------- model pieces
+
+    def step(self, tokens, states):
+        """One decoding step: tokens [B] int32 and [(h, c)] per layer → (logits [B, V] float32, new states).
+
+        Calls the LSTM cells directly (no per-step sequence loop); same weights and math as `model(tokens, states)`.
+        """
+        model = self.model
+        x = model.embedding(tokens)
+        new_states = []
+        for lstm, (h, c) in zip(model.lstms, states):
+            x, (h, c) = lstm.cell(x, [h, c], training=False)
+            new_states.append((h, c))
+        logits = model.project(x[:, None, :])[:, 0]
+        return tf.cast(logits, tf.float32), new_states
+
+    def _prefill_graph(self, tokens, mask):
+        model = self.model
+        x = model.embedding(tokens)
+        states = []
+        zeros = model.initial_state(tf.shape(tokens)[0])
+        for lstm, (h0, c0) in zip(model.lstms, zeros):
+            x, h, c = lstm(x, initial_state=[h0, c0], mask=mask, training=False)
+            states.append((h, c))
+        logits = model.project(x[:, -1:, :])[:, 0]
+        return tf.cast(logits, tf.float32), flatten_states(states)
+
+    def prefill(self, prompts: Sequence[Sequence[int]]):
+        """Run the prompts (each ≥ 1 token) once: (next-token logits [B, V], [(h, c)] per layer).
+
+        Prompts are right-aligned and the padding is masked, so each row equals running its prompt alone.
+        """
+        if not prompts:
+            raise ValueError("prefill needs at least one prompt")
+        lengths = [len(p) for p in prompts]
+        if min(lengths) < 1:
+            raise ValueError("every prompt needs at least one token (start empty prompts with <bos>/<eos>)")
+        width = max(lengths)
+        ids = np.full((len(prompts), width), self.pad_id, dtype=np.int32)
+        mask = np.zeros((len(prompts), width), dtype=bool)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt):] = np.asarray(prompt, dtype=np.int64)
+            mask[row, width - len(prompt):] = True
+        logits, flat = self._prefill_fn(tf.constant(ids), tf.constant(mask))
+        return logits, unflatten_states(flat)
+
+    # ---------------------------------------------------------------- greedy / sample loop
+
+    def _process(self, logits, step, history):
+        """Logit processors shared by every strategy: repetition penalty, then EOS masked before min_new_tokens."""
+        if self.repetition_penalty != 1.0:
+            logits = apply_repetition_penalty(logits, history, self.repetition_penalty)
+        if self.min_new_tokens > 0 and self.eos_id is not None:
+            logits = mask_tokens(logits, [self.eos_id], active=step < self.min_new_tokens)
+        return logits
+
+    def _loop_graph(self, logits, flat_states, generated, finished, lengths, start, stop, seed, rows):
+        """Steps [start, stop) of the decode loop; returns the carry (step reached, logits, states, tokens ...)."""
+        width = tf.shape(generated)[1]
+        columns = tf.range(width)[None, :]
+
+        def cond(i, logits, states, generated, finished, lengths):
+            return tf.logical_and(i < stop, tf.logical_not(tf.reduce_all(finished)))
+
+        def body(i, logits, states, generated, finished, lengths):
+            scores = self._process(logits, i, generated)
+            if self.sampler is None:
+                token = tf.argmax(scores, axis=-1, output_type=tf.int32)
+            else:
+                token = self.sampler(scores, seed, rows, i)
+            written = tf.where(finished, tf.constant(-1, tf.int32), token)
+            generated = tf.where(tf.equal(columns, i), written[:, None], generated)
+            lengths = lengths + tf.cast(tf.logical_not(finished), tf.int32)
+            if self.eos_id is not None:
+                finished = tf.logical_or(finished, tf.equal(written, self.eos_id))
+            logits, new_states = self.step(token, unflatten_states(states))
+            return i + 1, logits, flatten_states(new_states), generated, finished, lengths
+
+        return tf.while_loop(cond, body, (start, logits, list(flat_states), generated, finished, lengths))
+
+    def _loop(self):
+        if self._loop_fn is None:
+            self._loop_fn = tf.function(self._loop_graph, jit_compile=self.jit_compile)
+        return self._loop_fn
+
+    # ---------------------------------------------------------------- beam
+
+    def _beam_graph(self, logits, flat_states, max_new_tokens: int):
+        return beam_search_loop(lambda tokens, states: self.step(tokens, states), unflatten_states(flat_states),
+                                logits, beam_width=self.beam_width, max_new_tokens=max_new_tokens,
+                                eos_id=self.eos_id, length_penalty=self.length_penalty, n_best=self.n_best,
+                                pad_id=self.pad_id, processor=self._process)
+
+    def _beam(self, max_new_tokens: int):
+        if max_new_tokens not in self._beam_fns:
+            self._beam_fns[max_new_tokens] = tf.function(
+                lambda logits, flat: self._beam_graph(logits, flat, max_new_tokens))
+        return self._beam_fns[max_new_tokens]
+
+    # ---------------------------------------------------------------- public entry point
+
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, seed: int = 0,
+                 rows: Sequence[int] | None = None, chunk: int | None = None,
+                 on_chunk: Callable[[np.ndarray, np.ndarray], bool | None] | None = None) -> Generation:
+        """Generate up to `max_new_tokens` after each prompt.
+
+        `rows`: the row id of each prompt in the random stream (default 0..B-1; pass global prompt indices to make a
+        prompt's sampled text independent of how prompts are batched). `chunk` + `on_chunk` (greedy/sample):
+        run the loop `chunk` steps at a time and call `on_chunk(new_tokens [B, n] int32 (-1 = row finished),
+        finished [B] bool)` after each chunk; returning False stops generation (finish reason `stopped`).
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        t0 = time.perf_counter()
+        logits, states = self.prefill(prompts)
+        prompt_tokens = sum(len(p) for p in prompts)
+        t1 = time.perf_counter()
+        if self.strategy == "beam":
+            out = self._beam(int(max_new_tokens))(logits, flatten_states(states))
+            seqs, scores, lens = out.sequences.numpy(), out.scores.numpy(), out.lengths.numpy()
+            sequences, finish, all_scores = [], [], []
+            for b in range(len(prompts)):
+                hyps, reasons, vals = [], [], []
+                for j in range(self.n_best):
+                    if not np.isfinite(scores[b, j]):
+                        continue
+                    ids = seqs[b, j, :lens[b, j]].tolist()
+                    ended = self.eos_id is not None and bool(ids) and ids[-1] == self.eos_id
+                    hyps.append(ids[:-1] if ended else ids)
+                    reasons.append("eos" if ended else "length")
+                    vals.append(float(scores[b, j]))
+                sequences.append(hyps)
+                finish.append(reasons)
+                all_scores.append(vals)
+            return Generation(sequences, finish, all_scores, steps=int(out.steps), prefill_s=t1 - t0,
+                              decode_s=time.perf_counter() - t1, prompt_tokens=prompt_tokens)
+
+        batch = len(prompts)
+        n = int(max_new_tokens)
+        row_ids = tf.constant(np.arange(batch) if rows is None else np.asarray(rows), tf.int32)
+        if row_ids.shape[0] != batch:
+            raise ValueError(f"rows has {row_ids.shape[0]} entries for {batch} prompts")
+        carry = (tf.constant(0), logits, flatten_states(states), tf.fill([batch, n], -1),
+                 tf.zeros([batch], tf.bool), tf.zeros([batch], tf.int32))
+        step_size = n if chunk is None else max(1, int(chunk))
+        loop = self._loop()
+        seed_t = tf.constant(int(seed) & 0x7FFFFFFF, tf.int32)
+        stopped = False
+        done = 0
+        while done < n:
+            step, logits, flat, generated, finished, lengths = carry
+            carry = loop(logits, flat, generated, finished, lengths, step, tf.constant(min(done + step_size, n)),
+                         seed_t, row_ids)
+            reached = int(carry[0])
+            all_finished = bool(tf.reduce_all(carry[4]))
+            if on_chunk is not None and reached > done:
+                keep_going = on_chunk(carry[3][:, done:reached].numpy(), carry[4].numpy())
+                if keep_going is False:
+                    stopped = True
+                    done = reached
+                    break
+            done = reached
+            if all_finished:
+                break
+        generated = carry[3].numpy()
+        finished = carry[4].numpy()
+        lengths = carry[5].numpy()
+        sequences, finish = [], []
+        for b in range(batch):
+            ids = generated[b, :lengths[b]].tolist()
+            ended = bool(finished[b]) and self.eos_id is not None and bool(ids) and ids[-1] == self.eos_id
+            sequences.append([ids[:-1] if ended else ids])
+            finish.append(["eos" if ended else ("stopped" if stopped else "length")])
+        return Generation(sequences, finish, None, steps=done, prefill_s=t1 - t0, decode_s=time.perf_counter() - t1,
+                          prompt_tokens=prompt_tokens)

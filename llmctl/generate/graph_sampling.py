@@ -1,0 +1,166 @@
+"""Sampling pieces that stay fast inside an XLA-compiled decode loop, exact counterparts of `samplers`.
+
+`samplers.RandomSampler` sorts the vocabulary for top-p and draws with `tf.random.stateless_categorical`. Both are
+slow inside one XLA-compiled `tf.while_loop` on CPU (measured, vocab 10k, per token: a full sort 0.6–1.4 ms,
+XLA's stateless RNG over the vocabulary ~2–3 ms), against ~0.2–0.3 ms for a whole greedy step. The two pieces here
+do the same job without sorting and with ONE random number per row:
+
+* `nucleus_filter(logits, p)` — keeps exactly the tokens `samplers.apply_top_p` keeps (the smallest top set whose
+  probability mass reaches p, ties at the threshold kept, top-1 always kept), found by a 32-step bisection over
+  the float32 logit values viewed as ordered integers: each step is one masked sum over the vocabulary. The kept
+  set can differ from the sorting version only when the mass before a token lies within float32 rounding of
+  `p - TOP_P_TOLERANCE` (the summation order differs).
+* `categorical_draw(logits, uniforms)` — an exact draw from softmax(logits) by inverse-CDF: a two-level cumulative
+  sum (blocks of 128 tokens, then inside the chosen block) located with one uniform number per row. Tokens whose
+  logit is -inf are never drawn.
+* `row_uniforms(seed, rows, step)` — the uniform number of each row, a counter-based hash of (seed, row id, step):
+  a prompt's random stream depends on its own row id only, so the same prompt list gives the same text however it
+  is split into batches, and a rerun with the same seed gives the same text.
+
+`GraphSampler` chains them like `RandomSampler` does: temperature → top-k (`samplers.apply_top_k`) → top-p → draw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llmctl.generate.samplers import TOP_P_TOLERANCE, apply_temperature, apply_top_k
+from llmctl.tfenv import import_tf
+
+tf = import_tf()
+
+BLOCK = 128  # tokens per block of the two-level cumulative sum
+_NEG_INF = float("-inf")
+_MIX1 = 0x7FEB352D  # "lowbias32" constants (C. Wellons' hash prospector): a well-mixing bijection on uint32
+_MIX2 = 0x846CA68B
+_GOLDEN = 0x9E3779B9
+
+
+def ordered_keys(logits):
+    """int32 keys with the same order as the float32 values (-0.0 and +0.0 share a key; -inf is the smallest)."""
+    x = tf.where(tf.equal(logits, 0.0), tf.zeros_like(logits), logits)
+    bits = tf.bitcast(x, tf.int32)
+    return tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, tf.constant(0x7FFFFFFF, tf.int32)), bits)
+
+
+def nucleus_filter(logits, p: float):
+    """Top-p filtering without sorting: the kept set of `samplers.apply_top_p` (see the module docstring).
+
+    `logits` [batch, vocab] float32 (may hold -inf); `p` a Python float in (0, 1]. Returns logits with the tokens
+    outside the nucleus set to -inf.
+    """
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"top_p must be a number in (0, 1], got {p!r}")
+    logits = tf.cast(logits, tf.float32)
+    if p >= 1.0:
+        return logits
+    probs = tf.nn.softmax(logits, axis=-1)
+    keys = tf.cast(ordered_keys(logits), tf.int64)
+    target = tf.constant(p - TOP_P_TOLERANCE, tf.float32)
+    # Smallest key k with mass(key > k) < target; it is the key of the last kept logit value. Invariant:
+    # predicate false at lo, true at hi (true at the top key by definition: the top token is always kept).
+    lo = tf.reduce_min(keys, axis=-1, keepdims=True) - 1
+    hi = tf.reduce_max(keys, axis=-1, keepdims=True)
+    zero = tf.zeros_like(probs)
+    for _ in range(33):  # the key range spans < 2**33 values
+        mid = lo + (hi - lo) // 2
+        mass = tf.reduce_sum(tf.where(keys > mid, probs, zero), axis=-1, keepdims=True)
+        ok = mass < target
+        hi = tf.where(ok, mid, hi)
+        lo = tf.where(ok, lo, mid)
+    return tf.where(keys >= hi, logits, tf.constant(_NEG_INF, tf.float32))
+
+
+def _mix(x):
+    """lowbias32: a bijective avalanche mix of uint32 values."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+    x = x * tf.constant(_MIX1, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(15, tf.uint32)))
+    x = x * tf.constant(_MIX2, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+
+
+def row_uniforms(seed, rows, step):
+    """One uniform float32 in [0, 1) per row from (seed, row id, step): `rows` [batch] int, `seed`/`step` scalars.
+
+    Each input is folded in through its own mixing round, so distinct (row, step) pairs never collide for a given
+    seed except by chance (a 2**-32 hash collision).
+    """
+    def u32(v):
+        return tf.bitcast(tf.cast(v, tf.int32), tf.uint32)
+
+    xor = tf.bitwise.bitwise_xor
+    h = _mix(xor(u32(seed), tf.constant(_GOLDEN, tf.uint32)))
+    h = _mix(xor(h, u32(rows)))
+    h = _mix(xor(h, u32(step)))
+    top24 = tf.bitwise.right_shift(h, tf.constant(8, tf.uint32))
+    return tf.cast(top24, tf.float32) * tf.constant(1.0 / (1 << 24), tf.float32)
+
+
+def _first_or_last(cond, positive):
+    """Per row: index of the first True in `cond`, or (none — float rounding at the very end) of the last
+    position where `positive` holds."""
+    width = tf.shape(cond)[-1]
+    first = tf.argmax(tf.cast(cond, tf.int32), axis=-1, output_type=tf.int32)
+    last = width - 1 - tf.argmax(tf.cast(tf.reverse(positive, axis=[-1]), tf.int32), axis=-1, output_type=tf.int32)
+    return tf.where(tf.reduce_any(cond, axis=-1), first, last)
+
+
+def categorical_draw(logits, uniforms):
+    """Draw one token per row from softmax(`logits`) by inverse CDF with `uniforms` [batch] in [0, 1).
+
+    Exact up to float32 rounding of the probabilities; a token with zero probability (logit -inf) is never drawn.
+    """
+    logits = tf.cast(logits, tf.float32)
+    probs = tf.nn.softmax(logits, axis=-1)
+    batch = tf.shape(probs)[0]
+    vocab = tf.shape(probs)[1]
+    blocks = (vocab + BLOCK - 1) // BLOCK
+    padded = tf.pad(probs, [[0, 0], [0, blocks * BLOCK - vocab]])
+    grid = tf.reshape(padded, [batch, blocks, BLOCK])
+    block_mass = tf.reduce_sum(grid, axis=-1)  # [batch, blocks]
+    block_cdf = tf.math.cumsum(block_mass, axis=-1)
+    target = uniforms * block_cdf[:, -1]  # [batch]
+    j = _first_or_last((block_cdf > target[:, None]) & (block_mass > 0), block_mass > 0)
+    base = tf.gather(block_cdf, j, batch_dims=1) - tf.gather(block_mass, j, batch_dims=1)
+    inner = tf.gather(grid, j, batch_dims=1)  # [batch, BLOCK]
+    inner_cdf = base[:, None] + tf.math.cumsum(inner, axis=-1)
+    k = _first_or_last((inner_cdf > target[:, None]) & (inner > 0), inner > 0)
+    return j * BLOCK + k
+
+
+class GraphSampler:
+    """Temperature → top-k → top-p → inverse-CDF draw, for use inside a compiled decode loop.
+
+    Same distribution as `samplers.RandomSampler(temperature, top_k, top_p)`; the random numbers come from
+    `row_uniforms` instead of `tf.random.stateless_categorical` (see the module docstring for why).
+    """
+
+    def __init__(self, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None):
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        if top_k is not None and (int(top_k) != top_k or top_k < 1):
+            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
+        self.temperature = float(temperature)
+        self.top_k = None if top_k is None else int(top_k)
+        self.top_p = None if top_p is None else float(top_p)
+
+    def process(self, logits):
+        """The filtered, temperature-scaled logits the draw uses."""
+        logits = tf.cast(logits, tf.float32)
+        if self.temperature != 1.0:
+            logits = apply_temperature(logits, self.temperature)
+        if self.top_k is not None:
+            logits = apply_top_k(logits, self.top_k)
+        if self.top_p is not None and self.top_p < 1.0:
+            logits = nucleus_filter(logits, self.top_p)
+        return logits
+
+    def __call__(self, logits, seed, rows, step):
+        """[batch] int32 token ids; `seed` scalar, `rows` [batch] row ids, `step` scalar step index."""
+        return categorical_draw(self.process(logits), row_uniforms(seed, rows, step))
+
+    def __repr__(self) -> str:
+        return f"GraphSampler(temperature={self.temperature!r}, top_k={self.top_k!r}, top_p={self.top_p!r})"

@@ -1,0 +1,80 @@
+"""`llmctl predict`: label new texts with a classification run — label and class probabilities per text.
+
+    result = run(exp, texts=["a gripping, funny film", ...], as_json=True)
+    result.values["predictions"]   # [{"text", "label", "probability", "probabilities": {label: p}}, ...]
+
+Texts go through the run's own normalisation (`data.normalize` of its saved config) and tokenizer, and are truncated
+to its `finetune.max_length` tokens, exactly like its training data. With `as_json` the result's `lines` are JSON
+Lines, one object per text, in input order. A language-model or prompt→response run is refused: those continue text
+with `llmctl generate`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+from llmctl.errors import ArtifactError, DataError
+from llmctl.progress import Reporter
+from llmctl.results import Result
+from llmctl.runs import RunDir
+
+BATCH_SIZE = 64
+
+
+def _normalizer(run: RunDir):
+    from llmctl.data.normalize import Normalizer
+    from llmctl.schema import NormalizeConfig
+
+    saved = (run.saved_config().get("data") or {}).get("normalize") or {}
+    return Normalizer(NormalizeConfig.model_validate(saved))
+
+
+def run(exp, reporter: Reporter | None = None, texts: Sequence[str] | None = None, as_json: bool = False) -> Result:
+    """Predict a label for every text with the classifier of run `exp.run.dir/exp.run.name`."""
+    reporter = reporter or Reporter("none")
+    run_dir = RunDir.of(exp)
+    run_dir.require_model()
+    info = run_dir.read_info()
+    kind = info.get("kind")
+    if kind != "classify":
+        raise ArtifactError(f"{run_dir.root} is a `{kind}` run: predict needs a classifier",
+                            hint=f"use `llmctl generate {run_dir.root}` to continue text with it")
+    texts = list(texts or [])
+    if not texts:
+        raise DataError("no texts to classify", hint="pass --text TEXT, --file FILE, or pipe lines on stdin (--file -)")
+
+    from llmctl.data.doc_batches import Documents
+    from llmctl.data.tokenizers import load_tokenizer
+    from llmctl.evaluation.classify import run_labels
+    from llmctl.models.classifier import ClassifierPredictor, load_classifier
+
+    names = run_labels(run_dir)
+    normalize = _normalizer(run_dir)
+    try:
+        tokenizer = load_tokenizer(run_dir.tokenizer)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot load the tokenizer of {run_dir.root} ({exc})",
+                            hint="the run directory is damaged; run finetune again") from None
+    max_length = int((run_dir.saved_config().get("finetune") or {}).get("max_length", exp.finetune.max_length))
+    ids = [tokenizer.encode(normalize(text)) for text in texts]
+    empty = sum(1 for i in ids if not i)
+    if empty:
+        reporter.warn(f"{empty} text(s) have no tokens after normalisation; their prediction is the classifier's "
+                      "prior")
+    model, loaded = load_classifier(run_dir, exp.evaluate.checkpoint)
+    logits = ClassifierPredictor(model, batch_size=BATCH_SIZE, max_length=max_length).logits(
+        Documents.from_token_lists(ids, max_length=max_length))
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    predictions: list[dict[str, Any]] = []
+    for text, row in zip(texts, probs):
+        best = int(row.argmax())
+        predictions.append({"text": text, "label": names[best], "probability": float(row[best]),
+                            "probabilities": {name: float(p) for name, p in zip(names, row)}})
+    lines = [json.dumps(p, ensure_ascii=False) for p in predictions] if as_json else []
+    return Result(title=f"predict: {run_dir.root.name}", lines=lines,
+                  values={"run": str(run_dir.root), "checkpoint": loaded.get("checkpoint"), "labels": names,
+                          "predictions": predictions})

@@ -1,0 +1,126 @@
+"""Run-directory plumbing shared by the document fine-tuning tasks (classify, pairs): create or resume the run,
+copy the tokenizer, record run.json, checkpoint through the pretrain `CheckpointStore`, write the final artifacts.
+
+Resume is per epoch: the `last` checkpoint is written after every epoch (model, every group optimizer, progress),
+so `--resume` continues with the next epoch; the `best` checkpoint holds the weights with the best validation
+metric and becomes `model.keras` at the end.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from llmctl import atomic
+from llmctl.errors import ArtifactError, ConfigError
+from llmctl.runs import RunDir
+
+
+def prepare_run(exp, ds, *, kind: str, parent, extra_info: dict[str, Any] | None = None) -> tuple[RunDir, bool]:
+    """Create or reopen the run directory per run.resume / run.overwrite. Returns (run, resuming)."""
+    from llmctl.train.checkpoints import read_pointer
+
+    run = RunDir.of(exp)
+    want = exp.run.resume
+    if exp.run.overwrite and want == "always":
+        raise ConfigError("--resume and --overwrite contradict each other", hint="pass only one of them")
+    if parent is not None and Path(parent.run.root).resolve() == run.root.resolve():
+        raise ConfigError(f"finetune.parent is the run directory itself ({run.root})",
+                          hint="give the fine-tuned run another run.name")
+    existing = run.exists()
+    has_checkpoint = existing and bool(read_pointer(run.checkpoints).get("last"))
+    if want == "always" and not has_checkpoint:
+        where = f"{run.root} has no checkpoint" if existing else f"{run.root} does not exist"
+        raise ArtifactError(f"cannot resume: {where}", hint="run without --resume to start the run")
+    resuming = want in ("auto", "always") and has_checkpoint and not exp.run.overwrite
+    if existing and not exp.run.overwrite and not resuming:
+        info = run.read_info() if run.info.is_file() else {}
+        if info.get("kind") not in (None, kind):
+            raise ArtifactError(f"run directory {run.root} holds a `{info.get('kind')}` run",
+                                hint="choose another run.name, or pass --overwrite to replace it")
+    allow_existing = resuming or (want == "auto" and existing and not has_checkpoint)
+    run.prepare(exp, kind=kind, resume=allow_existing, overwrite=exp.run.overwrite)
+    if resuming:
+        recorded = run.read_info().get("tokenizer_fingerprint")
+        if recorded and recorded != ds.fingerprint:
+            raise ArtifactError(f"cannot resume {run.root}: it was trained with tokenizer {recorded}, the dataset "
+                                f"now has {ds.fingerprint}",
+                                hint="resume with the original dataset or start over with --overwrite")
+    else:
+        if run.checkpoints.exists():
+            shutil.rmtree(run.checkpoints)
+        with atomic.directory(run.tokenizer, replace=True) as tmp:
+            for item in ds.layout.tokenizer.iterdir():
+                if item.is_file():
+                    shutil.copy2(item, tmp / item.name)
+    run.write_info(kind=kind, tokenizer_fingerprint=ds.fingerprint, vocab_size=ds.vocab_size, dataset=str(ds.root),
+                   parent=None if parent is None else str(parent.run.root), **(extra_info or {}))
+    return run, resuming
+
+
+class _OptimizerSet:
+    """Several optimizers seen as one by `CheckpointStore` (their variables in a fixed order)."""
+
+    def __init__(self, optimizers):
+        self.variables = [v for opt in optimizers for v in opt.variables]
+
+
+def checkpoint_store(run: RunDir, model, stepper, keep_last: int):
+    from llmctl.train.checkpoints import CheckpointStore
+
+    return CheckpointStore(run.checkpoints, model=model, optimizer=_OptimizerSet(stepper.optimizers),
+                           carry_shapes=[], keep_last=keep_last)
+
+
+def restore_start(store, model) -> dict[str, Any]:
+    """The `start` state for `doc_trainer.fit` when resuming: best weights first, then the last checkpoint."""
+    from llmctl.train.checkpoints import load_weights, resolve_checkpoint
+
+    best_weights = None
+    if store.pointer().get("best"):
+        prefix, _ = resolve_checkpoint(store.directory, "best")
+        load_weights(model, prefix)
+        best_weights = model.get_weights()
+    progress, _, _ = store.restore("last")
+    progress["best_weights"] = best_weights
+    return progress
+
+
+def save_keras(run: RunDir, model) -> None:
+    """model.keras, atomically."""
+    import keras
+
+    tmp = run.root / f"{atomic.TMP_PREFIX}model.keras"
+    try:
+        keras.saving.save_model(model, tmp)
+        atomic.write_bytes(run.model, tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def log_writer(run: RunDir, resume_step: int | None, *, perplexity: bool = True):
+    """(MetricsLog, row callback for `doc_trainer.fit`) — train/valid rows into metrics.csv and TensorBoard.
+    `perplexity=False` (classification) leaves the ppl column empty."""
+    from llmctl.train.metrics_log import MetricsLog
+
+    log = MetricsLog(run, resume_step=resume_step)
+
+    def write(row: dict[str, Any]) -> None:
+        values = {k: v for k, v in row.items() if k not in ("step", "split") and isinstance(v, (int, float))}
+        values["epoch"] = int(row.get("epoch", 1)) - 1
+        if not perplexity:
+            values["ppl"] = None
+        log.log(row["split"], step=int(row["step"]), **values)
+
+    return log, write
+
+
+def finish(run: RunDir, model, log, summary: dict[str, Any]) -> None:
+    """model.keras (best weights), summary.json, loss.png."""
+    from llmctl.train.metrics_log import write_loss_plot, write_summary
+
+    log.close()
+    save_keras(run, model)
+    write_summary(run.summary, summary)
+    write_loss_plot(log.rows(), run.loss_plot, title=f"{run.root.name}: loss")
