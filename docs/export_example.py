@@ -28,7 +28,6 @@ import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
-
 SPACES = re.compile(r"[^\S\n]+")   # whitespace runs other than newlines
 LINE_EDGES = re.compile(r" *\n *")  # spaces around a newline
 WORD = re.compile(r"[\w']+")         # a word for stop-word matching

@@ -40,7 +40,8 @@ def run(exp, reporter: Reporter | None = None, texts: Sequence[str] | None = Non
     info = run_dir.read_info()
     kind = info.get("kind")
     if kind != "classify":
-        raise ArtifactError(f"{run_dir.root} is a `{kind}` run: predict needs a classifier",
+        raise ArtifactError(f"{run_dir.root} is a `{kind}` run, not a classifier: predict labels texts with a "
+                            "finetune.task=classify run",
                             hint=f"use `llmctl generate {run_dir.root}` to continue text with it")
     texts = list(texts or [])
     if not texts:

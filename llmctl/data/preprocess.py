@@ -241,38 +241,45 @@ def _records(plan: Plan, group: Group, counter: src.ReadCounter, scan: ScanInfo 
     norm = None if plan.normalizer.identity else plan.normalizer
     task = plan.task
     for spec, info in zip(group.files, group.infos, strict=True):
+        whole = spec.format != "text" or plan.opts.documents == "line"  # records are whole documents
         for rec in src.read_records(spec, plan.opts, counter, info=info):
             if task == "pairs":
-                prompt = norm(rec.prompt) if norm else rec.prompt
-                response = norm(rec.response) if norm else rec.response
-                if not response.strip():
+                if norm:
+                    rec = src.Record(prompt=norm(rec.prompt), response=norm(rec.response))
+                if not rec.response or rec.response.isspace():
                     if scan is not None:
                         scan.filtered += 1
                     continue
-                yield src.Record(prompt=prompt, response=response)
+                yield rec
                 continue
-            text = norm(rec.text) if norm else rec.text
+            if norm:
+                rec = src.Record(norm(rec.text), rec.label, end=rec.end)
             if not rec.end:  # a piece of a streamed document
-                if text:
-                    yield src.Record(text=text, end=False)
+                if rec.text:
+                    yield rec
                 continue
-            if (spec.format != "text" or plan.opts.documents == "line") and not text.strip():
+            if whole and (not rec.text or rec.text.isspace()):
                 if scan is not None:
                     scan.filtered += 1
                 continue
-            if task == "classify" and not rec.label.strip():
-                raise DataError(f"{spec.path}: a record has an empty label (text: {rec.text[:40]!r})",
-                                hint="give every record a label or remove it")
-            yield src.Record(text=text, label=rec.label.strip() if rec.label is not None else None)
+            if task == "classify":
+                label = rec.label.strip()
+                if not label:
+                    raise DataError(f"{spec.path}: a record has an empty label (text: {rec.text[:40]!r})",
+                                    hint="give every record a label or remove it")
+                if label != rec.label:
+                    rec = src.Record(rec.text, label)
+            yield rec
 
 
 def _scan(plan: Plan, group: Group, meter: "_Meter") -> ScanInfo:
     info = ScanInfo()
     counter = src.ReadCounter()
     open_doc = False
+    pairs = plan.task == "pairs"
     for rec in _records(plan, group, counter, info):
         meter.update(counter.bytes_read)
-        if plan.task == "pairs":
+        if pairs:
             info.characters += len(rec.prompt) + len(rec.response)
             info.documents += 1
             continue
@@ -299,8 +306,9 @@ class _Router:
         carve = plan.carve
         fv, ft = carve.get("valid", 0.0), carve.get("test", 0.0)
         self.mode = "all" if not carve else plan.exp.data.split.mode
-        self.pos = 0
-        self.doc = 0
+        self.pos = 0    # characters routed so far (lm tail)
+        self.k = 0      # index of the current bound
+        self.doc = 0    # documents routed so far
         self.has_text = False
         if self.mode == "tail":
             total = scan.characters if self.lm else scan.documents
@@ -336,22 +344,19 @@ class _Router:
             self._count_doc(rec)
             return [(split, rec)]
         # tail over the character stream: cut the text where it crosses a boundary
-        bound, split = next((b, s) for b, s in self.bounds if self.pos < b)
-        if self.pos + len(rec.text) <= bound:  # the common case: no boundary inside this text
-            self.pos += len(rec.text)
-            return [(split, rec)]
-        out: list[tuple[str, src.Record]] = []
-        text, start = rec.text, 0
+        text, start, out = rec.text, 0, []
         while True:
-            bound, split = next((b, s) for b, s in self.bounds if self.pos < b)
-            room = bound - self.pos
-            if len(text) - start <= room:
-                out.append((split, src.Record(text=text[start:], end=rec.end)))
+            while self.pos >= self.bounds[self.k][0]:
+                self.k += 1
+            bound, split = self.bounds[self.k]
+            if self.pos + len(text) - start <= bound:
                 self.pos += len(text) - start
+                out.append((split, rec if start == 0 else src.Record(text=text[start:], end=rec.end)))
                 return out
-            out.append((split, src.Record(text=text[start:start + int(room)], end=False)))
-            start += int(room)
-            self.pos += int(room)
+            room = int(bound - self.pos)
+            out.append((split, src.Record(text=text[start:start + room], end=False)))
+            start += room
+            self.pos += room
 
     def _count_doc(self, rec: src.Record) -> None:
         if rec.text or rec.prompt is not None:
@@ -535,12 +540,13 @@ def _train_texts(plan: Plan, scans: dict[str, ScanInfo], meter: _Meter) -> Itera
     group = plan.groups["train"]
     router = _Router(plan, scans["train"])
     counter = src.ReadCounter()
+    pairs = plan.task == "pairs"
     for rec in _records(plan, group, counter):
         meter.update(counter.bytes_read)
         for split, part in router.route(rec):
             if split != "train":
                 continue
-            if plan.task == "pairs":
+            if pairs:
                 yield part.prompt
                 yield part.response
             elif part.text:
@@ -864,6 +870,16 @@ def _up_to_date(layout: DatasetDir, build_key: str) -> dict[str, Any] | None:
     return dataset.manifest
 
 
+def _usual_permissions(layout: DatasetDir) -> None:
+    """Temporary directories and atomic files are created private (0700/0600); a dataset gets the modes the
+    user's umask gives ordinary files, so others who may read the folder can use it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(layout.root, 0o777 & ~umask)
+    for path in (layout.manifest, layout.stats):
+        os.chmod(path, 0o666 & ~umask)
+
+
 def _check_replaceable(final: Path) -> None:
     """`data.dir` is replaced as a whole: refuse a folder that holds anything but an llmctl dataset."""
     if not final.exists():
@@ -998,6 +1014,7 @@ def _build(plan: Plan, final: Path, reporter: Reporter, pool: _Workers | None
             "config": config_mod.to_dict(exp),
         }
         atomic.write_json(layout.manifest, manifest)  # last: a directory with a manifest is complete
+        _usual_permissions(layout)
     return manifest, report
 
 

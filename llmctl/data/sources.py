@@ -259,18 +259,15 @@ def _decoded_blocks(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> 
                 return
 
 
-def _lines(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its newline) for every line of the file."""
+def _lines(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[str]:
+    """Every line of the file, without its newline (number them with `enumerate(..., 1)`)."""
     rest = ""
-    lineno = 0
     for text in _decoded_blocks(spec, opts, counter):
         parts = (rest + text).split("\n")
         rest = parts.pop()
-        for line in parts:
-            lineno += 1
-            yield lineno, line
+        yield from parts
     if rest:
-        yield lineno + 1, rest
+        yield rest
 
 
 def _cut(buffer: str, target: int) -> int:
@@ -327,13 +324,14 @@ def read_records(spec: FileSpec, opts: ReadOptions, counter: ReadCounter | None 
                                     hint="run again once the file is no longer being written")
                 yield record
         else:
-            for lineno, line in _lines(spec, opts, counter):
-                if not line.strip():
+            check_mark = opts.errors == "skip"
+            for lineno, line in enumerate(_lines(spec, opts, counter), 1):
+                if not line or line.isspace():
                     continue
-                if _MARK in line:
+                if check_mark and _MARK in line:
                     counter.skip(f"{spec.path}:{lineno}")
                     continue
-                yield Record(text=line)
+                yield Record(line)
     elif spec.format == "jsonl":
         yield from _jsonl(spec, opts, counter)
     elif spec.format in ("tsv", "csv"):
@@ -352,8 +350,8 @@ def _scalar(value: Any) -> str:
 
 def _jsonl(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[Record]:
     roles = ROLES_BY_TASK[opts.task]
-    for lineno, line in _lines(spec, opts, counter):
-        if not line.strip():
+    for lineno, line in enumerate(_lines(spec, opts, counter), 1):
+        if not line or line.isspace():
             continue
         if _MARK in line:
             counter.skip(f"{spec.path}:{lineno}")
@@ -385,7 +383,8 @@ def _table(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[
     roles = ROLES_BY_TASK[opts.task]
     lines = _lines(spec, opts, counter)
     if spec.format == "tsv":
-        rows: Iterator[tuple[int, list[str]]] = ((n, line.split("\t")) for n, line in lines if line.strip())
+        rows: Iterator[tuple[int, list[str]]] = ((n, line.split("\t")) for n, line in enumerate(lines, 1)
+                                                 if line and not line.isspace())
     else:
         rows = _csv_rows(spec.path, lines)
     first = next(rows, None)
@@ -418,11 +417,11 @@ def _table(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[
             yield Record(prompt=row[a], response=row[b])
 
 
-def _csv_rows(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(path: Path, lines: Iterator[str]) -> Iterator[tuple[int, list[str]]]:
     numbers: list[int] = []
 
     def feed() -> Iterator[str]:
-        for n, line in lines:
+        for n, line in enumerate(lines, 1):
             numbers.append(n)
             yield line + "\n"
 

@@ -7,7 +7,9 @@
 * `exact_match` — share of the first `evaluate.max_generate` pairs whose greedy response (from `<bos> prompt <sep>`,
   stopped at `<eos>`) has exactly the reference's token ids.
 * `bleu`, `chrf` — sacrebleu corpus BLEU and chrF of the decoded responses against the decoded references (both
-  went through the run's normalisation and tokenizer, so they are compared in the same form).
+  went through the run's normalisation and tokenizer, so they are compared in the same form). BLEU uses the
+  *effective order* (n-gram orders no hypothesis reaches are left out of the geometric mean): plain BLEU-4 is 0 for
+  any corpus of responses shorter than four tokens. The sacrebleu signatures are in the card.
 Greedy decoding runs at most (longest reference + 8) tokens: a longer output cannot match.
 """
 
@@ -47,7 +49,7 @@ def _references(docs, ds_tokens, offsets, count: int) -> tuple[list[list[int]], 
 
 
 def evaluate_pairs(exp, run: RunDir, reporter) -> Result:
-    import sacrebleu
+    from sacrebleu.metrics import BLEU, CHRF
 
     from llmctl.data.dataset import open_dataset
     from llmctl.data.doc_batches import Documents
@@ -85,8 +87,10 @@ def evaluate_pairs(exp, run: RunDir, reporter) -> Result:
         hyps = [tokenizer.decode(o) for o in outputs]
         refs = [tokenizer.decode(r) for r in references]
         exact = float(np.mean([o == r for o, r in zip(outputs, references)]))
-        values.update(exact_match=exact, bleu=float(sacrebleu.corpus_bleu(hyps, [refs]).score),
-                      chrf=float(sacrebleu.corpus_chrf(hyps, [refs]).score))
+        bleu, chrf = BLEU(effective_order=True), CHRF()
+        values.update(exact_match=exact, bleu=float(bleu.corpus_score(hyps, [refs]).score),
+                      chrf=float(chrf.corpus_score(hyps, [refs]).score),
+                      bleu_signature=str(bleu.get_signature()), chrf_signature=str(chrf.get_signature()))
         for prefix, ref, hyp in list(zip(prefixes, refs, hyps))[:SHOWN_EXAMPLES]:
             examples.append({"prompt": tokenizer.decode(prefix[1:-1]), "reference": ref, "output": hyp})
         reporter.table(f"{run.root.name}: {split} examples (greedy)",

@@ -21,6 +21,7 @@ Importing this package does not import TensorFlow; `run` does.
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any
 
@@ -50,7 +51,8 @@ def run(exp, *, reporter: Reporter | None = None) -> Result:
     artifacts: dict[str, Any] = {}
     checks: dict[str, Any] = {}
     with atomic.directory(plan.out, replace=plan.overwrite) as tmp:
-        source.tokenizer.save(tmp / "tokenizer")
+        # byte-identical to the run's tokenizer (its fingerprint was checked by load_source)
+        shutil.copytree(plan.run.tokenizer, tmp / "tokenizer", ignore=shutil.ignore_patterns(atomic.TMP_PREFIX + "*"))
         if source.labels is not None:
             atomic.write_json(tmp / "labels.json", source.labels)
         stopwords = manifest_mod.stopwords_text(source.normalizer)

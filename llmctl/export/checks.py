@@ -45,8 +45,9 @@ def saved_model_lm(path: Path, model) -> dict[str, float]:
     loaded = tf.saved_model.load(str(path))
     out = loaded.signatures["prefill"](token_ids=tf.constant(ids))
     names = graphs.state_names(model.num_layers)
-    prefill_diff = max([_max_diff(out["logits"], ref_logits)] + [_max_diff(out[n], r) for n, r in zip(names,
-                                                                                                      ref_flat)])
+    diffs = [_max_diff(out["logits"], ref_logits)]
+    diffs += [_max_diff(out[n], ref) for n, ref in zip(names, ref_flat, strict=True)]
+    prefill_diff = max(diffs)
     step = loaded.signatures["step"](token_id=tf.constant(next_ids), **{n: out[n] for n in names})
     return {"prefill_max_abs_diff": prefill_diff, "step_max_abs_diff": _max_diff(step["logits"], ref_step)}
 

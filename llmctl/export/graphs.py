@@ -65,14 +65,17 @@ def masked_prefill(model, token_ids, lengths) -> tuple[Any, list[Any]]:
     return logits, flat
 
 
-def _sample(logits, temperature, top_k, top_p, seed):
-    """One token per row from `logits` [B, V] with temperature, optional top-k (k > 0) and top-p (p < 1)."""
+def _sample(logits, temperature, top_k, top_p, seed, rows, step):
+    """One token per row: temperature → top-k (k > 0) → top-p (p < 1) → inverse-CDF draw with the uniform number of
+    (seed, row, step) — the filters and random stream of `llmctl generate` (`llmctl.generate.graph_sampling`), with
+    the filter settings as tensors (the nucleus found by sorting, `samplers.apply_top_p`)."""
+    from llmctl.generate.graph_sampling import categorical_draw, row_uniforms
     from llmctl.generate.samplers import apply_top_k, apply_top_p
 
     logits = logits / temperature
     logits = tf.cond(top_k > 0, lambda: apply_top_k(logits, top_k), lambda: logits)
     logits = tf.cond(top_p < 1.0, lambda: apply_top_p(logits, top_p), lambda: logits)
-    return tf.random.stateless_categorical(logits, 1, seed, dtype=tf.int32)[:, 0]
+    return categorical_draw(logits, row_uniforms(seed, rows, step))
 
 
 def decode(model, prompt_ids, prompt_lengths, max_new_tokens, temperature, top_k, top_p, seed, *, eos_id: int,
@@ -80,9 +83,10 @@ def decode(model, prompt_ids, prompt_lengths, max_new_tokens, temperature, top_k
     """Continue right-padded prompts inside one graph: masked prefill, then a `tf.while_loop` over `one_step`.
 
     `temperature` <= 0 → greedy (argmax); otherwise sample from softmax(logits / temperature), restricted to the
-    `top_k` most likely tokens when `top_k` > 0 and to the top-p nucleus when `top_p` < 1. Step i draws with the
-    stateless seed `[seed, i]`, so a seed always gives the same text. A row stops after producing `eos_id` (which is
-    kept); the loop ends when every row stopped or after `max_new_tokens` tokens.
+    `top_k` most likely tokens when `top_k` > 0 and to the top-p nucleus when `top_p` < 1. Token i of batch row r is
+    drawn with the uniform number of (seed & 0x7FFFFFFF, r, i), as `llmctl generate` does for its row r: the same
+    seed gives the same text, here and there. A row stops after producing `eos_id` (which is kept); the loop ends
+    when every row stopped or after `max_new_tokens` tokens.
 
     Returns `tokens` int32 [B, max_new_tokens] (right-padded with `pad_id`) and `lengths` int32 [B].
     """
@@ -90,15 +94,15 @@ def decode(model, prompt_ids, prompt_lengths, max_new_tokens, temperature, top_k
     temperature = tf.cast(temperature, tf.float32)
     top_k = tf.cast(top_k, tf.int32)
     top_p = tf.cast(top_p, tf.float32)
-    base_seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+    seed = tf.cast(tf.bitwise.bitwise_and(tf.cast(seed, tf.int64), tf.constant(0x7FFFFFFF, tf.int64)), tf.int32)
     logits, flat = masked_prefill(model, prompt_ids, prompt_lengths)
     batch = tf.shape(prompt_ids)[0]
+    rows = tf.range(batch, dtype=tf.int32)
 
     def pick(step_logits, i):
-        step_seed = base_seed + tf.stack([tf.constant(0, tf.int64), tf.cast(i, tf.int64)])
         return tf.cond(temperature <= 0.0,
                        lambda: tf.argmax(step_logits, axis=-1, output_type=tf.int32),
-                       lambda: _sample(step_logits, tf.maximum(temperature, 1e-6), top_k, top_p, step_seed))
+                       lambda: _sample(step_logits, tf.maximum(temperature, 1e-6), top_k, top_p, seed, rows, i))
 
     def keep_going(i, _logits, _flat, _out, finished, _lengths):
         return tf.logical_and(i < max_new_tokens, tf.logical_not(tf.reduce_all(finished)))

@@ -11,7 +11,7 @@ from typing import Any
 
 from llmctl import __version__
 from llmctl.export.plan import FORMAT
-from llmctl.export.source import ExportSource, summary_metrics
+from llmctl.export.source import ExportSource, run_fingerprint, summary_metrics
 
 FORMAT_VERSION = 1
 SPECIAL_TOKENS = {"pad": 0, "unk": 1, "bos": 2, "eos": 3, "sep": 4}
@@ -40,7 +40,9 @@ def build(source: ExportSource, *, folder: Path, artifacts: dict[str, Any], chec
         "kind": source.kind,
         "source": {"run": str(source.run.root.resolve()), "checkpoint": source.checkpoint},
         "tokenizer": {"dir": "tokenizer", "file": "tokenizer/tokenizer.json", "kind": source.tokenizer.kind,
-                      "fingerprint": source.tokenizer.fingerprint(), "vocab_size": source.tokenizer.vocab_size},
+                      "fingerprint": source.tokenizer.fingerprint(),
+                      "run_fingerprint": run_fingerprint(source.tokenizer, source.normalizer),
+                      "vocab_size": source.tokenizer.vocab_size},
         "special_tokens": dict(SPECIAL_TOKENS),
         "normalize": normalize_section(source.normalizer),
         "model": _model_config(source),

@@ -37,7 +37,7 @@ def _state_specs(layers: int, units: int, batch: int | None) -> list[Any]:
 
 def _named(logits, flat: list[Any], layers: int) -> dict[str, Any]:
     out = {"logits": logits}
-    out.update(zip(graphs.state_names(layers), flat))
+    out.update(zip(graphs.state_names(layers), flat, strict=True))
     return out
 
 

@@ -52,9 +52,11 @@ def _check_destination(run: RunDir, out: Path, *, overwrite: bool) -> None:
     if resolved == root or resolved in root.parents:
         raise ConfigError(f"export.dir {out} is the run directory or contains it; replacing it would destroy the run",
                           hint=f"use the default ({run.export}) or another folder")
-    if resolved.parent == root and resolved != run.export.resolve():
-        raise ConfigError(f"export.dir {out} is one of the run's own folders",
-                          hint=f"use the default ({run.export}) or a folder outside the run")
+    own = {p.resolve() for p in (run.checkpoints, run.tokenizer, run.tensorboard, run.eval_card("x").parent,
+                                 run.config, run.info, run.labels, run.model, run.summary, run.metrics)}
+    if resolved in own:
+        raise ConfigError(f"export.dir {out} is one of the run's own files or folders",
+                          hint=f"use the default ({run.export}) or another folder")
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"export.dir {out} exists and is a file", hint="remove it or choose another export.dir")
     if out.is_dir():

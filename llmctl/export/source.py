@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmctl.data.normalize import Normalizer
 from llmctl.errors import ArtifactError
 from llmctl.runs import RunDir
 
@@ -44,19 +45,15 @@ def load_source(run: RunDir) -> ExportSource:
     if kind not in KINDS:
         raise ArtifactError(f"{run.info} has kind {kind!r}; export knows {', '.join(KINDS)}",
                             hint="the run directory is damaged or from another tool; train it again")
-    tokenizer = _tokenizer(run, info)
+    tokenizer = _tokenizer(run)
     labels = _labels(run) if kind == "classify" else None
     if kind == "classify" and not info.get("num_classes"):
         raise ArtifactError(f"{run.info} records no num_classes for this classifier run",
                             hint="the run directory is damaged; run finetune again")
     exp = _experiment(run)
-    from llmctl.data.normalize import Normalizer
-
     normalizer = Normalizer(exp.data.normalize)
-    if _has_checkpoint(run):
-        model, checkpoint = _from_checkpoint(run, kind)
-    else:
-        model, checkpoint = _from_keras_file(run)
+    _check_fingerprint(run, info, tokenizer, normalizer)
+    model, checkpoint = _load_float32(run, kind)
     vocab = model.encoder.vocab_size if kind == "classify" else model.vocab_size
     if vocab != tokenizer.vocab_size:
         raise ArtifactError(f"model of {run.root} has a {vocab}-token vocabulary but its tokenizer has "
@@ -69,6 +66,21 @@ def load_source(run: RunDir) -> ExportSource:
                         checkpoint=checkpoint, normalizer=normalizer, summary=_summary(run))
 
 
+def _load_float32(run: RunDir, kind: str):
+    """The model under the float32 dtype policy (exports compute in float32 whatever the training precision)."""
+    from llmctl.tfenv import import_tf
+
+    import_tf()
+    import keras
+
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        return _from_checkpoint(run, kind) if _has_checkpoint(run) else _from_keras_file(run)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def _experiment(run: RunDir):
     from llmctl import config as config_mod
 
@@ -77,19 +89,29 @@ def _experiment(run: RunDir):
     return config_mod.validate(run.saved_config(), source=str(run.config))
 
 
-def _tokenizer(run: RunDir, info: dict[str, Any]):
+def _tokenizer(run: RunDir):
     from llmctl.data.tokenizers import load_tokenizer
 
     try:
-        tokenizer = load_tokenizer(run.tokenizer)
+        return load_tokenizer(run.tokenizer)
     except (FileNotFoundError, ValueError) as exc:
         raise ArtifactError(f"cannot load the tokenizer of {run.root}: {str(exc).splitlines()[0]}",
                             hint="the run directory is incomplete; copy tokenizer/ back or train again") from None
+
+
+def run_fingerprint(tokenizer, normalizer) -> str:
+    """What run.json and datasets call `tokenizer_fingerprint`: the tokenizer *and* the text normalisation."""
+    from llmctl.data.preprocess import dataset_fingerprint
+
+    return dataset_fingerprint(tokenizer.fingerprint(), normalizer.settings())
+
+
+def _check_fingerprint(run: RunDir, info: dict[str, Any], tokenizer, normalizer) -> None:
     expected = info.get("tokenizer_fingerprint")
-    if expected and expected != tokenizer.fingerprint():
-        raise ArtifactError(f"tokenizer fingerprint {tokenizer.fingerprint()} in {run.tokenizer} does not match "
-                            f"{expected} recorded in run.json", hint="restore the run's own tokenizer/ folder")
-    return tokenizer
+    if expected and expected not in (run_fingerprint(tokenizer, normalizer), tokenizer.fingerprint()):
+        raise ArtifactError(f"the tokenizer in {run.tokenizer} (fingerprint {tokenizer.fingerprint()}) with the "
+                            f"run's data.normalize does not match fingerprint {expected} recorded in run.json",
+                            hint="restore the run's own tokenizer/ folder and config.yaml")
 
 
 def _labels(run: RunDir) -> list[str]:
@@ -137,6 +159,9 @@ def _from_keras_file(run: RunDir):
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds of errors for a bad file
         raise ArtifactError(f"cannot load {run.model}: {str(exc).splitlines()[0][:160]}",
                             hint="train the run again") from None
+    if model.compute_dtype != "float32":
+        raise ArtifactError(f"{run.model} computes in {model.compute_dtype}; exports are float32",
+                            hint="export from a checkpoint (rebuilt in float32): keep checkpoints/ in the run")
     return model, {"which": "model.keras", "path": str(run.model), "step": None, "valid_loss": None}
 
 

@@ -108,7 +108,10 @@ def beam_search_loop(step_fn: Callable, initial_state: Any, start_logits, *, bea
         tokens = tf.reshape(tf.gather(cand_tok, top, batch_dims=1), [-1])
         state = tf.nest.map_structure(lambda s: tf.gather(s, parents), state)
         logits, state = step_fn(tokens, state)
-        return i + 1, done, tf.cast(logits, tf.float32), state, alive_seq, alive_logp, pool_seq, pool_scores, pool_len
+        out = (i + 1, done, tf.cast(logits, tf.float32), state, alive_seq, alive_logp, pool_seq, pool_scores,
+               pool_len)
+        # gathers and top-k lose static dimensions the loop variables had on entry: restore them
+        return tf.nest.map_structure(lambda new, old: tf.ensure_shape(new, old.shape), out, loop_vars)
 
     def cond(i, done, *_):
         return tf.logical_and(i < n_steps, tf.logical_not(done))

@@ -176,9 +176,16 @@ class Trainer:
             return [np.asarray(tf.cast(s, tf.float32)) for s in states]
 
         if self._gather_fn is None:
+            b = self.replica_batch
+
             def gather(flat):
+                # each replica places its rows in a zero [B, units] block; one SUM all-reduce assembles them
+                # (exact: every element is a single value plus zeros)
                 ctx = tf.distribute.get_replica_context()
-                return [ctx.all_gather(tf.cast(s, tf.float32), axis=0) for s in flat]
+                r = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+                after = ctx.num_replicas_in_sync - 1 - r
+                blocks = [tf.pad(tf.cast(s, tf.float32), [[r * b, after * b], [0, 0]]) for s in flat]
+                return ctx.all_reduce(tf.distribute.ReduceOp.SUM, blocks)
 
             self._gather_fn = tf.function(lambda flat: self.strategy.run(gather, args=(flat,)))
         gathered = self._gather_fn(list(states))
@@ -213,8 +220,12 @@ class Trainer:
         return tf.reduce_sum(per_token * w), tf.reduce_sum(w), flatten_states(new_states)
 
     def _grads(self, micro, states, seed):
-        """Per replica: summed gradients, loss sum and token count over the `accum` batches of one step."""
-        grads_sum = [tf.zeros_like(v) for v in self.variables]
+        """Per replica: summed gradients, loss sum and token count over the `accum` batches of one step.
+
+        Without accumulation and outside XLA the embedding gradient stays sparse (`tf.IndexedSlices` of the rows
+        the batch touched), as Keras' own training does; otherwise gradients are summed densely."""
+        sparse = len(micro) == 1 and not self.jit
+        grads_sum = [None if sparse else tf.zeros_like(v) for v in self.variables]
         loss_total = tf.constant(0.0, tf.float32)
         count_total = tf.constant(0.0, tf.float32)
         states = list(states)
@@ -226,7 +237,10 @@ class Trainer:
                     x, y, w, states, tf.random.experimental.stateless_fold_in(seed, m))
                 target = self.optimizer.scale_loss(loss_sum) if self.loss_scaled else loss_sum
             grads = tape.gradient(target, self.variables)
-            grads_sum = [acc if g is None else acc + tf.convert_to_tensor(g) for acc, g in zip(grads_sum, grads)]
+            if sparse:
+                grads_sum = [tf.zeros_like(v) if g is None else g for v, g in zip(self.variables, grads)]
+            else:
+                grads_sum = [acc if g is None else acc + tf.convert_to_tensor(g) for acc, g in zip(grads_sum, grads)]
             loss_total += loss_sum
             count_total += count
             states = [tf.stop_gradient(s) for s in new_states]
@@ -247,14 +261,34 @@ class Trainer:
             grads = [first(g) for g in grads]
             loss_sum, count = first(loss_sum), first(count)
         denom = tf.maximum(count, 1.0)
-        grads = [g / denom for g in grads]
+        grads = [_scaled(_unique_rows(g), 1.0 / denom) for g in grads]
         scale = tf.cast(self.optimizer.dynamic_scale, tf.float32) if self.loss_scaled else tf.constant(1.0)
-        norm = tf.linalg.global_norm(grads) / scale
+        norm = tf.sqrt(tf.add_n([_squared_norm(g) for g in grads])) / scale
         if self.clip_norm is not None:
             factor = self.clip_norm / tf.maximum(norm, self.clip_norm)
-            grads = [g * factor for g in grads]
+            grads = [_scaled(g, factor) for g in grads]
         self.optimizer.apply(grads, self.variables)
         return loss_sum, count, norm, states
+
+
+def _unique_rows(g):
+    """IndexedSlices with each row once (duplicates summed), so norms and updates are those of the dense gradient."""
+    if not isinstance(g, tf.IndexedSlices):
+        return g
+    rows, position = tf.unique(g.indices)
+    values = tf.math.unsorted_segment_sum(g.values, position, tf.shape(rows)[0])
+    return tf.IndexedSlices(values, rows, g.dense_shape)
+
+
+def _scaled(g, factor):
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(g.values * tf.cast(factor, g.values.dtype), g.indices, g.dense_shape)
+    return g * tf.cast(factor, g.dtype)
+
+
+def _squared_norm(g):
+    values = g.values if isinstance(g, tf.IndexedSlices) else g
+    return tf.reduce_sum(tf.square(tf.cast(values, tf.float32)))
 
 
 # ---------------------------------------------------------------- exact evaluation

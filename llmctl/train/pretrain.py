@@ -332,7 +332,8 @@ class PretrainSession:
         self.store.save(kind, step=self.progress.step, progress=asdict(self.progress),
                         states=self._states_for_checkpoint(states), metrics=metrics,
                         validates=self.valid_tokens is not None)
-        self.last_saved_step = self.progress.step
+        if kind == "last":
+            self.last_saved_step = self.progress.step
 
     def _evaluate(self, states) -> float | None:
         if self.valid_tokens is None:
@@ -528,9 +529,10 @@ class PretrainSession:
         if self.dist.is_chief:
             self.log.close()
         which = "best" if self.valid_tokens is not None and p.best_step is not None else "last"
-        prefix, _ = resolve_checkpoint(self.run_dir.checkpoints, which)
-        load_weights(self.model, prefix)
+        self.dist.barrier()  # every worker's part of the last save is done
         if self.dist.is_chief:
+            prefix, _ = resolve_checkpoint(self.run_dir.checkpoints, which)
+            load_weights(self.model, prefix)
             tmp = self.run_dir.root / f"{atomic.TMP_PREFIX}model.keras"
             try:
                 keras.saving.save_model(self.model, tmp)

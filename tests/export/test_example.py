@@ -39,7 +39,8 @@ def test_classifier_labels_are_identical_and_normalised_like_training(classifier
     text = "A  WONDERFUL and   moving Story"
     got = _example(str(classifier_export[0]), "--text", text)
     assert got["saved_model"]["label"] == got["tflite"]["label"] == "positive"
-    diff = max(abs(a - b) for a, b in zip(got["saved_model"]["probabilities"], got["tflite"]["probabilities"]))
+    saved, lite = got["saved_model"]["probabilities"], got["tflite"]["probabilities"]
+    diff = max(abs(a - b) for a, b in zip(saved, lite, strict=True))
     assert diff < 1e-4
     # llmctl's own path: the run's Normalizer (lowercase, whitespace, English stop words) + tokenizer + Keras model
     source = classifier_source
@@ -47,4 +48,4 @@ def test_classifier_labels_are_identical_and_normalised_like_training(classifier
     assert source.normalizer(text) == "wonderful moving story"
     logits = np.asarray(source.model(np.asarray([ids], np.int32), training=False))[0]
     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-    assert max(abs(a - b) for a, b in zip(got["saved_model"]["probabilities"], expected)) < 1e-4
+    assert max(abs(a - b) for a, b in zip(got["saved_model"]["probabilities"], expected, strict=True)) < 1e-4

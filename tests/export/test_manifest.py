@@ -13,6 +13,7 @@ def test_language_model_manifest(lm_export, lm_run, lm_tokenizer):
     assert manifest["format"] == "llmctl-export" and manifest["kind"] == "lm"
     assert manifest["llmctl_version"] == __import__("llmctl").__version__
     assert manifest["tokenizer"]["fingerprint"] == lm_tokenizer.fingerprint()
+    assert manifest["tokenizer"]["run_fingerprint"] == json.loads(lm_run.info.read_text())["tokenizer_fingerprint"]
     assert manifest["tokenizer"]["vocab_size"] == lm_tokenizer.vocab_size == manifest["model"]["vocab_size"]
     assert manifest["special_tokens"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3, "sep": 4}
     assert manifest["prompt"] == {"template": "{prompt}", "prefix_ids": [], "suffix_ids": [], "stop_id": 3}

@@ -48,7 +48,7 @@ def test_prefill_matches_keras_at_any_batch_and_length(saved, lm_model, lm_token
     out = _call(saved, "prefill", token_ids=rows)
     assert out["logits"].shape == ref_logits.shape
     assert max_abs_diff(out["logits"], ref_logits) < TOL
-    for name, ref in zip(["h0", "c0", "h1", "c1"], ref_flat):
+    for name, ref in zip(["h0", "c0", "h1", "c1"], ref_flat, strict=True):
         assert max_abs_diff(out[name], ref) < TOL
 
 
@@ -83,13 +83,32 @@ def test_generate_greedy_equals_keras_greedy(saved, lm_model, lm_tokenizer):
     assert len(set(expected)) > 3, "the tiny model should say something non-trivial"
 
 
+@pytest.mark.parametrize("settings", [dict(strategy="greedy"),
+                                      dict(strategy="sample", temperature=0.8, top_k=8),
+                                      dict(strategy="sample", temperature=1.3, top_p=0.9)])
+def test_generate_equals_llmctl_decoder(saved, lm_model, lm_tokenizer, settings):
+    """Same tokens as `llmctl.generate.decode.Decoder` (what `llmctl generate` runs) for the same settings and seed:
+    greedy, and sampling through the same filters and per-(seed, row, step) random stream."""
+    from llmctl.generate.decode import Decoder
+
+    prompts = [lm_tokenizer.encode(p) for p in ("The quick brown ", "A lang", "Small models")]
+    decoder = Decoder(lm_model, jit_compile=False, **settings)
+    expected = decoder.generate(prompts, 30, seed=1234)
+    out = _generate(saved, prompts, [len(p) for p in prompts], 30, temperature=settings.get("temperature", 0.0)
+                    if settings["strategy"] == "sample" else 0.0, top_k=settings.get("top_k") or 0,
+                    top_p=settings.get("top_p") or 1.0, seed=1234)
+    for row, seqs in enumerate(expected.sequences):
+        got = out["token_ids"][row, : out["lengths"][row]].tolist()
+        assert [t for t in got if t != 3] == seqs[0]  # Decoder leaves the final <eos> out
+
+
 def test_generate_equals_llmctls_in_graph_greedy_decoder(saved, lm_model, lm_tokenizer):
     """Same continuation as `llmctl.evaluation.greedy.GreedyDecoder` (prefill + tf.while_loop over the Keras model)."""
     from llmctl.evaluation.greedy import GreedyDecoder
 
     prompts = [lm_tokenizer.encode(p) for p in ("The quick brown ", "The dog")]
     decoder = GreedyDecoder(lm_model, max_new_tokens=30)
-    for prompt, expected in zip(prompts, decoder(prompts)):
+    for prompt, expected in zip(prompts, decoder(prompts), strict=True):
         out = _generate(saved, [prompt], [len(prompt)], 30)
         got = out["token_ids"][0, : out["lengths"][0]].tolist()
         assert [t for t in got if t != 3] == expected  # GreedyDecoder cuts at <eos>

@@ -44,11 +44,17 @@ def _tokenizer(texts):
 
 
 def _write_common(exp: Experiment, tokenizer, kind: str, **info) -> RunDir:
+    """config.yaml, tokenizer/ and run.json; like the trainers, run.json's `tokenizer_fingerprint` is the dataset
+    fingerprint (tokenizer + the data.normalize settings)."""
+    from llmctl.data.normalize import Normalizer
+    from llmctl.data.preprocess import dataset_fingerprint
+
     run = RunDir.of(exp)
     run.root.mkdir(parents=True, exist_ok=True)
     atomic.write_text(run.config, dump_yaml(exp))
     tokenizer.save(run.tokenizer)
-    run.write_info(kind=kind, tokenizer_fingerprint=tokenizer.fingerprint(), vocab_size=tokenizer.vocab_size, **info)
+    fingerprint = dataset_fingerprint(tokenizer.fingerprint(), Normalizer(exp.data.normalize).settings())
+    run.write_info(kind=kind, tokenizer_fingerprint=fingerprint, vocab_size=tokenizer.vocab_size, **info)
     return run
 
 
@@ -86,14 +92,16 @@ def _save_best(run: RunDir, model, optimizer, loss: float, steps: int) -> None:
                                     "steps": steps, "devices": {"cpus": 1}})
 
 
-def make_lm_run(root: Path, name: str = "tiny_lm", steps: int = 150, **sections) -> RunDir:
+def make_lm_run(root: Path, name: str = "tiny_lm", steps: int = 150, kind: str = "lm", keras_only: bool = False,
+                **sections) -> RunDir:
+    """A trained language-model run (`kind` lm or pairs); `keras_only`: model.keras instead of checkpoints."""
     from llmctl.models.lstm_lm import build_language_model
     from llmctl.tfenv import import_tf
 
     tf = import_tf()
     exp = tiny_experiment(root, name, **sections)
     tokenizer = _tokenizer([TEXT])
-    run = _write_common(exp, tokenizer, "lm")
+    run = _write_common(exp, tokenizer, kind)
     model = build_language_model(exp.model, tokenizer.vocab_size)
     ids = np.asarray(tokenizer.encode(TEXT * 2), np.int32)
     width = 48
@@ -106,7 +114,12 @@ def make_lm_run(root: Path, name: str = "tiny_lm", steps: int = 150, **sections)
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits))
 
     loss, optimizer = _train(model, loss_fn, steps, exp.run.seed)
-    _save_best(run, model, optimizer, loss, steps)
+    if keras_only:
+        import keras
+
+        keras.saving.save_model(model, run.model)
+    else:
+        _save_best(run, model, optimizer, loss, steps)
     return run
 
 

@@ -1,0 +1,241 @@
+"""The language-model protocol card: exact NLL, bits, perplexities and accuracies over every token of a stream.
+
+    scorer = StreamScorer(model)
+    totals = scorer.score(tokens, batch_size=10, bptt=64, context="carry")
+    card = lm_card(totals, text=..., tokenizer_kind="char", ...)
+
+Exactness — the same layout and definition as training's validation (`llmctl.train.loop.StreamEvaluator`), so
+`evaluate` on the valid split reproduces the valid loss `pretrain` reports:
+
+* the N tokens become B = `batch_size` contiguous stream columns (`llmctl.data.batching.StreamLayout`): inputs
+  `tokens[:-1]`, targets `tokens[1:]`; when B does not divide N-1, the first (N-1) mod B columns are one step longer
+  (this is how the remainder is covered: no separate pass, nothing dropped);
+* columns are read in windows of `bptt` steps, every window padded to `bptt` (one compiled shape); padding has
+  weight 0 and is never counted;
+* `carry`: the LSTM state is carried from window to window (each column is scored as one long sequence that starts
+  from the zero state); `reset`: every window starts from the zero state;
+* NLL per target = sparse softmax cross-entropy of the float32 logits (nats); the card's NLL is Σ NLL / number of
+  targets = N-1 — every token after the first is scored exactly once.
+
+Accuracy counts a target as correct when no other token has a strictly higher logit (top-5: fewer than five do).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from llmctl.data.batching import StreamLayout
+from llmctl.tfenv import import_tf
+
+tf = import_tf()
+
+from llmctl.models.lstm_lm import flatten_states, unflatten_states  # noqa: E402
+from llmctl.train.loop import token_nll  # noqa: E402 - the training loss: one definition of NLL
+
+UNK_ID = 1
+LN2 = math.log(2.0)
+CONTEXTS = ("carry", "reset")
+
+
+@dataclass
+class StreamTotals:
+    """Sums over every scored target of a stream."""
+
+    nll_sum: float = 0.0       # nats
+    tokens: int = 0
+    correct: int = 0
+    top5: int = 0
+    unk: int = 0
+    columns: int = 0
+    bptt: int = 0
+    windows: int = 0
+    context: str = "carry"
+    seconds: float = 0.0
+
+    @property
+    def nll(self) -> float:
+        return self.nll_sum / self.tokens if self.tokens else float("nan")
+
+
+class StreamScorer:
+    """Compiled exact scoring of token streams (one compilation per (columns, bptt) shape)."""
+
+    def __init__(self, model, *, jit: bool = True):
+        self.model = model
+        self.jit = bool(jit)
+        self._fn = tf.function(self._window, jit_compile=self.jit)
+
+    def _window(self, x, y, w, flat_states):
+        logits, states = self.model(x, unflatten_states(flat_states), training=False)
+        logits = tf.cast(logits, tf.float32)
+        w = tf.cast(w, tf.float32)
+        target_logit = tf.gather(logits, y[..., None], batch_dims=2)  # [B, T, 1]
+        higher = tf.reduce_sum(tf.cast(logits > target_logit, tf.int32), axis=-1)  # [B, T]
+        sums = tf.stack([
+            tf.reduce_sum(token_nll(logits, y) * w),
+            tf.reduce_sum(w),
+            tf.reduce_sum(tf.cast(tf.equal(higher, 0), tf.float32) * w),
+            tf.reduce_sum(tf.cast(higher < 5, tf.float32) * w),
+            tf.reduce_sum(tf.cast(tf.equal(y, UNK_ID), tf.float32) * w),
+        ])
+        return sums, flatten_states(states)
+
+    def score(self, tokens: np.ndarray, *, batch_size: int, bptt: int, context: str = "carry",
+              reporter=None, description: str = "evaluate") -> StreamTotals:
+        """Exact totals over every token of `tokens` after the first (see the module docstring)."""
+        if context not in CONTEXTS:
+            raise ValueError(f"context must be carry or reset, got {context!r}")
+        n_targets = len(tokens) - 1
+        columns = max(1, min(int(batch_size), n_targets))
+        layout = StreamLayout(len(tokens), columns)
+        windows = layout.fixed_windows(int(bptt))
+        zero = flatten_states(self.model.initial_state(columns))
+        states = list(zero)
+        sums = np.zeros(5, dtype=np.float64)
+        t0 = time.perf_counter()
+        if reporter is not None:
+            reporter.start(description, total=len(windows))
+        try:
+            for i, (start, length) in enumerate(windows):
+                x, y, w = layout.gather(tokens, int(start), int(length), pad_to=int(bptt))
+                if context == "reset":
+                    states = zero
+                window_sums, states = self._fn(tf.constant(x), tf.constant(y), tf.constant(w), states)
+                sums += window_sums.numpy().astype(np.float64)
+                if reporter is not None and ((i + 1) % 50 == 0 or i + 1 == len(windows)):
+                    reporter.advance(i + 1, nll=sums[0] / max(sums[1], 1.0))
+        finally:
+            if reporter is not None:
+                reporter.stop()
+        counted = int(round(sums[1]))
+        if counted != n_targets:  # the layout guarantees it; a mismatch would be a bug, never a silent one
+            raise AssertionError(f"scored {counted} targets, expected {n_targets}")
+        return StreamTotals(nll_sum=float(sums[0]), tokens=counted, correct=int(round(sums[2])),
+                            top5=int(round(sums[3])), unk=int(round(sums[4])), columns=columns, bptt=int(bptt),
+                            windows=len(windows), context=context, seconds=time.perf_counter() - t0)
+
+
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 700 else float("inf")
+
+
+def lm_card(totals: StreamTotals, *, tokenizer_kind: str, characters: int | None, words: int | None,
+            split: str, checkpoint: dict[str, Any], dataset_fingerprint: str, data_sha256: str,
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The protocol card (plain data) from stream totals and the size of the evaluated text.
+
+    bits_per_char: for `char` tokenizers = bits per token (one token per character); otherwise total NLL bits /
+    `characters` of the evaluated text. word_perplexity: exp(total NLL / `words`); for `word` tokenizers the tokens
+    are the words, so it equals the token perplexity.
+    """
+    nll = totals.nll
+    bits_token = nll / LN2
+    total_bits = totals.nll_sum / LN2
+    if tokenizer_kind == "char":
+        bpc = bits_token
+    elif characters:
+        bpc = total_bits / characters
+    else:
+        bpc = None
+    if tokenizer_kind == "word":
+        word_ppl = _exp(nll)
+    elif words:
+        word_ppl = _exp(totals.nll_sum / words)
+    else:
+        word_ppl = None
+    card: dict[str, Any] = {
+        "split": split,
+        "nll_nats": nll,
+        "bits_per_token": bits_token,
+        "perplexity": _exp(nll),
+        "perplexity_base": "e (perplexity = exp(nll_nats) = 2 ** bits_per_token)",
+        "bits_per_char": bpc,
+        "word_perplexity": word_ppl,
+        "accuracy": totals.correct / totals.tokens,
+        "top5_accuracy": totals.top5 / totals.tokens,
+        "tokens": totals.tokens,
+        "unk_rate": totals.unk / totals.tokens,
+        "unk_tokens": totals.unk,
+        "characters": characters,
+        "words": words,
+        "tokenizer": tokenizer_kind,
+        "context": totals.context,
+        "columns": totals.columns,
+        "bptt": totals.bptt,
+        "checkpoint": checkpoint.get("which"),
+        "checkpoint_path": checkpoint.get("path"),
+        "checkpoint_step": checkpoint.get("step"),
+        "dataset_fingerprint": dataset_fingerprint,
+        "data_sha256": data_sha256,
+        "eval_seconds": totals.seconds,
+        "tokens_per_s": totals.tokens / totals.seconds if totals.seconds > 0 else None,
+    }
+    card.update(extra or {})
+    return card
+
+
+# ---------------------------------------------------------------- the `evaluate` command for language models
+
+
+def card_name(split: str, files: list) -> str:
+    """File stem of the card in `<run>/eval/`: the split, `file-<stem>` for one file, `files-<hash>` for several."""
+    import hashlib
+    import re
+
+    if not files:
+        return split
+    if len(files) == 1:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(files[0]).rstrip("/").split("/")[-1]) or "file"
+        return f"file-{stem}"
+    digest = hashlib.sha256("\n".join(sorted(str(f) for f in files)).encode("utf-8")).hexdigest()[:8]
+    return f"files-{digest}"
+
+
+def evaluate_run(exp, opened, reporter):
+    """`llmctl evaluate` for an `lm` run: score the configured split or files, save and return the card."""
+    from llmctl import atomic
+    from llmctl.data.dataset import open_dataset
+    from llmctl.evaluation.eval_text import files_text, split_text
+    from llmctl.inference_run import load_language_model
+    from llmctl.results import Result
+
+    cfg = exp.evaluate
+    run = opened.run
+    tokenizer = opened.tokenizer
+    files = [str(f) for f in cfg.files]
+    if files:
+        text = files_text(list(cfg.files), opened.exp.data, opened.normalizer, tokenizer)
+        split, fingerprint = "files", opened.fingerprint
+    else:
+        dataset = open_dataset(exp.data.dir)
+        dataset.check_fingerprint(opened.fingerprint, what=f"run {run.root}")
+        text = split_text(dataset, cfg.split, tokenizer)
+        split, fingerprint = cfg.split, dataset.fingerprint
+    model, checkpoint = load_language_model(opened, cfg.checkpoint)
+    if int(np.max(text.tokens)) >= model.vocab_size:
+        from llmctl.errors import ArtifactError
+
+        raise ArtifactError(f"the evaluated tokens use ids up to {int(np.max(text.tokens))}, the model of {run.root} "
+                            f"has a {model.vocab_size}-token vocabulary",
+                            hint="evaluate data made with the run's own tokenizer")
+    gpus = tf.config.list_physical_devices("GPU")
+    jit = not gpus and exp.train.jit_compile is not False
+    bptt = cfg.bptt or exp.train.bptt
+    totals = StreamScorer(model, jit=jit).score(text.tokens, batch_size=cfg.batch_size, bptt=bptt,
+                                                context=cfg.context, reporter=reporter,
+                                                description=f"evaluate {split}")
+    extra: dict[str, Any] = {"run": str(run.root), "documents": text.documents}
+    if files:
+        extra["files"] = text.sources
+    card = lm_card(totals, tokenizer_kind=tokenizer.kind, characters=text.characters, words=text.words,
+                   split=split, checkpoint=checkpoint, dataset_fingerprint=fingerprint, data_sha256=text.sha256,
+                   extra=extra)
+    path = run.eval_card(card_name(split, files))
+    atomic.write_json(path, card)
+    return Result(title=f"evaluate: {run.root.name} ({split if not files else ', '.join(files)})", values=card,
+                  lines=[f"protocol card saved to {path}"])

@@ -1,0 +1,67 @@
+"""Other model shapes and run layouts: tied embeddings with a projection, one layer, a `pairs` run that only has
+model.keras (no checkpoints) — exported with both formats and checked against Keras."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.export.conftest import export_run
+from tests.export.reference import keras_greedy, keras_logits, max_abs_diff
+from tests.export.tiny_runs import TEXT, make_lm_run, read_manifest
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tied(tmp_path_factory):
+    import keras
+
+    import llmctl.models.lstm_lm  # noqa: F401 - registers the class for load_model
+    from llmctl.data.tokenizers import load_tokenizer
+
+    run = make_lm_run(tmp_path_factory.mktemp("runs"), name="tied_pairs", steps=60, kind="pairs", keras_only=True,
+                      model={"tie_embeddings": True, "embedding_dim": 12, "units": 20, "layers": 1})
+    export_run(run)
+    return run, keras.saving.load_model(run.model), load_tokenizer(run.tokenizer)
+
+
+def test_tied_projection_model_exports_with_parity(tied):
+    from llmctl.tfenv import import_tf
+
+    tf = import_tf()
+    run, model, tokenizer = tied
+    assert model.projection is not None and model.head is None
+    manifest = read_manifest(run.export)
+    assert manifest["kind"] == "pairs" and manifest["source"]["checkpoint"]["which"] == "model.keras"
+    assert manifest["prompt"]["prefix_ids"] == [2] and manifest["prompt"]["suffix_ids"] == [4]
+    assert manifest["state"]["order"] == ["h0", "c0"] and manifest["model"]["tie_embeddings"] is True
+    ids = np.asarray([tokenizer.encode(TEXT)[:40]], np.int32)
+    ref_logits, _ = keras_logits(model, ids)
+    saved = tf.saved_model.load(str(run.export / "saved_model"))
+    assert max_abs_diff(saved.signatures["prefill"](token_ids=tf.constant(ids))["logits"], ref_logits) < TOL
+
+    from llmctl.export.tflite import signature_runner
+
+    runner = signature_runner(run.export / "step.float32.tflite", "step")
+    state = {n: np.zeros((1, 20), np.float32) for n in ("h0", "c0")}
+    worst = 0.0
+    for t, token in enumerate(ids[0]):
+        out = runner(token_id=np.array([token], np.int32), **state)
+        state = {n: out[n] for n in state}
+        worst = max(worst, max_abs_diff(out["logits"][0], ref_logits[0, t]))
+    assert worst < TOL
+
+
+def test_pairs_prompt_template_through_generate(tied):
+    from llmctl.tfenv import import_tf
+
+    tf = import_tf()
+    run, model, tokenizer = tied
+    prompt = [2, *tokenizer.encode("The dog"), 4]
+    saved = tf.saved_model.load(str(run.export / "saved_model"))
+    out = saved.signatures["generate"](
+        prompt_ids=tf.constant([prompt]), prompt_lengths=tf.constant([len(prompt)]), max_new_tokens=tf.constant(15),
+        temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(1.0), seed=tf.constant(0, tf.int64))
+    got = out["token_ids"].numpy()[0, : int(out["lengths"][0])].tolist()
+    assert got == keras_greedy(model, prompt, 15)
