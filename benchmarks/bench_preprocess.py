@@ -5,7 +5,8 @@
 
 Every case runs in a fresh Python subprocess, so its peak RSS (`resource.getrusage`, the process itself and, for
 worker pools, the largest child) is its own. Throughput is source megabytes / wall seconds of the whole
-`preprocess.run` (inspect + scan + tokenizer training + encoding + writing), from one run. The baseline is
+`preprocess.run` (inspect + scan + tokenizer training + encoding + writing), from one run; MB per CPU-second
+(process + children) is printed too, since on a shared machine it moves much less with other load. The baseline is
 `TextVectorization.adapt` + encoding of the same text in the same chunks (character split for char, whitespace
 split for word, no standardisation), so both sides build a vocabulary and produce ids for the whole corpus.
 
@@ -78,10 +79,19 @@ def write_corpus(path: Path, megabytes: float, seed: int = 0) -> Path:
 # ---------------------------------------------------------------- cases (each in its own process)
 
 
-def _peak_rss_mb() -> dict[str, float]:
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _usage(size: int, seconds: float, cpu0: float) -> dict[str, float]:
+    """Throughput by wall clock and by CPU time (the latter is steadier on a shared machine), and peak RSS."""
+    cpu = _cpu_seconds() - cpu0
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"peak_rss_mb": round(own, 1), "peak_child_rss_mb": round(children, 1)}
+    return {"mb": size / 1e6, "seconds": round(seconds, 3), "mb_per_s": round(size / 1e6 / seconds, 2),
+            "cpu_seconds": round(cpu, 3), "mb_per_cpu_s": round(size / 1e6 / max(cpu, 1e-9), 2),
+            "peak_rss_mb": round(own, 1), "peak_child_rss_mb": round(children, 1)}
 
 
 def case_llmctl(kind: str, corpus: Path, out: Path) -> dict:
@@ -92,12 +102,12 @@ def case_llmctl(kind: str, corpus: Path, out: Path) -> dict:
            "tokenizer": {"kind": kind, "vocab_size": 8000}}
     exp = config.validate(raw)
     size = corpus.stat().st_size
-    t0 = time.perf_counter()
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
     result = preprocess.run(exp, force=True)
     seconds = time.perf_counter() - t0
     values = result.values
-    return {"kind": kind, "mb": size / 1e6, "seconds": round(seconds, 3), "mb_per_s": round(size / 1e6 / seconds, 2),
-            "train_tokens": values["train tokens"], "vocab_size": values["vocab_size"], **_peak_rss_mb()}
+    return {"kind": kind, **_usage(size, seconds, cpu0), "train_tokens": values["train tokens"],
+            "vocab_size": values["vocab_size"]}
 
 
 def _chunks(corpus: Path):
@@ -115,7 +125,7 @@ def case_textvectorization(kind: str, corpus: Path) -> dict:
     import tensorflow as tf
 
     size = corpus.stat().st_size
-    t0 = time.perf_counter()
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
     split = "character" if kind == "char" else "whitespace"
     layer = keras.layers.TextVectorization(standardize=None, split=split, output_mode="int", ragged=True,
                                            max_tokens=None)
@@ -126,8 +136,7 @@ def case_textvectorization(kind: str, corpus: Path) -> dict:
     for batch in data:
         tokens += int(tf.size(layer(batch).flat_values))
     seconds = time.perf_counter() - t0
-    return {"kind": kind, "mb": size / 1e6, "seconds": round(seconds, 3), "mb_per_s": round(size / 1e6 / seconds, 2),
-            "tokens": tokens, "vocab_size": int(layer.vocabulary_size()), **_peak_rss_mb()}
+    return {"kind": kind, **_usage(size, seconds, cpu0), "tokens": tokens, "vocab_size": int(layer.vocabulary_size())}
 
 
 def _spawn(args: list[str]) -> dict:
@@ -176,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
         report: dict = {"corpus_mb": args.mb, "cpus": os.cpu_count(), "kinds": {}, "memory": {}}
         print(f"corpus: {args.mb:g} MB generated text, {os.cpu_count()} CPUs")
-        print(f"{'case':<28}{'MB/s':>9}{'seconds':>9}{'peak RSS MB':>13}{'child RSS MB':>14}")
+        print(f"{'case':<28}{'MB/s':>9}{'MB/cpu-s':>10}{'seconds':>9}{'peak RSS MB':>13}{'child RSS MB':>14}")
         for kind in kinds:
             ours = _spawn(["--case", "llmctl", kind, str(corpus(args.mb))])
             entry = {"llmctl": ours}
@@ -185,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
                 base = _spawn(["--case", "textvectorization", kind, str(corpus(args.mb))])
                 entry["textvectorization"] = base
                 entry["ratio"] = round(ours["mb_per_s"] / base["mb_per_s"], 2)
+                entry["ratio_cpu"] = round(ours["mb_per_cpu_s"] / base["mb_per_cpu_s"], 2)
                 _row(f"TextVectorization {kind}", base)
-                print(f"{'':<4}ratio llmctl / TextVectorization ({kind}): {entry['ratio']}x")
+                print(f"{'':<4}ratio llmctl / TextVectorization ({kind}): {entry['ratio']}x by wall clock, "
+                      f"{entry['ratio_cpu']}x by CPU time")
             report["kinds"][kind] = entry
         for kind in [k for k in args.flat_kinds.split(",") if k]:
             rows = {}
@@ -204,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     char = report["kinds"].get("char", {})
     report["preprocess_mb_per_s"] = char.get("llmctl", {}).get("mb_per_s")
     report["preprocess_vs_textvectorization"] = char.get("ratio")
+    report["load_average"] = os.getloadavg()[0]
     for kind, entry in report["kinds"].items():
         report[f"preprocess_{kind}_mb_per_s"] = entry["llmctl"]["mb_per_s"]
     if args.json:
@@ -213,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _row(name: str, res: dict) -> None:
-    print(f"{name:<28}{res['mb_per_s']:>9.1f}{res['seconds']:>9.2f}{res['peak_rss_mb']:>13.0f}"
-          f"{res['peak_child_rss_mb']:>14.0f}")
+    print(f"{name:<28}{res['mb_per_s']:>9.1f}{res['mb_per_cpu_s']:>10.1f}{res['seconds']:>9.2f}"
+          f"{res['peak_rss_mb']:>13.0f}{res['peak_child_rss_mb']:>14.0f}")
 
 
 if __name__ == "__main__":

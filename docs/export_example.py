@@ -139,21 +139,19 @@ def main(argv: list[str] | None = None) -> int:
 
     normalize, template = normalizer(folder, manifest["normalize"]), manifest["prompt"]
     encoded = tokenizer.encode(normalize(args.prompt), add_special_tokens=False).ids
-    prompt = template["prefix_ids"] + encoded + template["suffix_ids"]
-    if not prompt:
-        print("the prompt encodes to no tokens; pass a non-empty --prompt", file=sys.stderr)
-        return 2
+    prompt = template["prefix_ids"] + encoded + template["suffix_ids"] if encoded else template["empty_prompt_ids"]
     eos = template["stop_id"]
     saved = tf.saved_model.load(str(folder / "saved_model"))
     runs = {"saved_model": greedy_with_saved_model_steps(saved, prompt, args.max_new_tokens, eos),
             "saved_model_generate": greedy_with_saved_model_generate(saved, prompt, args.max_new_tokens),
             "tflite": greedy_with_tflite(folder / "step.float32.tflite", manifest, prompt, args.max_new_tokens, eos)}
-    texts = {name: tokenizer.decode(ids, skip_special_tokens=True) for name, ids in runs.items()}
+    # decoded together with the prompt, so word-level tokenizers put the space between them
+    texts = {name: tokenizer.decode(prompt + ids, skip_special_tokens=True) for name, ids in runs.items()}
     if args.json:
         print(json.dumps({"prompt": args.prompt, "prompt_ids": prompt, "token_ids": runs, "text": texts}))
     else:
         for name, text in texts.items():
-            print(f"{name:>20}: {args.prompt}{text}")
+            print(f"{name:>20}: {text}")
     return 0
 
 

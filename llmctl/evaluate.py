@@ -16,6 +16,8 @@ from llmctl.results import Result
 
 PROTOCOLS: dict[str, str] = {
     "lm": "llmctl.evaluation.lm",
+    "classify": "llmctl.evaluation.classify",
+    "pairs": "llmctl.evaluation.pairs",
 }
 
 

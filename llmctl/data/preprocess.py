@@ -130,7 +130,7 @@ class Plan:
         return [s for s in SPLITS if s in self.groups or s in self.carve]
 
 
-def _plan(exp) -> Plan:
+def _plan(exp, reporter: Reporter) -> Plan:
     data = exp.data
     opts = src.ReadOptions.of(data)
     normalizer = Normalizer(data.normalize)
@@ -141,27 +141,30 @@ def _plan(exp) -> Plan:
         raise ConfigError("data.train is empty: no training sources", hint="list files, directories or globs "
                                                                             "under data.train")
     dataset_root = Path(data.dir).resolve()
-    groups: dict[str, Group] = {}
+    found: dict[str, list[src.FileSpec]] = {}
     for name in SPLITS:
-        sources = getattr(data, name)
-        if not sources:
-            continue
-        files: list[src.FileSpec] = []
-        for i, source in enumerate(sources):
-            found = [f for f in src.expand(source, data, f"data.{name}[{i}]")
-                     if dataset_root not in f.path.resolve().parents]
-            files.extend(found)
-        if not files:
+        files = [f for i, source in enumerate(getattr(data, name))
+                 for f in src.expand(source, data, f"data.{name}[{i}]") if dataset_root not in f.path.resolve().parents]
+        if getattr(data, name) and not files:
             raise DataError(f"data.{name}: no input files (only files inside data.dir {data.dir} matched)",
                             hint="point the sources at your corpus, not at the processed dataset")
-        infos = [src.inspect_file(f.path, opts.encoding) for f in files]
-        if opts.errors == "strict":
-            for info in infos:
-                if info.bad_offset is not None:
-                    raise src.decode_error(info.path, opts.encoding, info.bad_offset)
-        single_stream = (data.task == "lm" and data.documents == "file" and len(files) == 1
-                         and files[0].format == "text")
-        groups[name] = Group(name=name, files=files, infos=infos, eos=not single_stream)
+        if files:
+            found[name] = files
+    groups: dict[str, Group] = {}
+    total = sum(f.path.stat().st_size for files in found.values() for f in files)
+    with _Meter(reporter, "inspect", total) as meter:
+        for name, files in found.items():
+            infos = []
+            for spec in files:
+                counter = src.ReadCounter()
+                infos.append(src.inspect_file(spec.path, opts.encoding, counter))
+                meter.done(counter.bytes_read)
+                meter.update(0)
+                if opts.errors == "strict" and infos[-1].bad_offset is not None:
+                    raise src.decode_error(spec.path, opts.encoding, infos[-1].bad_offset)
+            single_stream = (data.task == "lm" and data.documents == "file" and len(files) == 1
+                             and files[0].format == "text")
+            groups[name] = Group(name=name, files=files, infos=infos, eos=not single_stream)
     carve = {}
     if not data.valid and data.split.valid > 0:
         carve["valid"] = data.split.valid
@@ -402,6 +405,12 @@ class _Meter:
         self._show(self.base, time.perf_counter())
         self.reporter.stop()
 
+    def __enter__(self) -> "_Meter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()  # also on errors: a live progress bar must never outlive its pass
+
 
 # ---------------------------------------------------------------- encoding (optionally in worker processes)
 
@@ -571,8 +580,11 @@ def _train(plan: Plan, scans: dict[str, ScanInfo], reporter: Reporter, workers: 
     """Train the tokenizer on the train split. char counts code points with numpy; word counts in worker processes
     on large corpora; both then apply `train_tokenizer`'s vocabulary rule (`_vocab_tokenizer`)."""
     tok = plan.exp.tokenizer
-    meter = _Meter(reporter, f"train {tok.kind} tokenizer", plan.groups["train"].bytes)
-    texts = _train_texts(plan, scans, meter)
+    with _Meter(reporter, f"train {tok.kind} tokenizer", plan.groups["train"].bytes) as meter:
+        return _train_with(plan, tok, _train_texts(plan, scans, meter), workers)
+
+
+def _train_with(plan: Plan, tok, texts: Iterator[str], workers: _Workers | None):
     try:
         if tok.kind == "char":
             tokenizer = _vocab_tokenizer("char", _char_counts(texts), tok.min_freq, tok.max_vocab)
@@ -584,8 +596,6 @@ def _train(plan: Plan, scans: dict[str, ScanInfo], reporter: Reporter, workers: 
     except ValueError as exc:
         raise DataError(f"cannot train the {tok.kind} tokenizer on data.train: {exc}",
                         hint="check tokenizer.* settings and that the training text is not empty") from None
-    finally:
-        meter.stop()
     return tokenizer
 
 
@@ -730,50 +740,53 @@ def _encode_all(plan: Plan, scans: dict[str, ScanInfo], tokenizer, tok_dir: Path
     """The encode pass: every group's records → routed to splits → encoded in chunks → written in order."""
     dtype = token_dtype(tokenizer.vocab_size)
     sinks = {s: _Sink(layout, s, dtype, tokenizer.vocab_size) for s in plan.splits()}
-    meter = _Meter(reporter, "encode", plan.total_bytes)
     # word encodes in Python: worker processes on large corpora. char (numpy) and bpe (Rust threads) stay here.
     workers = workers if tokenizer.kind == "word" else None
     runner = _Ordered(workers)
-    if workers is not None:
-        fn, fixed = _encode_texts, (str(tok_dir),)
-    else:
-        fn, fixed = encoder(tokenizer), ()
-    for name, group in plan.groups.items():
-        router = _Router(plan, scans["train"]) if name == "train" else None
-        counter = src.ReadCounter()
-        state: dict[str, Any] = {"open": None, "eos": group.eos}
-        chunk = _Chunk()
-        streaming = False  # a document streamed in pieces is open
-        for rec in _records(plan, group, counter):
-            for split, part in (router.route(rec) if router is not None else [(name, rec)]):
-                if plan.task == "pairs":
-                    chunk.events.append(("pair", split, chunk.text(part.prompt), chunk.text(part.response)))
-                elif plan.task == "classify":
-                    chunk.events.append(("doc", split, chunk.text(part.text), label_ids[part.label]))
-                elif part.end and not streaming and part.text:  # a whole document in one text
-                    chunk.events.append(("doc", split, chunk.text(part.text), None))
-                else:
-                    if part.text:
-                        chunk.events.append(("piece", split, chunk.text(part.text)))
-                        streaming = True
-                    if part.end:
-                        chunk.events.append(("end", split))
-                        streaming = False
-            if chunk.chars >= CHUNK_CHARS:
-                for done, ids in runner.submit(fn, (*fixed, chunk.texts), chunk):
-                    _apply(done, ids, sinks, state)
-                chunk = _Chunk()
-                meter.update(counter.bytes_read)
-        if chunk.events:
+    task = (_encode_texts, (str(tok_dir),)) if workers is not None else (encoder(tokenizer), ())
+    with _Meter(reporter, "encode", plan.total_bytes) as meter:
+        for name, group in plan.groups.items():
+            router = _Router(plan, scans["train"]) if name == "train" else None
+            _encode_group(plan, name, group, router, runner, task, sinks, label_ids, meter)
+    return sinks
+
+
+def _encode_group(plan: Plan, name: str, group: Group, router: _Router | None, runner: _Ordered, task: tuple,
+                  sinks: dict[str, _Sink], label_ids: dict[str, int], meter: _Meter) -> None:
+    """Route, chunk and encode one group's records; results are written in order as they come back."""
+    fn, fixed = task
+    counter = src.ReadCounter()
+    state: dict[str, Any] = {"open": None, "eos": group.eos}
+    chunk = _Chunk()
+    streaming = False  # a document streamed in pieces is open
+    for rec in _records(plan, group, counter):
+        for split, part in (router.route(rec) if router is not None else [(name, rec)]):
+            if plan.task == "pairs":
+                chunk.events.append(("pair", split, chunk.text(part.prompt), chunk.text(part.response)))
+            elif plan.task == "classify":
+                chunk.events.append(("doc", split, chunk.text(part.text), label_ids[part.label]))
+            elif part.end and not streaming and part.text:  # a whole document in one text
+                chunk.events.append(("doc", split, chunk.text(part.text), None))
+            else:
+                if part.text:
+                    chunk.events.append(("piece", split, chunk.text(part.text)))
+                    streaming = True
+                if part.end:
+                    chunk.events.append(("end", split))
+                    streaming = False
+        if chunk.chars >= CHUNK_CHARS:
             for done, ids in runner.submit(fn, (*fixed, chunk.texts), chunk):
                 _apply(done, ids, sinks, state)
-        for done, ids in runner.drain():
+            chunk = _Chunk()
+            meter.update(counter.bytes_read)
+    if chunk.events:
+        for done, ids in runner.submit(fn, (*fixed, chunk.texts), chunk):
             _apply(done, ids, sinks, state)
-        if state["open"] is not None:
-            sinks[state["open"]].close(eos=False)
-        meter.done(counter.bytes_read)
-    meter.stop()
-    return sinks
+    for done, ids in runner.drain():
+        _apply(done, ids, sinks, state)
+    if state["open"] is not None:
+        sinks[state["open"]].close(eos=False)
+    meter.done(counter.bytes_read)
 
 
 def _apply(chunk: _Chunk, result: tuple[np.ndarray, np.ndarray], sinks: dict[str, _Sink],
@@ -864,6 +877,8 @@ def _up_to_date(layout: DatasetDir, build_key: str) -> dict[str, Any] | None:
             return None
         for split in dataset.splits():
             dataset.tokens(split)
+            if len(dataset.doc_offsets(split)) != dataset.manifest["splits"][split]["documents"] + 1:
+                return None
         dataset.tokenizer()
     except (LlmctlError, OSError, ValueError, KeyError):
         return None
@@ -927,7 +942,7 @@ def run(exp, reporter: Reporter | None = None, force: bool = False) -> Result:
     t0 = time.perf_counter()
     final = Path(exp.data.dir)
     _check_replaceable(final)
-    plan = _plan(exp)
+    plan = _plan(exp, reporter)
     _clean_stale(final)
     if not force:
         existing = _up_to_date(DatasetDir(final), plan.build_key)
@@ -957,10 +972,9 @@ def _build(plan: Plan, final: Path, reporter: Reporter, pool: _Workers | None
     exp = plan.exp
     # scan: validate every record and count what the split needs
     scans: dict[str, ScanInfo] = {}
-    meter = _Meter(reporter, "scan", plan.total_bytes)
-    for name, group in plan.groups.items():
-        scans[name] = _scan(plan, group, meter)
-    meter.stop()
+    with _Meter(reporter, "scan", plan.total_bytes) as meter:
+        for name, group in plan.groups.items():
+            scans[name] = _scan(plan, group, meter)
     skipped = meter.skipped
     if skipped:
         reporter.warn(f"skipped {skipped} record(s) with undecodable bytes (data.encoding_errors=skip), e.g. "

@@ -177,8 +177,9 @@ def expand(source, data, where: str) -> list[FileSpec]:
 # ---------------------------------------------------------------- one pass over the bytes: hash + sanity checks
 
 
-def inspect_file(path: Path, encoding: str) -> FileInfo:
-    """Hash a file and check it is usable text: not empty, no NUL bytes, and where its first bad byte is."""
+def inspect_file(path: Path, encoding: str, counter: ReadCounter | None = None) -> FileInfo:
+    """Hash a file and check it is usable text: not empty, no NUL bytes, and where its first bad byte is.
+    `counter.bytes_read` grows as the file is read (for progress)."""
     size = 0
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder(encoding)("strict")
@@ -206,6 +207,8 @@ def inspect_file(path: Path, encoding: str) -> FileInfo:
                 except UnicodeDecodeError as exc:
                     bad = size - pending + exc.start
             size += len(block)
+            if counter is not None:
+                counter.bytes_read += len(block)
         if bad is None:
             try:
                 decoder.decode(b"", final=True)

@@ -1,6 +1,7 @@
 """`llmctl evaluate` on a classification run: accuracy, per-class precision/recall/F1, macro-F1, confusion matrix.
 
     result = evaluate_classifier(exp, run, reporter)     # `exp.evaluate.split` of `exp.data.dir`
+    result = evaluate_run(exp, opened, reporter)         # the same, as `llmctl.evaluate` dispatches it
 
 Shown as Rich tables through the reporter; the confusion matrix is also drawn to `RunDir.confusion_plot` (PNG), and
 the whole protocol card is saved as `eval/<split>.json`. `--json` prints the values: `accuracy`, `macro_f1`,
@@ -74,6 +75,16 @@ def confusion_png(matrix: np.ndarray, names: Sequence[str], path: Path, *, title
     return atomic.write_bytes(path, buffer.getvalue())
 
 
+def run_max_length(run: RunDir, default: int) -> int:
+    """The `finetune.max_length` the run was trained with (documents are truncated the same way)."""
+    return int((run.saved_config().get("finetune") or {}).get("max_length", default))
+
+
+def evaluate_run(exp, opened, reporter) -> Result:
+    """Entry point for `llmctl.evaluate` (`opened`: `llmctl.inference_run.InferenceRun`)."""
+    return evaluate_classifier(exp, opened.run, reporter)
+
+
 def evaluate_classifier(exp, run: RunDir, reporter) -> Result:
     """Score the run's classifier on `exp.evaluate.split`; see the module docstring for the outputs."""
     from llmctl.data.dataset import open_dataset
@@ -91,10 +102,10 @@ def evaluate_classifier(exp, run: RunDir, reporter) -> Result:
     check_run_dataset(run, ds)
     check_same_labels(names, ds.label_names, ds.root)
     split = ev.split
-    docs = Documents.from_dataset(ds, split, max_length=exp.finetune.max_length, labels=True)
+    max_length = run_max_length(run, exp.finetune.max_length)
+    docs = Documents.from_dataset(ds, split, max_length=max_length, labels=True)
     model, loaded = load_classifier(run, ev.checkpoint)
-    logits = ClassifierPredictor(model, batch_size=max(exp.train.batch_size, 64),
-                                 max_length=exp.finetune.max_length).logits(docs)
+    logits = ClassifierPredictor(model, batch_size=max(exp.train.batch_size, 64), max_length=max_length).logits(docs)
     predicted = logits.argmax(-1)
     report = class_report(docs.labels, predicted, len(names))
     logp = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
@@ -121,6 +132,6 @@ def evaluate_classifier(exp, run: RunDir, reporter) -> Result:
     }
     card = run.eval_card(split)
     atomic.write_json(card, {**values, "dataset": str(ds.root), "dataset_fingerprint": ds.fingerprint,
-                             "max_length": exp.finetune.max_length})
+                             "max_length": max_length})
     return Result(title=f"evaluate {run.root.name} ({split})", values=values,
                   lines=[f"confusion matrix: {run.confusion_plot}; protocol card: {card}"])

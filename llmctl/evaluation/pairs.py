@@ -1,6 +1,7 @@
 """`llmctl evaluate` on a prompt→response run: response perplexity, exact match, BLEU and chrF.
 
     result = evaluate_pairs(exp, run, reporter)
+    result = evaluate_run(exp, opened, reporter)          # the same, as `llmctl.evaluate` dispatches it
 
 * `response_loss` / `response_ppl` — teacher-forced NLL over the response tokens and `<eos>` of every pair of the
   split (prompt tokens are context, not scored), per token.
@@ -48,12 +49,17 @@ def _references(docs, ds_tokens, offsets, count: int) -> tuple[list[list[int]], 
     return prefixes, references
 
 
+def evaluate_run(exp, opened, reporter) -> Result:
+    """Entry point for `llmctl.evaluate` (`opened`: `llmctl.inference_run.InferenceRun`)."""
+    return evaluate_pairs(exp, opened.run, reporter)
+
+
 def evaluate_pairs(exp, run: RunDir, reporter) -> Result:
     from sacrebleu.metrics import BLEU, CHRF
 
     from llmctl.data.dataset import open_dataset
     from llmctl.data.doc_batches import Documents
-    from llmctl.evaluation.classify import check_run_dataset
+    from llmctl.evaluation.classify import check_run_dataset, run_max_length
     from llmctl.evaluation.greedy import GreedyDecoder
     from llmctl.train.checkpoints import restore_model
     from llmctl.train.finetune_pairs import ResponseScorer, check_pairs
@@ -67,10 +73,10 @@ def evaluate_pairs(exp, run: RunDir, reporter) -> Result:
     check_pairs(ds)
     check_run_dataset(run, ds)
     split = ev.split
-    docs = Documents.from_dataset(ds, split, max_length=exp.finetune.max_length, responses=True)
+    max_length = run_max_length(run, exp.finetune.max_length)
+    docs = Documents.from_dataset(ds, split, max_length=max_length, responses=True)
     model, loaded = restore_model(run, ev.checkpoint)
-    total, count = ResponseScorer(model, batch_size=max(exp.train.batch_size, 64),
-                                  max_length=exp.finetune.max_length)(docs)
+    total, count = ResponseScorer(model, batch_size=max(exp.train.batch_size, 64), max_length=max_length)(docs)
     loss = total / count if count else float("nan")
 
     n_gen = min(ev.max_generate, len(docs))
@@ -99,5 +105,5 @@ def evaluate_pairs(exp, run: RunDir, reporter) -> Result:
     values.update(checkpoint=loaded.get("checkpoint"), examples_shown=examples, seconds=time.perf_counter() - t0)
     card = run.eval_card(split)
     atomic.write_json(card, {**values, "dataset": str(ds.root), "dataset_fingerprint": ds.fingerprint,
-                             "decoding": "greedy", "max_length": exp.finetune.max_length})
+                             "decoding": "greedy", "max_length": max_length})
     return Result(title=f"evaluate {run.root.name} ({split})", values=values, lines=[f"protocol card: {card}"])

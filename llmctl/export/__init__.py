@@ -46,7 +46,7 @@ def run(exp, *, reporter: Reporter | None = None) -> Result:
     from llmctl.export import modules, saved_model, tflite
     from llmctl.export.source import load_source
 
-    source = load_source(plan.run)
+    source = load_source(exp)
     model, kind = source.model, source.kind
     artifacts: dict[str, Any] = {}
     checks: dict[str, Any] = {}

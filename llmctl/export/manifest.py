@@ -10,19 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import __version__
+from llmctl.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, SEP_ID, UNK_ID
 from llmctl.export.plan import FORMAT
-from llmctl.export.source import ExportSource, run_fingerprint, summary_metrics
+from llmctl.export.source import ExportSource, summary_metrics
 
 FORMAT_VERSION = 1
-SPECIAL_TOKENS = {"pad": 0, "unk": 1, "bos": 2, "eos": 3, "sep": 4}
+SPECIAL_TOKENS = {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID, "sep": SEP_ID}
 STOPWORDS_FILE = "stopwords.txt"
-# How a prompt becomes the ids a language model continues (llmctl.data.pair_prompts for pairs runs): language-model
-# corpora are plain token streams (documents end with <eos>), pairs documents are `<bos> prompt <sep> response <eos>`.
-PROMPT_FORMATS = {
-    "lm": {"template": "{prompt}", "prefix_ids": [], "suffix_ids": [], "stop_id": SPECIAL_TOKENS["eos"]},
-    "pairs": {"template": "<bos> {prompt} <sep>", "prefix_ids": [SPECIAL_TOKENS["bos"]],
-              "suffix_ids": [SPECIAL_TOKENS["sep"]], "stop_id": SPECIAL_TOKENS["eos"]},
-}
 
 
 def build(source: ExportSource, *, folder: Path, artifacts: dict[str, Any], checks: dict[str, Any]) -> dict[str, Any]:
@@ -41,7 +35,7 @@ def build(source: ExportSource, *, folder: Path, artifacts: dict[str, Any], chec
         "source": {"run": str(source.run.root.resolve()), "checkpoint": source.checkpoint},
         "tokenizer": {"dir": "tokenizer", "file": "tokenizer/tokenizer.json", "kind": source.tokenizer.kind,
                       "fingerprint": source.tokenizer.fingerprint(),
-                      "run_fingerprint": run_fingerprint(source.tokenizer, source.normalizer),
+                      "run_fingerprint": source.fingerprint,
                       "vocab_size": source.tokenizer.vocab_size},
         "special_tokens": dict(SPECIAL_TOKENS),
         "normalize": normalize_section(source.normalizer),
@@ -54,8 +48,8 @@ def build(source: ExportSource, *, folder: Path, artifacts: dict[str, Any], chec
     }
     if source.checkpoint.get("valid_loss") is not None:
         manifest["metrics"].setdefault("checkpoint_valid_loss", source.checkpoint["valid_loss"])
-    if source.kind in PROMPT_FORMATS:
-        manifest["prompt"] = dict(PROMPT_FORMATS[source.kind])
+    if source.prompt is not None:
+        manifest["prompt"] = dict(source.prompt)
     if source.kind == "classify":
         manifest["labels"] = list(source.labels)
         manifest["max_length"] = source.max_length

@@ -1,10 +1,13 @@
 """What an export is made from: a trained run directory, checked and loaded (model, tokenizer, labels, metrics).
 
-    source = load_source(RunDir(path))      # ArtifactError (one line) for anything missing or inconsistent
+    source = load_source(exp)      # ArtifactError (one line) for anything missing or inconsistent
 
-Language models (`lm`, `pairs`) come back through `llmctl.train.checkpoints.restore_model`, classifiers through
-`llmctl.models.classifier.load_classifier` (both: the `best` checkpoint, or `last` for runs without validation).
-A run that only has `model.keras` (no checkpoint left) is loaded with `keras.saving.load_model`.
+The run is opened like `evaluate` / `generate` open it (`llmctl.inference_run.open_run`: config.yaml, tokenizer,
+run.json fingerprint = tokenizer + data.normalize). Language models (`lm`, `pairs`) load through
+`inference_run.load_language_model`, classifiers through `llmctl.models.classifier.load_classifier` — the `best`
+checkpoint (`last` for runs without validation, `model.keras` when no checkpoint is left), always in float32.
+How a prompt becomes ids is asked of `llmctl.generate.generate.encode_prompts`, so an export is conditioned exactly
+like `llmctl generate`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmctl.data.normalize import Normalizer
+from llmctl.data.tokenizers import BOS_ID, EOS_ID, SEP_ID
 from llmctl.errors import ArtifactError
 from llmctl.runs import RunDir
 
@@ -28,9 +31,11 @@ class ExportSource:
     exp: Any                    # the run's own Experiment (config.yaml): model / finetune settings it was trained with
     model: Any
     tokenizer: Any
+    normalizer: Any             # llmctl.data.normalize.Normalizer of the run's data.normalize
+    fingerprint: str            # run.json's: the data fingerprint (tokenizer + normalisation)
     labels: list[str] | None
     checkpoint: dict[str, Any]  # which, path, step, valid_loss
-    normalizer: Any             # llmctl.data.normalize.Normalizer of the run's data.normalize
+    prompt: dict[str, Any] | None = None   # language models: prefix_ids / suffix_ids / empty_prompt_ids / stop_id
     summary: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -38,35 +43,51 @@ class ExportSource:
         return int(self.exp.finetune.max_length)
 
 
-def load_source(run: RunDir) -> ExportSource:
-    run.require_model()
-    info = run.read_info()
-    kind = info.get("kind")
+def load_source(exp) -> ExportSource:
+    from llmctl.inference_run import open_run
+
+    opened = open_run(exp)
+    run, kind = opened.run, opened.kind
     if kind not in KINDS:
         raise ArtifactError(f"{run.info} has kind {kind!r}; export knows {', '.join(KINDS)}",
                             hint="the run directory is damaged or from another tool; train it again")
-    tokenizer = _tokenizer(run)
     labels = _labels(run) if kind == "classify" else None
-    if kind == "classify" and not info.get("num_classes"):
+    if kind == "classify" and not opened.info.get("num_classes"):
         raise ArtifactError(f"{run.info} records no num_classes for this classifier run",
                             hint="the run directory is damaged; run finetune again")
-    exp = _experiment(run)
-    normalizer = Normalizer(exp.data.normalize)
-    _check_fingerprint(run, info, tokenizer, normalizer)
-    model, checkpoint = _load_float32(run, kind)
+    model, checkpoint = _load_float32(opened)
     vocab = model.encoder.vocab_size if kind == "classify" else model.vocab_size
-    if vocab != tokenizer.vocab_size:
+    if vocab != opened.tokenizer.vocab_size:
         raise ArtifactError(f"model of {run.root} has a {vocab}-token vocabulary but its tokenizer has "
-                            f"{tokenizer.vocab_size}", hint="the run's tokenizer/ does not belong to its model; "
-                                                            "train the run again")
+                            f"{opened.tokenizer.vocab_size}", hint="the run's tokenizer/ does not belong to its model; "
+                                                                   "train the run again")
     if kind == "classify" and model.num_classes != len(labels):
         raise ArtifactError(f"classifier of {run.root} has {model.num_classes} classes but labels.json names "
                             f"{len(labels)}", hint="the run's labels.json does not belong to its model")
-    return ExportSource(run=run, kind=kind, exp=exp, model=model, tokenizer=tokenizer, labels=labels,
-                        checkpoint=checkpoint, normalizer=normalizer, summary=_summary(run))
+    return ExportSource(run=run, kind=kind, exp=opened.exp, model=model, tokenizer=opened.tokenizer,
+                        normalizer=opened.normalizer, fingerprint=opened.fingerprint, labels=labels,
+                        checkpoint=checkpoint, prompt=None if kind == "classify" else prompt_format(opened),
+                        summary=_summary(run))
 
 
-def _load_float32(run: RunDir, kind: str):
+def prompt_format(opened) -> dict[str, Any]:
+    """How `llmctl generate` turns a prompt into the ids it continues, as data: `prefix_ids` + encode(normalised
+    prompt) + `suffix_ids`; an empty prompt is `empty_prompt_ids`; generation stops at `stop_id`."""
+    from llmctl.generate.generate import encode_prompts
+    from llmctl.progress import Reporter
+
+    empty = [int(i) for i in encode_prompts(opened, [""], Reporter("none"))[0]]
+    if opened.kind == "pairs":
+        prefix, suffix, template = [BOS_ID], [SEP_ID], "<bos> {prompt} <sep>"
+    elif empty == [EOS_ID]:  # documents ended with <eos>: a prompt starts a new document
+        prefix, suffix, template = [EOS_ID], [], "<eos> {prompt}"
+    else:                    # one continuous training text: the prompt alone
+        prefix, suffix, template = [], [], "{prompt}"
+    return {"template": template, "prefix_ids": prefix, "suffix_ids": suffix, "empty_prompt_ids": empty,
+            "stop_id": EOS_ID}
+
+
+def _load_float32(opened):
     """The model under the float32 dtype policy (exports compute in float32 whatever the training precision)."""
     from llmctl.tfenv import import_tf
 
@@ -76,42 +97,22 @@ def _load_float32(run: RunDir, kind: str):
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy("float32")
     try:
-        return _from_checkpoint(run, kind) if _has_checkpoint(run) else _from_keras_file(run)
+        if opened.kind == "classify":
+            from llmctl.models.classifier import load_classifier
+
+            model, details = load_classifier(opened.run, CHECKPOINT)
+            checkpoint = {"which": details.get("which", CHECKPOINT), "path": details["checkpoint"],
+                          "step": details.get("step"), "valid_loss": details.get("valid_loss")}
+        else:
+            from llmctl.inference_run import load_language_model
+
+            model, checkpoint = load_language_model(opened, CHECKPOINT)
     finally:
         keras.mixed_precision.set_global_policy(previous)
-
-
-def _experiment(run: RunDir):
-    from llmctl import config as config_mod
-
-    if not run.config.is_file():
-        raise ArtifactError(f"{run.root} has no config.yaml", hint="pass a run directory made by llmctl")
-    return config_mod.validate(run.saved_config(), source=str(run.config))
-
-
-def _tokenizer(run: RunDir):
-    from llmctl.data.tokenizers import load_tokenizer
-
-    try:
-        return load_tokenizer(run.tokenizer)
-    except (FileNotFoundError, ValueError) as exc:
-        raise ArtifactError(f"cannot load the tokenizer of {run.root}: {str(exc).splitlines()[0]}",
-                            hint="the run directory is incomplete; copy tokenizer/ back or train again") from None
-
-
-def run_fingerprint(tokenizer, normalizer) -> str:
-    """What run.json and datasets call `tokenizer_fingerprint`: the tokenizer *and* the text normalisation."""
-    from llmctl.data.preprocess import dataset_fingerprint
-
-    return dataset_fingerprint(tokenizer.fingerprint(), normalizer.settings())
-
-
-def _check_fingerprint(run: RunDir, info: dict[str, Any], tokenizer, normalizer) -> None:
-    expected = info.get("tokenizer_fingerprint")
-    if expected and expected not in (run_fingerprint(tokenizer, normalizer), tokenizer.fingerprint()):
-        raise ArtifactError(f"the tokenizer in {run.tokenizer} (fingerprint {tokenizer.fingerprint()}) with the "
-                            f"run's data.normalize does not match fingerprint {expected} recorded in run.json",
-                            hint="restore the run's own tokenizer/ folder and config.yaml")
+    if model.compute_dtype != "float32":
+        raise ArtifactError(f"{checkpoint['path']} computes in {model.compute_dtype}; exports are float32",
+                            hint="export from a checkpoint (rebuilt in float32): keep checkpoints/ in the run")
+    return model, checkpoint
 
 
 def _labels(run: RunDir) -> list[str]:
@@ -126,43 +127,6 @@ def _labels(run: RunDir) -> list[str]:
     if not isinstance(labels, list) or not labels:
         raise ArtifactError(f"{run.labels} holds no label list", hint="train the run again")
     return [str(label) for label in labels]
-
-
-def _has_checkpoint(run: RunDir) -> bool:
-    from llmctl.train.checkpoints import read_pointer
-
-    pointer = read_pointer(run.checkpoints) if run.checkpoints.is_dir() else {}
-    return bool(pointer.get("best") or pointer.get("last"))
-
-
-def _from_checkpoint(run: RunDir, kind: str):
-    if kind == "classify":
-        from llmctl.models.classifier import load_classifier
-
-        model, details = load_classifier(run, CHECKPOINT)
-    else:
-        from llmctl.train.checkpoints import restore_model
-
-        model, details = restore_model(run, CHECKPOINT)
-    return model, {"which": CHECKPOINT, "path": details["checkpoint"], "step": details.get("step"),
-                   "valid_loss": details.get("valid_loss")}
-
-
-def _from_keras_file(run: RunDir):
-    import keras
-
-    import llmctl.models.classifier  # noqa: F401 - registers the custom classes
-    import llmctl.models.lstm_lm  # noqa: F401
-
-    try:
-        model = keras.saving.load_model(run.model)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many kinds of errors for a bad file
-        raise ArtifactError(f"cannot load {run.model}: {str(exc).splitlines()[0][:160]}",
-                            hint="train the run again") from None
-    if model.compute_dtype != "float32":
-        raise ArtifactError(f"{run.model} computes in {model.compute_dtype}; exports are float32",
-                            hint="export from a checkpoint (rebuilt in float32): keep checkpoints/ in the run")
-    return model, {"which": "model.keras", "path": str(run.model), "step": None, "valid_loss": None}
 
 
 def _summary(run: RunDir) -> dict[str, Any]:
@@ -195,7 +159,5 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         if wanted(str(key), value):
             out[str(key)] = value
         elif key in METRIC_GROUPS and isinstance(value, dict):
-            for sub, inner in value.items():
-                if isinstance(inner, (int, float)) and not isinstance(inner, bool):
-                    out[f"{key}.{sub}"] = inner
+            out.update({f"{key}.{sub}": inner for sub, inner in value.items() if wanted(str(sub), inner)})
     return out

@@ -62,12 +62,15 @@ def nucleus_filter(logits, p: float):
     lo = tf.reduce_min(keys, axis=-1, keepdims=True) - 1
     hi = tf.reduce_max(keys, axis=-1, keepdims=True)
     zero = tf.zeros_like(probs)
-    for _ in range(33):  # the key range spans < 2**33 values
+
+    def halve(lo, hi):
         mid = lo + (hi - lo) // 2
         mass = tf.reduce_sum(tf.where(keys > mid, probs, zero), axis=-1, keepdims=True)
         ok = mass < target
-        hi = tf.where(ok, mid, hi)
-        lo = tf.where(ok, lo, mid)
+        return tf.where(ok, lo, mid), tf.where(ok, mid, hi)
+
+    # the key range spans < 2**33 values: 33 halvings pin the threshold down (a graph loop keeps XLA compiles small)
+    lo, hi = tf.while_loop(lambda lo, hi: tf.reduce_any(hi - lo > 1), halve, (lo, hi), maximum_iterations=33)
     return tf.where(keys >= hi, logits, tf.constant(_NEG_INF, tf.float32))
 
 

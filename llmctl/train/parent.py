@@ -163,9 +163,11 @@ def adopt_architecture(exp, parent: ParentRun, reporter) -> None:
     for key in ARCHITECTURE_FIELDS:
         if key in saved and getattr(exp.model, key) != saved[key]:
             changes[key] = saved[key]
-    if changes:
+    explicit = [k for k in changes if k in exp.model.model_fields_set]  # only settings the user wrote down
+    if explicit:
         reporter.warn("the parent's architecture replaces " + ", ".join(
-            f"model.{k}={getattr(exp.model, k)}→{v}" for k, v in changes.items()))
+            f"model.{k}={getattr(exp.model, k)}→{changes[k]}" for k in explicit))
+    if changes:
         for key, value in changes.items():
             setattr(exp.model, key, value)
     if exp.model.pretrained_embeddings is not None:

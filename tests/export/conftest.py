@@ -57,6 +57,7 @@ def classifier_export(classifier_run):
 
 @pytest.fixture(scope="session")
 def classifier_source(classifier_run):
+    from llmctl.config import load
     from llmctl.export.source import load_source
 
-    return load_source(classifier_run)
+    return load_source(load(classifier_run.root))

@@ -28,9 +28,10 @@ def test_language_model_continuations_are_identical(lm_export, lm_model, lm_toke
     got = _example(str(lm_export[0]), "--prompt", PROMPT, "--max-new-tokens", "40")
     ids = got["token_ids"]
     assert ids["saved_model"] == ids["saved_model_generate"] == ids["tflite"]
-    assert got["text"]["saved_model"] == got["text"]["tflite"] and len(got["text"]["tflite"]) == 40
-    assert got["prompt_ids"] == lm_tokenizer.encode(PROMPT)
-    assert ids["tflite"] == keras_greedy(lm_model, lm_tokenizer.encode(PROMPT), 40)
+    assert got["text"]["saved_model"] == got["text"]["tflite"] == PROMPT + lm_tokenizer.decode(ids["tflite"])
+    prompt = [3, *lm_tokenizer.encode(PROMPT)]  # the manifest's prompt format: <eos> prompt
+    assert got["prompt_ids"] == prompt
+    assert ids["tflite"] == keras_greedy(lm_model, prompt, 40)
 
 
 def test_classifier_labels_are_identical_and_normalised_like_training(classifier_export, classifier_source):

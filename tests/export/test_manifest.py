@@ -16,7 +16,9 @@ def test_language_model_manifest(lm_export, lm_run, lm_tokenizer):
     assert manifest["tokenizer"]["run_fingerprint"] == json.loads(lm_run.info.read_text())["tokenizer_fingerprint"]
     assert manifest["tokenizer"]["vocab_size"] == lm_tokenizer.vocab_size == manifest["model"]["vocab_size"]
     assert manifest["special_tokens"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3, "sep": 4}
-    assert manifest["prompt"] == {"template": "{prompt}", "prefix_ids": [], "suffix_ids": [], "stop_id": 3}
+    # conditioned like `llmctl generate`: documents ended with <eos>, so a prompt starts after <eos>
+    assert manifest["prompt"] == {"template": "<eos> {prompt}", "prefix_ids": [3], "suffix_ids": [],
+                                  "empty_prompt_ids": [3], "stop_id": 3}
     assert manifest["normalize"]["stopwords"] is None and not (folder / "stopwords.txt").exists()
     assert manifest["state"]["order"] == ["h0", "c0", "h1", "c1"] and manifest["state"]["units"] == 24
     assert manifest["model"]["layers"] == 2 and manifest["model"]["embedding_dim"] == 16

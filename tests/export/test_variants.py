@@ -34,7 +34,8 @@ def test_tied_projection_model_exports_with_parity(tied):
     assert model.projection is not None and model.head is None
     manifest = read_manifest(run.export)
     assert manifest["kind"] == "pairs" and manifest["source"]["checkpoint"]["which"] == "model.keras"
-    assert manifest["prompt"]["prefix_ids"] == [2] and manifest["prompt"]["suffix_ids"] == [4]
+    assert manifest["prompt"] == {"template": "<bos> {prompt} <sep>", "prefix_ids": [2], "suffix_ids": [4],
+                                  "empty_prompt_ids": [2, 4], "stop_id": 3}
     assert manifest["state"]["order"] == ["h0", "c0"] and manifest["model"]["tie_embeddings"] is True
     ids = np.asarray([tokenizer.encode(TEXT)[:40]], np.int32)
     ref_logits, _ = keras_logits(model, ids)

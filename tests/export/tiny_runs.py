@@ -1,8 +1,9 @@
 """Tiny but real run directories for the export tests, built the way llmctl's trainers leave them.
 
 A char tokenizer trained on a few sentences, a 2-layer LSTM language model (or a classifier over the same encoder)
-given a few Adam steps on that text, config.yaml from `config.dump_yaml`, run.json through `RunDir.write_info`,
-the weights in a `best` checkpoint written by `llmctl.train.checkpoints.CheckpointStore`, and a summary.json.
+given a few Adam steps on that text (as `<eos>`-separated documents), config.yaml from `config.dump_yaml`, run.json
+through `RunDir.write_info`, the weights in a `best` checkpoint written by `llmctl.train.checkpoints.CheckpointStore`,
+and a summary.json.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from llmctl import atomic
 from llmctl.config import dump_yaml
+from llmctl.data.tokenizers import EOS_ID
 from llmctl.runs import RunDir
 from llmctl.schema import Experiment
 
@@ -103,7 +105,8 @@ def make_lm_run(root: Path, name: str = "tiny_lm", steps: int = 150, kind: str =
     tokenizer = _tokenizer([TEXT])
     run = _write_common(exp, tokenizer, kind)
     model = build_language_model(exp.model, tokenizer.vocab_size)
-    ids = np.asarray(tokenizer.encode(TEXT * 2), np.int32)
+    # like a multi-document corpus after preprocess: every document (here: sentence) ends with <eos>
+    ids = np.asarray([i for doc in TEXT.split(". ") * 2 for i in [*tokenizer.encode(doc.strip()), EOS_ID]], np.int32)
     width = 48
     rows = len(ids) // (width + 1)
     windows = ids[: rows * (width + 1)].reshape(rows, width + 1)
