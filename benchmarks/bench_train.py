@@ -1,17 +1,20 @@
 """Benchmark the llmctl training step against a plain Keras `model.fit` of the same model on the same data.
 
-    python benchmarks/bench_train.py                      # ~3 minutes on 2 CPU cores
-    python benchmarks/bench_train.py --steps 60 --json out.json
+    python benchmarks/bench_train.py                      # ~4 minutes on 2 CPU cores
+    python benchmarks/bench_train.py --rounds 3 --json out.json
 
 Model: the word_language_model "small" configuration — embedding 200, 2×200 LSTM, dropout 0.2, vocabulary 10k,
 batch 20, bptt 35, SGD lr 20 with global-norm clipping 0.25 — on a generated Zipfian (s=1.1) token stream of a
 10k vocabulary, stored as a uint16 memmap and read through `llmctl.data.batching` exactly as `pretrain` reads it.
 
-Measured side by side in one process, each after warm-up (tracing / XLA compilation excluded):
+Measured side by side in one process, each after warm-up (tracing / XLA compilation excluded), in interleaved
+rounds — every case runs once per round, so load from other processes hits all of them — keeping each case's best
+round:
 - llmctl's compiled step (explicit state carried between windows, per-step host sync as in `pretrain`), with and
-  without XLA; the `auto` choice is the reported `train_tokens_per_s`;
+  without XLA; `train_tokens_per_s` is the one `jit_compile: auto` picks (`llmctl.train.xla_choice`);
 - Keras `model.fit` of the same architecture (Sequential Embedding → LSTM → Dropout → LSTM → Dropout → Dense,
-  sparse categorical cross-entropy from logits, same optimizer) on the same windows, default compile settings;
+  sparse categorical cross-entropy from logits, same optimizer) on the same windows, default compile settings,
+  steady-state batches timed with a callback (fit's per-call set-up excluded);
 - sampled softmax (1024 negatives) vs full softmax at a 32k vocabulary, both with llmctl's step.
 MFU = tokens/s × 3 × forward FLOPs per token / the measured float32 matmul peak (`llmctl.train.peak_flops`).
 """
@@ -39,9 +42,10 @@ from llmctl.data.batching import StreamSteps, step_dataset  # noqa: E402
 from llmctl.models.lstm_lm import build_language_model  # noqa: E402
 from llmctl.schema import ModelConfig, TrainConfig  # noqa: E402
 from llmctl.train.distribution import Distribution  # noqa: E402
-from llmctl.train.loop import SampledSoftmax, Trainer, decide_jit  # noqa: E402
+from llmctl.train.loop import SampledSoftmax, Trainer  # noqa: E402
 from llmctl.train.optimizers import build_optimizer  # noqa: E402
 from llmctl.train.peak_flops import matmul_peak  # noqa: E402
+from llmctl.train.xla_choice import choose_xla  # noqa: E402
 
 BATCH, BPTT, EMB, UNITS, LAYERS = 20, 35, 200, 200, 2
 MODEL = dict(embedding_dim=EMB, layers=LAYERS, units=UNITS, dropout=0.2, output_dropout=0.2)
@@ -58,128 +62,172 @@ def zipf_stream(path: Path, n_tokens: int, vocab: int, seed: int = 0) -> np.memm
     return np.memmap(path, dtype=np.uint16, mode="r", shape=(n_tokens,))
 
 
-def llmctl_steps_per_s(tokens, vocab: int, *, jit: bool, steps: int, warmup: int, output: str = "full",
-                       seed: int = 0) -> dict:
-    keras.utils.set_random_seed(seed)
-    cfg = TrainConfig(optimizer="sgd", lr=20.0, clip_norm=0.25, batch_size=BATCH, bptt=BPTT)
-    model = build_language_model(ModelConfig(**MODEL, output=output), vocab)
-    optimizer = build_optimizer(cfg)
-    optimizer.build(model.trainable_variables)
-    sampled = SampledSoftmax(SampledSoftmax.count_tokens(tokens, vocab), 1024) if output == "sampled" else None
-    dist = Distribution("none", tf.distribute.get_strategy())
-    trainer = Trainer(model, optimizer, dist, clip_norm=cfg.clip_norm, jit=jit, sampled=sampled, seed=seed)
-    source = StreamSteps(tokens, batch_size=BATCH, bptt=BPTT)
-    trainer.replica_batch = source.replica_batch
-    states = trainer.zero_states()
-    iterator = iter(step_dataset(source, 0))
-    probe = None
-    count_total, elapsed = 0.0, 0.0
-    losses = []
-    for i in range(warmup + steps):
-        element = next(iterator)
-        if i == 0:
-            probe = trainer.probe_jit(element, states, 0)
-        if i == warmup:
-            start = time.perf_counter()
-        optimizer.learning_rate.assign(20.0)
-        loss_sum, count, _, states = trainer.step(element, states, i)
-        loss_sum, count = float(loss_sum), float(count)  # host sync every step, as pretrain does
-        losses.append(loss_sum / count)
-        if i >= warmup:
-            count_total += count
-    elapsed = time.perf_counter() - start
-    return {"tokens_per_s": count_total / elapsed, "xla": trainer.jit, "xla_probe_failure": probe,
-            "flops_per_token": float(model.flops_per_token()), "first_loss": losses[0], "last_loss": losses[-1],
-            "sampled_flops_per_token": _sampled_flops(model, sampled)}
+class LlmctlRunner:
+    """llmctl's compiled step on the stream, state carried, host sync every step (as `pretrain` does)."""
+
+    def __init__(self, tokens, vocab: int, *, jit: bool, output: str = "full", seed: int = 0):
+        keras.utils.set_random_seed(seed)
+        cfg = TrainConfig(optimizer="sgd", lr=20.0, clip_norm=0.25, batch_size=BATCH, bptt=BPTT)
+        self.model = build_language_model(ModelConfig(**MODEL, output=output), vocab)
+        self.optimizer = build_optimizer(cfg)
+        self.optimizer.build(self.model.trainable_variables)
+        self.sampled = SampledSoftmax(SampledSoftmax.count_tokens(tokens, vocab), 1024) if output == "sampled" \
+            else None
+        dist = Distribution("none", tf.distribute.get_strategy())
+        self.trainer = Trainer(self.model, self.optimizer, dist, clip_norm=cfg.clip_norm, jit=jit,
+                               sampled=self.sampled, seed=seed)
+        source = StreamSteps(tokens, batch_size=BATCH, bptt=BPTT)
+        self.trainer.replica_batch = source.replica_batch
+        self.states = self.trainer.zero_states()
+        self.iterator = iter(step_dataset(source, 0))
+        self.step_index = 0
+        element = next(self.iterator)
+        self.probe_failure = self.trainer.probe_jit(element, self.states, 0)
+        self._step(element)  # trace / compile
+        self.losses: list[float] = []
+
+    def _step(self, element) -> float:
+        self.optimizer.learning_rate.assign(20.0)
+        loss_sum, count, _, self.states = self.trainer.step(element, self.states, self.step_index)
+        self.step_index += 1
+        loss_sum, count = float(loss_sum), float(count)  # host sync, as pretrain
+        return loss_sum / count, count
+
+    def run(self, n: int) -> float:
+        """tokens/s over `n` steps."""
+        start, tokens = time.perf_counter(), 0.0
+        for _ in range(n):
+            loss, count = self._step(next(self.iterator))
+            self.losses.append(loss)
+            tokens += count
+        return tokens / (time.perf_counter() - start)
+
+    @property
+    def flops_per_token(self) -> float:
+        flops = float(self.model.flops_per_token())
+        if self.sampled is not None:
+            flops += 2 * UNITS * (self.sampled.num_sampled + 1) - 2 * UNITS * self.model.vocab_size
+        return flops
 
 
-def _sampled_flops(model, sampled) -> float | None:
-    if sampled is None:
-        return None
-    return float(model.flops_per_token() - 2 * UNITS * model.vocab_size + 2 * UNITS * (sampled.num_sampled + 1))
+class _BatchClock(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter())
 
 
-def keras_fit_tokens_per_s(tokens, vocab: int, *, steps: int, warmup: int, seed: int = 0) -> dict:
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((None,), dtype="int32"),
-        keras.layers.Embedding(vocab, EMB),
-        keras.layers.LSTM(UNITS, return_sequences=True),
-        keras.layers.Dropout(0.2),
-        keras.layers.LSTM(UNITS, return_sequences=True),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(vocab),
-    ])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=20.0, global_clipnorm=0.25),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    source = StreamSteps(tokens, batch_size=BATCH, bptt=BPTT)
-    batches = [source.step(0, i)[0] for i in range(warmup + steps)]
-    x = np.concatenate([b[0] for b in batches])
-    y = np.concatenate([b[1] for b in batches])
-    n_warm = warmup * BATCH
-    model.fit(x[:n_warm], y[:n_warm], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-    start = time.perf_counter()
-    model.fit(x[n_warm:], y[n_warm:], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-    elapsed = time.perf_counter() - start
-    return {"tokens_per_s": steps * BATCH * BPTT / elapsed, "jit_compile": str(model.jit_compile)}
+class KerasFitRunner:
+    """A plain Keras `model.fit` of the same architecture on the same windows (steady-state batches timed)."""
+
+    def __init__(self, tokens, vocab: int, *, max_steps: int, seed: int = 0):
+        keras.utils.set_random_seed(seed)
+        self.model = keras.Sequential([
+            keras.Input((None,), dtype="int32"),
+            keras.layers.Embedding(vocab, EMB),
+            keras.layers.LSTM(UNITS, return_sequences=True),
+            keras.layers.Dropout(0.2),
+            keras.layers.LSTM(UNITS, return_sequences=True),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(vocab),
+        ])
+        self.model.compile(optimizer=keras.optimizers.SGD(learning_rate=20.0, global_clipnorm=0.25),
+                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        source = StreamSteps(tokens, batch_size=BATCH, bptt=BPTT)
+        batches = [source.step(0, i)[0] for i in range(max_steps)]
+        self.x = np.concatenate([b[0] for b in batches])
+        self.y = np.concatenate([b[1] for b in batches])
+        self.position = 0
+        self.run(2)  # trace / compile
+
+    def run(self, n: int) -> float:
+        """tokens/s over `n` steady-state fit batches (one fit call of n + 1 batches, the first one not timed)."""
+        rows = (n + 1) * BATCH
+        if self.position + rows > len(self.x):
+            self.position = 0
+        x = self.x[self.position:self.position + rows]
+        y = self.y[self.position:self.position + rows]
+        self.position += rows
+        clock = _BatchClock()
+        self.model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[clock])
+        return (len(clock.times) - 1) * BATCH * BPTT / (clock.times[-1] - clock.times[0])
+
+
+def best_of(runners: dict, rounds: int, steps: int, label: str) -> dict[str, float]:
+    """Interleave the runners round by round (shared-machine noise hits all of them) and keep each one's best."""
+    best = {name: 0.0 for name in runners}
+    for r in range(rounds):
+        for name, runner in runners.items():
+            best[name] = max(best[name], runner.run(steps))
+        print(f"  {label} round {r + 1}/{rounds}: " + ", ".join(f"{k} {v:,.0f}" for k, v in best.items()),
+              flush=True)
+    return best
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=150, help="timed steps per case (10k vocabulary)")
-    parser.add_argument("--sampled-steps", type=int, default=40, help="timed steps per case at 32k")
-    parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (best round counts)")
+    parser.add_argument("--steps", type=int, default=25, help="timed steps per case per round (10k vocabulary)")
+    parser.add_argument("--sampled-rounds", type=int, default=3)
+    parser.add_argument("--sampled-steps", type=int, default=8, help="timed steps per case per round at 32k")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers to this JSON file")
     args = parser.parse_args()
 
     peak = matmul_peak()["flops"]
-    auto_jit, why = decide_jit("auto", gpus=len(tf.config.list_physical_devices("GPU")), mixed_precision="none",
-                               variable_bptt=False, distributed=False)
+    train_cfg = TrainConfig(optimizer="sgd", lr=20.0, clip_norm=0.25, batch_size=BATCH, bptt=BPTT)
+    auto10, why10 = choose_xla(ModelConfig(**MODEL), train_cfg, 10_000, BPTT, BATCH)
+    print(f"peak float32 matmul: {peak / 1e9:.1f} GFLOP/s", flush=True)
+    print(f"jit_compile=auto at 10k: {'XLA' if auto10 else 'graph'} ({why10})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        need = (args.warmup + max(args.steps, args.sampled_steps)) * BATCH * BPTT + BATCH * BPTT * 4
+        n_fit = 2 + args.rounds * (args.steps + 1)
+        need = (4 + args.rounds * args.steps + n_fit) * BATCH * BPTT
         small = zipf_stream(Path(tmp) / "v10k.tokens", need, 10_000)
-        large = zipf_stream(Path(tmp) / "v32k.tokens", need, 32_000, seed=1)
+        runners = {"graph": LlmctlRunner(small, 10_000, jit=False), "xla": LlmctlRunner(small, 10_000, jit=True),
+                   "keras_fit": KerasFitRunner(small, 10_000, max_steps=n_fit)}
+        if runners["xla"].probe_failure:
+            print(f"XLA probe failed: {runners['xla'].probe_failure}", flush=True)
+        best = best_of(runners, args.rounds, args.steps, "10k")
+        ours_name = "xla" if auto10 and not runners["xla"].probe_failure else "graph"
+        ours = best[ours_name]
+        ratio = ours / best["keras_fit"]
+        flops = runners[ours_name].flops_per_token
+        mfu = ours * 3 * flops / peak
+        print(f"llmctl ({ours_name}, the auto choice) {ours:,.0f} tok/s vs keras fit {best['keras_fit']:,.0f}: "
+              f"{ratio:.2f}x   MFU {mfu:.1%} ({3 * flops / 1e6:.1f} MFLOP/token trained)", flush=True)
 
-        print(f"peak float32 matmul: {peak / 1e9:.1f} GFLOP/s; auto XLA: {auto_jit} ({why})", flush=True)
-        graph = llmctl_steps_per_s(small, 10_000, jit=False, steps=args.steps, warmup=args.warmup)
-        print(f"llmctl step, graph:      {graph['tokens_per_s']:8.0f} tok/s", flush=True)
-        xla = llmctl_steps_per_s(small, 10_000, jit=True, steps=args.steps, warmup=args.warmup)
-        print(f"llmctl step, XLA:        {xla['tokens_per_s']:8.0f} tok/s"
-              + (f" (XLA probe failed: {xla['xla_probe_failure']})" if xla["xla_probe_failure"] else ""), flush=True)
-        fit = keras_fit_tokens_per_s(small, 10_000, steps=args.steps, warmup=args.warmup)
-        print(f"keras model.fit:         {fit['tokens_per_s']:8.0f} tok/s (jit_compile={fit['jit_compile']})",
-              flush=True)
-        ours = xla if auto_jit and xla["xla"] else graph
-        ratio = ours["tokens_per_s"] / fit["tokens_per_s"]
-        mfu = ours["tokens_per_s"] * 3 * ours["flops_per_token"] / peak
-        print(f"llmctl (auto) / fit:     {ratio:8.2f}×   MFU {mfu:.1%} "
-              f"({ours['flops_per_token'] / 1e6:.1f} MFLOP/token forward)", flush=True)
-
-        full32 = llmctl_steps_per_s(large, 32_000, jit=auto_jit, steps=args.sampled_steps, warmup=args.warmup)
-        print(f"32k full softmax:        {full32['tokens_per_s']:8.0f} tok/s (XLA {full32['xla']})", flush=True)
-        samp32 = llmctl_steps_per_s(large, 32_000, jit=auto_jit, steps=args.sampled_steps, warmup=args.warmup,
-                                    output="sampled")
-        print(f"32k sampled (1024 neg.): {samp32['tokens_per_s']:8.0f} tok/s (XLA {samp32['xla']})", flush=True)
-        speedup = samp32["tokens_per_s"] / full32["tokens_per_s"]
-        print(f"sampled / full softmax:  {speedup:8.2f}×", flush=True)
+        samp_cfg = ModelConfig(**MODEL, output="sampled", sampled_negatives=1024)
+        auto_full, _ = choose_xla(ModelConfig(**MODEL), train_cfg, 32_000, BPTT, BATCH)
+        large = zipf_stream(Path(tmp) / "v32k.tokens", (6 + args.sampled_rounds * args.sampled_steps) * BATCH * BPTT
+                            + BATCH * BPTT * 4, 32_000, seed=1)
+        sampled_counts = SampledSoftmax(SampledSoftmax.count_tokens(large, 32_000), 1024)
+        auto_samp, _ = choose_xla(samp_cfg, train_cfg, 32_000, BPTT, BATCH, sampled_counts)
+        big = {"full": LlmctlRunner(large, 32_000, jit=auto_full),
+               "sampled": LlmctlRunner(large, 32_000, jit=auto_samp, output="sampled")}
+        best32 = best_of(big, args.sampled_rounds, args.sampled_steps, "32k")
+        speedup = best32["sampled"] / best32["full"]
+        print(f"32k sampled softmax (1024 negatives) vs full: {speedup:.2f}x "
+              f"(full XLA {big['full'].trainer.jit}, sampled XLA {big['sampled'].trainer.jit})", flush=True)
 
     result = {
-        "train_tokens_per_s": round(ours["tokens_per_s"], 1),
+        "train_tokens_per_s": round(ours, 1),
         "train_vs_keras_fit": round(ratio, 3),
         "mfu": round(mfu, 4),
         "sampled_softmax_speedup": round(speedup, 2),
-        "train_tokens_per_s_graph": round(graph["tokens_per_s"], 1),
-        "train_tokens_per_s_xla": round(xla["tokens_per_s"], 1),
-        "keras_fit_tokens_per_s": round(fit["tokens_per_s"], 1),
-        "keras_fit_jit_compile": fit["jit_compile"],
-        "auto_xla": bool(auto_jit and xla["xla"]),
-        "full_softmax_32k_tokens_per_s": round(full32["tokens_per_s"], 1),
-        "sampled_softmax_32k_tokens_per_s": round(samp32["tokens_per_s"], 1),
-        "sampled_softmax_xla": samp32["xla"],
+        "train_tokens_per_s_graph": round(best["graph"], 1),
+        "train_tokens_per_s_xla": round(best["xla"], 1),
+        "keras_fit_tokens_per_s": round(best["keras_fit"], 1),
+        "auto_choice": ours_name,
+        "auto_reason": why10,
+        "full_softmax_32k_tokens_per_s": round(best32["full"], 1),
+        "sampled_softmax_32k_tokens_per_s": round(best32["sampled"], 1),
+        "sampled_softmax_xla": big["sampled"].trainer.jit,
         "peak_gflops": round(peak / 1e9, 1),
-        "flops_per_token_forward": ours["flops_per_token"],
+        "train_flops_per_token": 3 * flops,
         "setup": {"model": "emb 200, 2x200 LSTM, dropout 0.2", "vocab": 10_000, "batch": BATCH, "bptt": BPTT,
-                  "optimizer": "SGD lr 20, clip 0.25", "data": "Zipf(1.1) uint16 memmap", "timed_steps": args.steps},
+                  "optimizer": "SGD lr 20, clip 0.25", "data": "Zipf(1.1) uint16 memmap",
+                  "rounds": args.rounds, "steps_per_round": args.steps},
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -47,7 +47,8 @@ def open_run(exp) -> InferenceRun:
         tokenizer = load_tokenizer(run.tokenizer)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"cannot load the tokenizer of {run.root}: {str(exc).splitlines()[0]}",
-                            hint="the run directory is incomplete; copy its tokenizer/ back or train it again") from None
+                            hint="the run directory is incomplete; copy its tokenizer/ back or train it "
+                                 "again") from None
     normalizer = Normalizer(saved.data.normalize)
     combined = dataset_fingerprint(tokenizer.fingerprint(), normalizer.settings())
     recorded = info.get("tokenizer_fingerprint") or combined

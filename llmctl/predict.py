@@ -71,10 +71,10 @@ def run(exp, reporter: Reporter | None = None, texts: Sequence[str] | None = Non
     probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probs /= probs.sum(axis=-1, keepdims=True)
     predictions: list[dict[str, Any]] = []
-    for text, row in zip(texts, probs):
+    for text, row in zip(texts, probs, strict=True):
         best = int(row.argmax())
         predictions.append({"text": text, "label": names[best], "probability": float(row[best]),
-                            "probabilities": {name: float(p) for name, p in zip(names, row)}})
+                            "probabilities": {name: float(p) for name, p in zip(names, row, strict=True)}})
     lines = [json.dumps(p, ensure_ascii=False) for p in predictions] if as_json else []
     return Result(title=f"predict: {run_dir.root.name}", lines=lines,
                   values={"run": str(run_dir.root), "checkpoint": loaded.get("checkpoint"), "labels": names,

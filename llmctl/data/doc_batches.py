@@ -69,7 +69,7 @@ def pad_batch(docs: Documents, index: np.ndarray, max_length: int) -> np.ndarray
     lengths = docs.lengths[index]
     width = padded_length(int(lengths.max()) if lengths.size else 1, max_length)
     out = np.full((len(index), width), PAD_ID, dtype=np.int32)
-    for row, (start, length) in enumerate(zip(docs.starts[index], lengths)):
+    for row, (start, length) in enumerate(zip(docs.starts[index], lengths, strict=True)):
         n = min(int(length), width)
         out[row, :n] = docs.tokens[start:start + n]
     return out

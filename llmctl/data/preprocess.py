@@ -3,15 +3,18 @@
 Passes over the inputs (each streams; the corpus is never held in memory):
 
 1. **inspect** — size + sha256 of every source file, refusing empty, binary (NUL) and, under `strict`, undecodable
-   files. These hashes and the settings form the *build key*: if the dataset on disk has the same key, the run is a
-   no-op that says so (`force` rebuilds).
+   files, and checking the columns/fields of table and JSONL files on their first record. The hashes and the
+   settings form the *build key*: if the dataset on disk has the same key, the run is a no-op that says so
+   (`force` rebuilds).
 2. **scan** — read and normalise every record: validates fields/columns/labels before anything is written and
    counts documents and characters, which the split needs.
 3. **train** — train the tokenizer on the train split (skipped with `tokenizer.from`).
 4. **encode** — encode every document into `<split>.tokens` through `SplitWriter`, gathering the report's counts.
 
 Everything is written into a temporary sibling of `data.dir` that is renamed into place at the very end
-(`atomic.directory`), so a killed run never leaves a directory that `Dataset` accepts.
+(`atomic.directory`), so a killed run never leaves a directory that `Dataset` accepts; the next run removes such
+leftovers. Large corpora use both cores: char encodes with numpy, bpe with the Rust batch encoder's threads, word in
+worker processes (`data.workers`).
 
 Splits when `data.valid` / `data.test` are not given as files (`data.split`):
 
@@ -162,6 +165,8 @@ def _plan(exp, reporter: Reporter) -> Plan:
                 meter.update(0)
                 if opts.errors == "strict" and infos[-1].bad_offset is not None:
                     raise src.decode_error(spec.path, opts.encoding, infos[-1].bad_offset)
+                if spec.format != "text":  # columns/fields are checked on the first record, before long passes
+                    next(src.read_records(spec, opts, info=infos[-1]), None)
             single_stream = (data.task == "lm" and data.documents == "file" and len(files) == 1
                              and files[0].format == "text")
             groups[name] = Group(name=name, files=files, infos=infos, eos=not single_stream)

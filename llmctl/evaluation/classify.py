@@ -118,7 +118,7 @@ def evaluate_classifier(exp, run: RunDir, reporter) -> Result:
                        int(report.support.sum())]],
                    columns=("class", "precision", "recall", "F1", "support"))
     reporter.table(f"{run.root.name}: {split} confusion (rows = reference, columns = predicted)",
-                   [[name, *map(int, row)] for name, row in zip(names, report.confusion)],
+                   [[name, *map(int, row)] for name, row in zip(names, report.confusion, strict=True)],
                    columns=("", *names))
     confusion_png(report.confusion, names, run.confusion_plot,
                   title=f"{run.root.name} — {split} (accuracy {report.accuracy:.1%})")

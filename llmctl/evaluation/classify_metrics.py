@@ -61,7 +61,7 @@ class ClassReport:
 
     def per_class(self, names: Sequence[str]) -> list[dict[str, Any]]:
         return [{"label": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                for name, p, r, f, s in zip(names, self.precision, self.recall, self.f1, self.support)]
+                for name, p, r, f, s in zip(names, self.precision, self.recall, self.f1, self.support, strict=True)]
 
 
 def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:

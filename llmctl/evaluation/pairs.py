@@ -92,12 +92,12 @@ def evaluate_pairs(exp, run: RunDir, reporter) -> Result:
         outputs = decoder(prefixes)
         hyps = [tokenizer.decode(o) for o in outputs]
         refs = [tokenizer.decode(r) for r in references]
-        exact = float(np.mean([o == r for o, r in zip(outputs, references)]))
+        exact = float(np.mean([o == r for o, r in zip(outputs, references, strict=True)]))
         bleu, chrf = BLEU(effective_order=True), CHRF()
         values.update(exact_match=exact, bleu=float(bleu.corpus_score(hyps, [refs]).score),
                       chrf=float(chrf.corpus_score(hyps, [refs]).score),
                       bleu_signature=str(bleu.get_signature()), chrf_signature=str(chrf.get_signature()))
-        for prefix, ref, hyp in list(zip(prefixes, refs, hyps))[:SHOWN_EXAMPLES]:
+        for prefix, ref, hyp in list(zip(prefixes, refs, hyps, strict=True))[:SHOWN_EXAMPLES]:
             examples.append({"prompt": tokenizer.decode(prefix[1:-1]), "reference": ref, "output": hyp})
         reporter.table(f"{run.root.name}: {split} examples (greedy)",
                        [[e["prompt"], e["reference"], e["output"]] for e in examples],

@@ -43,67 +43,89 @@ def run(exp, *, reporter: Reporter | None = None) -> Result:
 
     from llmctl.export import checks as checks_mod
     from llmctl.export import manifest as manifest_mod
-    from llmctl.export import modules, saved_model, tflite
     from llmctl.export.source import load_source
 
     source = load_source(exp)
-    model, kind = source.model, source.kind
     artifacts: dict[str, Any] = {}
     checks: dict[str, Any] = {}
     with atomic.directory(plan.out, replace=plan.overwrite) as tmp:
-        # byte-identical to the run's tokenizer (its fingerprint was checked by load_source)
-        shutil.copytree(plan.run.tokenizer, tmp / "tokenizer", ignore=shutil.ignore_patterns(atomic.TMP_PREFIX + "*"))
-        if source.labels is not None:
-            atomic.write_json(tmp / "labels.json", source.labels)
-        stopwords = manifest_mod.stopwords_text(source.normalizer)
-        if stopwords is not None:
-            atomic.write_text(tmp / manifest_mod.STOPWORDS_FILE, stopwords)
-
+        _write_side_files(tmp, source)
         if "saved_model" in plan.formats:
             reporter.info("export: writing the SavedModel")
-            if kind == "classify":
-                module = modules.ClassifierModule(model, max_length=source.max_length)
-            else:
-                module = modules.LanguageModelModule(model, eos_id=manifest_mod.SPECIAL_TOKENS["eos"],
-                                                     pad_id=manifest_mod.SPECIAL_TOKENS["pad"])
-            signatures = saved_model.write(module, tmp / "saved_model")
-            checks["saved_model"] = (checks_mod.saved_model_classifier(tmp / "saved_model", model, source.max_length)
-                                     if kind == "classify" else checks_mod.saved_model_lm(tmp / "saved_model", model))
-            artifacts["saved_model"] = {"path": "saved_model", "signatures": signatures,
-                                        "bytes": manifest_mod.total_bytes(tmp, "saved_model")}
-
-        if plan.tflite_variants:
-            (name, fn), = modules.tflite_functions(model, kind, max_length=source.max_length).items()
-            for quantize in plan.tflite_variants:
-                suffix = tflite.QUANTIZE_SUFFIX[quantize]
-                reporter.info(f"export: converting `{name}` to TFLite ({suffix})")
-                content = tflite.convert(fn, name, quantize=quantize, workdir=tmp)
-                filename = f"{name}.{suffix}.tflite"
-                (tmp / filename).write_bytes(content)
-                checks[f"tflite_{suffix}"] = (checks_mod.tflite_classifier(content, model, source.max_length)
-                                              if kind == "classify" else checks_mod.tflite_step(content, model))
-                artifacts.setdefault("tflite", []).append({
-                    "path": filename, "signature": name, "weights": suffix, "batch_size": 1,
-                    **({"sequence_length": source.max_length} if kind == "classify" else {}),
-                    "io": tflite.signature_io(content)[name], "ops": tflite.model_ops(content),
-                    "bytes": len(content)})
-
+            artifacts["saved_model"], checks["saved_model"] = _write_saved_model(tmp, source)
+        for quantize in plan.tflite_variants:
+            artifact, checks[f"tflite_{_weights(quantize)}"] = _write_tflite(tmp, source, quantize, reporter)
+            artifacts.setdefault("tflite", []).append(artifact)
         bad = checks_mod.failures(checks)
         if bad:
             raise ArtifactError(f"exported artifacts disagree with the Keras model ({', '.join(bad)})",
                                 hint="nothing was written; rerun with --debug and report it")
         manifest = manifest_mod.build(source, folder=tmp, artifacts=artifacts, checks=checks)
         atomic.write_json(tmp / MANIFEST, manifest)
+    return _result(plan, source, manifest, time.perf_counter() - started)
 
-    seconds = time.perf_counter() - started
-    values: dict[str, Any] = {"export_dir": str(plan.out), "kind": kind, "checkpoint": source.checkpoint["path"],
-                              "seconds": round(seconds, 2)}
+
+def _weights(quantize: str) -> str:
+    from llmctl.export.tflite import QUANTIZE_SUFFIX
+
+    return QUANTIZE_SUFFIX[quantize]
+
+
+def _write_side_files(tmp, source) -> None:
+    """tokenizer/ (byte-identical to the run's; its fingerprint was checked), labels.json, stopwords.txt."""
+    from llmctl.export import manifest as manifest_mod
+
+    shutil.copytree(source.run.tokenizer, tmp / "tokenizer", ignore=shutil.ignore_patterns(atomic.TMP_PREFIX + "*"))
+    if source.labels is not None:
+        atomic.write_json(tmp / "labels.json", source.labels)
+    stopwords = manifest_mod.stopwords_text(source.normalizer)
+    if stopwords is not None:
+        atomic.write_text(tmp / manifest_mod.STOPWORDS_FILE, stopwords)
+
+
+def _write_saved_model(tmp, source) -> tuple[dict[str, Any], dict[str, Any]]:
+    from llmctl.data.tokenizers import EOS_ID, PAD_ID
+    from llmctl.export import checks, modules, saved_model
+    from llmctl.export.manifest import total_bytes
+
+    path = tmp / "saved_model"
+    if source.kind == "classify":
+        signatures = saved_model.write(modules.ClassifierModule(source.model, max_length=source.max_length), path)
+        check = checks.saved_model_classifier(path, source.model, source.max_length)
+    else:
+        signatures = saved_model.write(modules.LanguageModelModule(source.model, eos_id=EOS_ID, pad_id=PAD_ID), path)
+        check = checks.saved_model_lm(path, source.model)
+    return {"path": path.name, "signatures": signatures, "bytes": total_bytes(tmp, path.name)}, check
+
+
+def _write_tflite(tmp, source, quantize: str, reporter: Reporter) -> tuple[dict[str, Any], dict[str, Any]]:
+    from llmctl.export import checks, modules, tflite
+
+    (name, fn), = modules.tflite_functions(source.model, source.kind, max_length=source.max_length).items()
+    weights = _weights(quantize)
+    reporter.info(f"export: converting `{name}` to TFLite ({weights})")
+    content = tflite.convert(fn, name, quantize=quantize, workdir=tmp)
+    filename = f"{name}.{weights}.tflite"
+    (tmp / filename).write_bytes(content)  # inside the temporary export folder, renamed as a whole
+    if source.kind == "classify":
+        check = checks.tflite_classifier(content, source.model, source.max_length)
+    else:
+        check = checks.tflite_step(content, source.model)
+    artifact = {"path": filename, "signature": name, "weights": weights, "batch_size": 1,
+                **({"sequence_length": source.max_length} if source.kind == "classify" else {}),
+                "io": tflite.signature_io(content)[name], "ops": tflite.model_ops(content), "bytes": len(content)}
+    return artifact, check
+
+
+def _result(plan, source, manifest: dict[str, Any], seconds: float) -> Result:
+    values: dict[str, Any] = {"export_dir": str(plan.out), "kind": source.kind,
+                              "checkpoint": source.checkpoint["path"], "seconds": round(seconds, 2)}
     for path, size in manifest["files"].items():
         if path.endswith(".tflite"):
             values[f"{path} bytes"] = size
-    if "saved_model" in artifacts:
-        values["saved_model bytes"] = artifacts["saved_model"]["bytes"]
-    for artifact, numbers in checks.items():
+    if "saved_model" in manifest["artifacts"]:
+        values["saved_model bytes"] = manifest["artifacts"]["saved_model"]["bytes"]
+    for artifact, numbers in manifest["checks"].items():
         for key, value in numbers.items():
             values[f"{artifact}.{key}"] = value
     values["manifest"] = manifest

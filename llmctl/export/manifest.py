@@ -11,6 +11,7 @@ from typing import Any
 
 from llmctl import __version__
 from llmctl.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, SEP_ID, UNK_ID
+from llmctl.export.graphs import state_names
 from llmctl.export.plan import FORMAT
 from llmctl.export.source import ExportSource, summary_metrics
 
@@ -41,7 +42,7 @@ def build(source: ExportSource, *, folder: Path, artifacts: dict[str, Any], chec
         "normalize": normalize_section(source.normalizer),
         "model": _model_config(source),
         "state": {"layers": encoder.num_layers, "units": encoder.units, "dtype": "float32", "initial": "zeros",
-                  "order": [f"{k}{i}" for i in range(encoder.num_layers) for k in ("h", "c")]},
+                  "order": state_names(encoder.num_layers)},
         "metrics": summary_metrics(source.summary),
         "artifacts": artifacts,
         "checks": checks,
@@ -72,14 +73,16 @@ def stopwords_text(normalizer) -> str | None:
 
 
 def _model_config(source: ExportSource) -> dict[str, Any]:
-    cfg = source.exp.model
-    out: dict[str, Any] = {"architecture": "embedding-lstm-dense", "vocab_size": source.tokenizer.vocab_size,
-                           "embedding_dim": cfg.embedding_dim, "layers": cfg.layers, "units": cfg.units,
-                           "tie_embeddings": cfg.tie_embeddings}
+    """Read off the loaded model itself (a fine-tuned run may have adopted its parent's architecture)."""
+    model = source.model
+    encoder = model.encoder if source.kind == "classify" else model
+    out: dict[str, Any] = {"architecture": "embedding-lstm-dense", "vocab_size": encoder.vocab_size,
+                           "embedding_dim": encoder.embedding_dim, "layers": encoder.num_layers,
+                           "units": encoder.units, "tie_embeddings": bool(encoder.tie_embeddings)}
     if source.kind == "classify":
-        ft = source.exp.finetune
-        out.update(architecture="embedding-lstm-pool-dense", num_classes=len(source.labels), pooling=ft.pooling,
-                   head_units=ft.head_units, max_length=ft.max_length)
+        out.update(architecture="embedding-lstm-pool-dense", num_classes=model.num_classes, pooling=model.pooling,
+                   head_units=model.head_units, max_length=source.max_length)
+        del out["tie_embeddings"]
     return out
 
 

@@ -62,8 +62,8 @@ class Generation:
     @property
     def new_tokens(self) -> int:
         """Tokens produced by the model (EOS included), over every prompt and hypothesis."""
-        return sum(len(seq) + (reason == "eos") for seqs, reasons in zip(self.sequences, self.finish)
-                   for seq, reason in zip(seqs, reasons))
+        return sum(len(seq) + (reason == "eos") for seqs, reasons in zip(self.sequences, self.finish, strict=True)
+                   for seq, reason in zip(seqs, reasons, strict=True))
 
 
 class Decoder:
@@ -133,7 +133,7 @@ class Decoder:
         model = self.model
         x = model.embedding(tokens)
         new_states = []
-        for lstm, (h, c) in zip(model.lstms, states):
+        for lstm, (h, c) in zip(model.lstms, states, strict=True):
             x, (h, c) = lstm.cell(x, [h, c], training=False)
             new_states.append((h, c))
         logits = model.project(x[:, None, :])[:, 0]
@@ -144,7 +144,7 @@ class Decoder:
         x = model.embedding(tokens)
         states = []
         zeros = model.initial_state(tf.shape(tokens)[0])
-        for lstm, (h0, c0) in zip(model.lstms, zeros):
+        for lstm, (h0, c0) in zip(model.lstms, zeros, strict=True):
             x, h, c = lstm(x, initial_state=[h0, c0], mask=mask, training=False)
             states.append((h, c))
         logits = model.project(x[:, -1:, :])[:, 0]

@@ -136,7 +136,7 @@ def run(exp, reporter: Reporter | None = None, prompts: list[str] | None = None,
             text_of = None
         new_tokens += result.new_tokens
         for k, i in enumerate(group):
-            for rank, (seq, reason) in enumerate(zip(result.sequences[k], result.finish[k])):
+            for rank, (seq, reason) in enumerate(zip(result.sequences[k], result.finish[k], strict=True)):
                 text, stopped = cut_at_stop(continuation(opened.tokenizer, group_ids[k], seq), gen.stop)
                 record: dict[str, Any] = {"index": i, "prompt": texts[i], "text": text_of or text,
                                           "tokens": len(seq), "finish_reason": "stop" if stopped else reason,

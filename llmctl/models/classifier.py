@@ -147,7 +147,7 @@ def copy_encoder_weights(source: LSTMLanguageModel, target: SequenceClassifier) 
     if len(source.lstms) != len(target.encoder.lstms):
         raise ValueError(f"parent has {len(source.lstms)} LSTM layers, classifier {len(target.encoder.lstms)}")
     target.encoder.embedding.set_weights(source.embedding.get_weights())
-    for src, dst in zip(source.lstms, target.encoder.lstms):
+    for src, dst in zip(source.lstms, target.encoder.lstms, strict=True):
         dst.set_weights(src.get_weights())
 
 
@@ -161,7 +161,7 @@ class ClassifierPredictor:
         self._fn = tf.function(lambda tokens: model(tokens, training=False),
                                input_signature=[tf.TensorSpec([None, None], tf.int32)], reduce_retracing=True)
 
-    def logits(self, docs) -> "np.ndarray":
+    def logits(self, docs):
         """float32 [N, classes] for a `doc_batches.Documents`, in document order."""
         import numpy as np
 

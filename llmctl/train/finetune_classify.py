@@ -39,7 +39,7 @@ def check_labelled(ds) -> list[str]:
 
 def check_class_counts(counts: np.ndarray, names: list[str], minimum: int) -> None:
     """Refuse a class with fewer than `minimum` training examples."""
-    for name, count in zip(names, counts):
+    for name, count in zip(names, counts, strict=True):
         if count < minimum:
             raise DataError(f"class {name!r} has {int(count)} training example(s), fewer than "
                             f"finetune.min_class_examples={minimum}",
@@ -166,9 +166,9 @@ def run(exp, reporter: Reporter, parent) -> Result:
         ("run", str(run_dir.root)), ("dataset", f"{ds.root} ({len(train):,} train / {len(valid):,} valid docs)"),
         ("model", described), ("head", f"pooling {ft.pooling}, {ft.head_units} hidden units, dropout "
                                        f"{ft.head_dropout}; {model.count_params():,} parameters"),
-        ("classes", ", ".join(f"{n} ({c:,})" for n, c in zip(names, counts))),
+        ("classes", ", ".join(f"{n} ({c:,})" for n, c in zip(names, counts, strict=True))),
         ("class weights", ft.class_weights if ft.class_weights == "none" else
-         ", ".join(f"{n}: {w:.3g}" for n, w in zip(names, weights)))])
+         ", ".join(f"{n}: {w:.3g}" for n, w in zip(names, weights, strict=True)))])
 
     log, write_row = doc_run.log_writer(run_dir, start["step"] if start else None, perplexity=False)
 

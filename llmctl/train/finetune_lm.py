@@ -23,7 +23,7 @@ def extend_weights(parent_model, model, old_vocab: int) -> None:
     in the embedding and the output layer start at the mean of the parent's rows."""
     new_rows = model.vocab_size - old_vocab
     model.embedding.embeddings.assign(parent_mod.extend_rows(parent_model.embedding.embeddings.numpy(), new_rows))
-    for src, dst in zip(parent_model.lstms, model.lstms):
+    for src, dst in zip(parent_model.lstms, model.lstms, strict=True):
         dst.set_weights(src.get_weights())
     if model.projection is not None:
         model.projection.set_weights(parent_model.projection.get_weights())

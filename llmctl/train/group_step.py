@@ -46,11 +46,11 @@ class GroupStepper:
         self._steps: dict[tuple[bool, ...], Any] = {}
 
     def set_lr(self, base_lr: float) -> None:
-        for optimizer, multiplier in zip(self.optimizers, self.multipliers):
+        for optimizer, multiplier in zip(self.optimizers, self.multipliers, strict=True):
             inner_optimizer(optimizer).learning_rate.assign(base_lr * multiplier)
 
     def group_lrs(self, base_lr: float) -> dict[str, float]:
-        return {name: base_lr * m for name, m in zip(self.names, self.multipliers)}
+        return {name: base_lr * m for name, m in zip(self.names, self.multipliers, strict=True)}
 
     def step(self, trainable: Sequence[bool], *batch):
         """One optimizer step on `batch` updating the groups marked trainable; returns (loss, gradient norm)."""
@@ -72,13 +72,13 @@ class GroupStepper:
             with tf.GradientTape() as tape:
                 loss = self.loss_fn(*batch, training=True)
             grads = tape.gradient(loss, flat)
-            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, flat)]
+            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, flat, strict=True)]
             if self.clip_norm:
                 grads, norm = tf.clip_by_global_norm(grads, self.clip_norm)
             else:
                 norm = tf.linalg.global_norm(grads)
             start = 0
-            for i, size in zip(active, sizes):
+            for i, size in zip(active, sizes, strict=True):
                 self.optimizers[i].apply(grads[start:start + size], self.variables[i])
                 start += size
             return loss, norm
@@ -87,4 +87,4 @@ class GroupStepper:
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """The optimizers by group name, for a `tf.train.Checkpoint`."""
-        return {f"optimizer_{name}": opt for name, opt in zip(self.names, self.optimizers)}
+        return {f"optimizer_{name}": opt for name, opt in zip(self.names, self.optimizers, strict=True)}

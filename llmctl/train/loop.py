@@ -38,8 +38,9 @@ from llmctl.models.lstm_lm import flatten_states, unflatten_states  # noqa: E402
 
 
 def decide_jit(setting, *, gpus: int, mixed_precision: str, variable_bptt: bool, distributed: bool
-               ) -> tuple[bool, str]:
-    """(use XLA?, why) for `train.jit_compile`. `auto` still gets probed (`Trainer.probe_jit`) before it is used."""
+               ) -> tuple[bool | None, str]:
+    """(use XLA?, why) for `train.jit_compile`; None = measure it (`llmctl.train.xla_choice.choose_xla`): `auto` on
+    a single CPU device in float32. A chosen XLA step is still probed (`Trainer.probe_jit`) before it is used."""
     if setting is True:
         return True, "train.jit_compile=true"
     if setting is False:
@@ -52,7 +53,7 @@ def decide_jit(setting, *, gpus: int, mixed_precision: str, variable_bptt: bool,
         return False, "auto: variable bptt changes the window length every batch (XLA would recompile each)"
     if distributed:
         return False, "auto: distributed steps keep the collectives outside XLA; the step runs as a graph"
-    return True, "auto: XLA on CPU (measured faster than the plain graph for this model family)"
+    return None, "auto: measure XLA against the graph step on this CPU"
 
 
 # ---------------------------------------------------------------- losses

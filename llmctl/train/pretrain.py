@@ -236,14 +236,19 @@ class PretrainSession:
             self.optimizer = build_optimizer(cfg, mixed_precision=cfg.mixed_precision)
             self.optimizer.build(self.model.trainable_variables)
 
-        jit, why = decide_jit(cfg.jit_compile, gpus=gpus, mixed_precision=cfg.mixed_precision,
-                              variable_bptt=cfg.variable_bptt, distributed=self.dist.distributed)
-        self.jit_reason = why
         sampled = None
         if exp.model.output == "sampled":
             counts = SampledSoftmax.count_tokens(self.train_tokens, self.ds.vocab_size)
             sampled = SampledSoftmax(counts, exp.model.sampled_negatives)
         self.sampled = sampled
+        jit, why = decide_jit(cfg.jit_compile, gpus=gpus, mixed_precision=cfg.mixed_precision,
+                              variable_bptt=cfg.variable_bptt, distributed=self.dist.distributed)
+        if jit is None:
+            from llmctl.train.xla_choice import choose_xla
+
+            jit, why = choose_xla(exp.model, cfg, self.ds.vocab_size, self.steps.fixed_width or cfg.bptt,
+                                  self.steps.replica_batch, sampled)
+        self.jit_reason = why
         self.trainer = Trainer(self.model, self.optimizer, self.dist, clip_norm=cfg.clip_norm,
                                carry_state=self.steps.carry_state, jit=jit, sampled=sampled, seed=exp.run.seed)
         self.trainer.replica_batch = self.steps.replica_batch
@@ -352,7 +357,8 @@ class PretrainSession:
         decayed = self.schedule.on_evaluation(loss)
         self.log.log("valid", step=p.step, epoch=p.epoch, tokens=p.tokens, elapsed_s=p.train_time, loss=loss,
                      lr=self._lr())
-        self.reporter.metrics("valid", {"step": p.step, "epoch": p.epoch + 1, "loss": loss,
+        epochs_done = p.epoch + p.epoch_step / max(self.steps.steps(p.epoch), 1)
+        self.reporter.metrics("valid", {"step": p.step, "epochs": round(epochs_done, 2), "loss": loss,
                                         "ppl": result.perplexity, "bits": result.bits_per_token,
                                         "best": p.best_valid, **({"lr_decayed": True} if decayed else {})})
         if decayed:

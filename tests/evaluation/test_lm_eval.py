@@ -40,8 +40,19 @@ def tokens():
     return ids.astype(np.uint16)
 
 
+_CACHE: dict = {}
+
+
 def brute_force(model, tokens, columns, *, context="carry", bptt=None):
     """Per-token sums over the stream-column layout, each column run as whole sequences (float64 softmax)."""
+    key = (id(model), columns, context, bptt)
+    if key not in _CACHE:
+        _CACHE[key] = _brute_force(model, tokens, columns, context, bptt)
+    return _CACHE[key]
+
+
+def _brute_force(model, tokens, columns, context, bptt):
+    forward = tf.function(lambda x: model(x, model.initial_state(1))[0], reduce_retracing=True)
     layout = StreamLayout(len(tokens), columns)
     totals = np.zeros(5)
     for c in range(columns):
@@ -50,8 +61,7 @@ def brute_force(model, tokens, columns, *, context="carry", bptt=None):
         y = np.asarray(tokens[start + 1:start + length + 1], np.int64)
         pieces = [(0, length)] if context == "carry" else [(s, min(bptt, length - s)) for s in range(0, length, bptt)]
         for s, n in pieces:
-            logits, _ = model(tf.constant(x[None, s:s + n]), model.initial_state(1))
-            z = logits.numpy()[0].astype(np.float64)
+            z = forward(tf.constant(x[None, s:s + n])).numpy()[0].astype(np.float64)
             logp = z - z.max(axis=-1, keepdims=True)
             logp -= np.log(np.exp(logp).sum(axis=-1, keepdims=True))
             target = y[s:s + n]

@@ -58,6 +58,8 @@ def test_step_float32_greedy_equals_keras_greedy(lm_export, lm_model, lm_tokeniz
     for _ in range(40):
         token = int(np.argmax(out["logits"][0]))
         new.append(token)
+        if token == 3:  # <eos>
+            break
         out = runner(token_id=np.array([token], np.int32), **state)
         state = {n: out[n] for n in STATE_NAMES}
     assert new == keras_greedy(lm_model, prompt, 40)

@@ -33,7 +33,7 @@ def test_tied_projection_model_exports_with_parity(tied):
     run, model, tokenizer = tied
     assert model.projection is not None and model.head is None
     manifest = read_manifest(run.export)
-    assert manifest["kind"] == "pairs" and manifest["source"]["checkpoint"]["which"] == "model.keras"
+    assert manifest["kind"] == "pairs" and manifest["source"]["checkpoint"]["path"].endswith("model.keras")
     assert manifest["prompt"] == {"template": "<bos> {prompt} <sep>", "prefix_ids": [2], "suffix_ids": [4],
                                   "empty_prompt_ids": [2, 4], "stop_id": 3}
     assert manifest["state"]["order"] == ["h0", "c0"] and manifest["model"]["tie_embeddings"] is True

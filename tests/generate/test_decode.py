@@ -81,7 +81,7 @@ def test_ragged_prefill_equals_each_prompt_alone(model):
     for row, prompt in enumerate(PROMPTS):
         alone, alone_states = model(tf.constant([prompt]), model.initial_state(1))
         np.testing.assert_allclose(logits[row].numpy(), alone[0, -1].numpy(), atol=1e-5, rtol=0)
-        for (h, c), (h1, c1) in zip(states, alone_states):
+        for (h, c), (h1, c1) in zip(states, alone_states, strict=True):
             np.testing.assert_allclose(h[row].numpy(), h1[0].numpy(), atol=1e-5, rtol=0)
             np.testing.assert_allclose(c[row].numpy(), c1[0].numpy(), atol=1e-5, rtol=0)
 
@@ -100,7 +100,7 @@ def test_greedy_in_graph_equals_python_loop(jit):
 def test_repetition_penalty_and_min_new_tokens_match_reference():
     model = make_model(seed=5, eos_bias=3.0)  # EOS dominates: without min_new_tokens it ends at once
     plain = Decoder(model).generate(PROMPTS[:2], 20)
-    assert all(seq == [[]] and reason == ["eos"] for seq, reason in zip(plain.sequences, plain.finish))
+    assert all(seq == [[]] and reason == ["eos"] for seq, reason in zip(plain.sequences, plain.finish, strict=True))
     decoder = Decoder(model, repetition_penalty=1.8, min_new_tokens=6)
     out = decoder.generate(PROMPTS, 20)
     for i, prompt in enumerate(PROMPTS):

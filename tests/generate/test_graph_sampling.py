@@ -10,7 +10,12 @@ from llmctl.tfenv import import_tf
 tf = import_tf()
 
 from llmctl.generate.graph_sampling import (  # noqa: E402
-    GraphSampler, categorical_draw, nucleus_filter, ordered_keys, row_uniforms)
+    GraphSampler,
+    categorical_draw,
+    nucleus_filter,
+    ordered_keys,
+    row_uniforms,
+)
 from llmctl.generate.samplers import TOP_P_TOLERANCE, apply_top_p  # noqa: E402
 
 

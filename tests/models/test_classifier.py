@@ -21,9 +21,9 @@ ENCODER = {"vocab_size": 30, "embedding_dim": 8, "num_layers": 2, "units": 6, "e
 
 
 def _manual(hidden, lengths):
-    last = np.stack([h[n - 1] if n else np.zeros(h.shape[1]) for h, n in zip(hidden, lengths)])
-    mean = np.stack([h[:n].mean(0) if n else np.zeros(h.shape[1]) for h, n in zip(hidden, lengths)])
-    high = np.stack([h[:n].max(0) if n else np.zeros(h.shape[1]) for h, n in zip(hidden, lengths)])
+    last = np.stack([h[n - 1] if n else np.zeros(h.shape[1]) for h, n in zip(hidden, lengths, strict=True)])
+    mean = np.stack([h[:n].mean(0) if n else np.zeros(h.shape[1]) for h, n in zip(hidden, lengths, strict=True)])
+    high = np.stack([h[:n].max(0) if n else np.zeros(h.shape[1]) for h, n in zip(hidden, lengths, strict=True)])
     return {"last": last, "mean": mean, "max": high, "concat": np.concatenate([last, mean, high], -1)}
 
 

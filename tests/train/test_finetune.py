@@ -114,8 +114,8 @@ def test_frozen_groups_do_not_change():
     for _ in range(3):
         stepper.step((False, True), *batch)
     after = [w.numpy() for w in low.weights + high.weights]
-    assert all(np.array_equal(a, b) for a, b in zip(before[:2], after[:2]))   # low: frozen
-    assert not any(np.array_equal(a, b) for a, b in zip(before[2:], after[2:]))  # high: trained
+    assert all(np.array_equal(a, b) for a, b in zip(before[:2], after[:2], strict=True))   # low: frozen
+    assert not any(np.array_equal(a, b) for a, b in zip(before[2:], after[2:], strict=True))  # high: trained
 
 
 def test_sgd_updates_scale_with_the_group_multiplier():
@@ -127,7 +127,7 @@ def test_sgd_updates_scale_with_the_group_multiplier():
     before = [v.numpy().copy() for v in variables]
     stepper.set_lr(0.1)
     stepper.step((True, True), *batch)
-    for i, (v, b, g) in enumerate(zip(variables, before, grads)):
+    for i, (v, b, g) in enumerate(zip(variables, before, grads, strict=True)):
         lr = 0.1 * (0.25 if i < 2 else 1.0)
         assert np.allclose(v.numpy(), b - lr * g, atol=1e-6)
 

@@ -156,7 +156,21 @@ def test_sampled_softmax_trains_and_full_softmax_evaluates(char_tokens):
 
 def test_jit_decision_rules():
     assert decide_jit("auto", gpus=1, mixed_precision="none", variable_bptt=False, distributed=False)[0] is False
-    assert decide_jit("auto", gpus=0, mixed_precision="none", variable_bptt=False, distributed=False)[0] is True
+    assert decide_jit("auto", gpus=0, mixed_precision="none", variable_bptt=False, distributed=False)[0] is None
     assert decide_jit("auto", gpus=0, mixed_precision="bfloat16", variable_bptt=False, distributed=False)[0] is False
     assert decide_jit(True, gpus=1, mixed_precision="none", variable_bptt=False, distributed=False)[0] is True
     assert "cuDNN" in decide_jit("auto", gpus=2, mixed_precision="none", variable_bptt=False, distributed=False)[1]
+
+
+def test_auto_xla_is_measured_once_and_cached(tmp_path, monkeypatch):
+    from llmctl.train import xla_choice
+
+    monkeypatch.setenv("LLMCTL_CACHE", str(tmp_path))
+    model_cfg = ModelConfig(embedding_dim=8, layers=1, units=16)
+    train_cfg = TrainConfig(batch_size=4, bptt=8)
+    first = xla_choice.choose_xla(model_cfg, train_cfg, 20, 8, 4)
+    assert "measured now" in first[1] and "tok/s" in first[1]
+    calls = []
+    monkeypatch.setattr(xla_choice, "_measure", lambda *a, **k: calls.append(1))
+    second = xla_choice.choose_xla(model_cfg, train_cfg, 20, 8, 4)
+    assert not calls and second[0] == first[0] and "cached" in second[1]
