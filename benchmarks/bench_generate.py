@@ -10,8 +10,9 @@ batch 1, a 16-token prompt, 256 new tokens with EOS disabled so every run produc
 * top-p (0.9, temperature 1) sampling and beam search (width 4) with the same decoder machinery; greedy on a batch
   of 8 prompts (tokens of all rows per second).
 
-Every timing is the median of `--repeats` runs after one warm-up (compilation) run; compile times are reported
-separately. The machine is shared, so numbers vary between runs: ratios come from the same run of this script.
+Every configuration is compiled first (its first call, reported separately), then timed in `--repeats` interleaved
+rounds (median reported): the machine is shared, so absolute numbers move with its load, and interleaving keeps the
+ratios — all from the same run of this script — comparable.
 
     .venv/bin/python benchmarks/bench_generate.py [--json OUT] [--repeats 5] [--tokens 256]
 """
@@ -47,35 +48,37 @@ def build_model():
     return build_language_model(cfg, VOCAB)
 
 
-def timed(fn, repeats: int) -> tuple[float, list[float], float]:
-    """(first-call seconds incl. compilation, steady-state run times, median)."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    runs = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t)
-    return first, runs, statistics.median(runs)
+class Case:
+    """One decoding configuration: compiled once, then timed in rounds interleaved with the other cases."""
 
+    def __init__(self, model, prompt, tokens: int, batch: int = 1, **settings):
+        self.decoder = Decoder(model, eos_id=None, **settings)
+        self.prompts = [prompt] * batch
+        self.tokens = tokens
+        self.batch = batch
+        self.decode_s: list[float] = []
+        self.total_s: list[float] = []
+        t0 = time.perf_counter()
+        self.run(record=False)
+        self.first_call_s = time.perf_counter() - t0
 
-def bench_decoder(model, prompt, tokens: int, repeats: int, batch: int = 1, **settings) -> dict:
-    """Decode-loop rate (after the prefill; the headline), end-to-end rate, compile time. Rates count every row."""
-    decoder = Decoder(model, eos_id=None, **settings)
-    decode_s: list[float] = []
+    def run(self, record: bool = True) -> None:
+        t0 = time.perf_counter()
+        out = self.decoder.generate(self.prompts, self.tokens, seed=1)
+        total = time.perf_counter() - t0
+        assert all(len(seqs[0]) == self.tokens for seqs in out.sequences), out.finish
+        if record:
+            self.decode_s.append(out.decode_s)
+            self.total_s.append(total)
 
-    def run():
-        out = decoder.generate([prompt] * batch, tokens, seed=1)
-        assert all(len(seqs[0]) == tokens for seqs in out.sequences), out.finish
-        decode_s.append(out.decode_s)
-        return out
-
-    first, runs, median = timed(run, repeats)
-    decode = statistics.median(decode_s[1:])
-    return {"tokens_per_s": batch * tokens / decode, "best_tokens_per_s": batch * tokens / min(decode_s[1:]),
-            "end_to_end_tokens_per_s": batch * tokens / median, "ms_per_step": 1e3 * decode / tokens,
-            "first_call_s": first, "batch": batch}
+    def report(self) -> dict:
+        """Decode-loop rate (after the prefill; the headline), end-to-end rate, compile time. Rows all count."""
+        work = self.batch * self.tokens
+        decode = statistics.median(self.decode_s)
+        return {"tokens_per_s": work / decode, "best_tokens_per_s": work / min(self.decode_s),
+                "end_to_end_tokens_per_s": work / statistics.median(self.total_s),
+                "ms_per_step": 1e3 * decode / self.tokens, "first_call_s": self.first_call_s, "batch": self.batch,
+                "runs": len(self.decode_s)}
 
 
 def bench_naive(model, prompt, tokens: int) -> dict:
@@ -111,13 +114,22 @@ def main(argv: list[str] | None = None) -> dict:
     prompt = [int(t) for t in tf.random.stateless_uniform([PROMPT_TOKENS], [1, 2], 5, VOCAB, tf.int32).numpy()]
     n = args.tokens
 
-    greedy = bench_decoder(model, prompt, n, args.repeats, strategy="greedy")
-    greedy_graph = bench_decoder(model, prompt, n, args.repeats, strategy="greedy", jit_compile=False)
-    top_p = bench_decoder(model, prompt, n, args.repeats, strategy="sample", top_p=0.9)
-    beam4 = bench_decoder(model, prompt, n, max(1, args.repeats // 2), strategy="beam", beam_width=4)
-    batch8 = bench_decoder(model, prompt, n, args.repeats, batch=8, strategy="greedy")
+    cases = {
+        "greedy": Case(model, prompt, n, strategy="greedy"),
+        "greedy_graph": Case(model, prompt, n, strategy="greedy", jit_compile=False),
+        "top_p": Case(model, prompt, n, strategy="sample", top_p=0.9),
+        "beam4": Case(model, prompt, n, strategy="beam", beam_width=4),
+        "batch8": Case(model, prompt, n, batch=8, strategy="greedy"),
+    }
+    for _ in range(args.repeats):  # interleaved rounds: a load change on the shared machine hits every case alike
+        for case in cases.values():
+            case.run()
+    cases["greedy"].run()
     naive = bench_naive(model, prompt, n)
-    same = Decoder(model, eos_id=None).generate([prompt], n).sequences[0][0] == naive.pop("output")
+    cases["greedy"].run()  # greedy timed right before and after the naive loop too
+    greedy, greedy_graph, top_p, beam4, batch8 = (cases[k].report() for k in
+                                                  ("greedy", "greedy_graph", "top_p", "beam4", "batch8"))
+    same = cases["greedy"].decoder.generate([prompt], n).sequences[0][0] == naive.pop("output")
 
     results = {
         "generate_tokens_per_s": greedy["tokens_per_s"],

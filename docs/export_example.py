@@ -126,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.export_dir
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     tokenizer = Tokenizer.from_file(str(folder / manifest["tokenizer"]["file"]))
+    lite = "classify.float32.tflite" if manifest["kind"] == "classify" else "step.float32.tflite"
+    if not (folder / "saved_model").is_dir() or not (folder / lite).is_file():
+        print(f"{folder} lacks saved_model/ or {lite}: export with export.formats=[saved_model, tflite]",
+              file=sys.stderr)
+        return 2
 
     if manifest["kind"] == "classify":
         result = classify(folder, manifest, tokenizer, args.text)

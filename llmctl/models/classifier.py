@@ -7,6 +7,9 @@ The encoder is an `LSTMLanguageModel` built from the same `ModelConfig` as the p
 top-layer outputs); only its embedding and LSTM layers get weights — the vocabulary head is never built, so a
 classifier carries no dead output matrix. `copy_encoder_weights` loads a pretrained language model into it.
 
+With `start_id` (set when the encoder comes from a language model trained on `<eos>`-separated documents) the
+encoder first reads that token, as the language model did before every document; its output is not pooled.
+
 Pooling looks at non-pad positions only (pads are id 0 and sequences are right-padded, so the LSTM outputs at real
 positions never saw a pad): `last` = output at the last real token, `mean`/`max` over real tokens, `concat` = all
 three side by side (ULMFiT). A document with no real token pools to zeros.
@@ -65,7 +68,7 @@ class SequenceClassifier(keras.Model):
     """Embedding → LSTM × N (shared with `LSTMLanguageModel`) → masked pooling → Dense head → class logits."""
 
     def __init__(self, encoder: dict[str, Any], num_classes: int, pooling: str = "concat", head_units: int = 64,
-                 head_dropout: float = 0.2, **kwargs: Any):
+                 head_dropout: float = 0.2, start_id: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -74,6 +77,7 @@ class SequenceClassifier(keras.Model):
         self.pooling = pooling
         self.head_units = int(head_units)
         self.head_dropout_rate = float(head_dropout)
+        self.start_id = None if start_id is None else int(start_id)
         self.encoder = LSTMLanguageModel(**self.encoder_config, name="encoder")
         self.pool_dropout = layers.Dropout(self.head_dropout_rate, name="pool_dropout")
         self.hidden = layers.Dense(self.head_units, activation="relu", name="head_hidden") if self.head_units else None
@@ -102,7 +106,12 @@ class SequenceClassifier(keras.Model):
     def pooled(self, tokens, training: bool = False):
         """The pooled document representation [B, pooled_width]."""
         tokens = ops.cast(tokens, "int32")
-        hidden, _ = self.encoder.features(tokens, None, training=training)
+        if self.start_id is None:
+            hidden, _ = self.encoder.features(tokens, None, training=training)
+        else:
+            start = ops.full((ops.shape(tokens)[0], 1), self.start_id, dtype="int32")
+            hidden, _ = self.encoder.features(ops.concatenate([start, tokens], axis=1), None, training=training)
+            hidden = hidden[:, 1:]
         return masked_pool(hidden, ops.not_equal(tokens, PAD_ID), self.pooling)
 
     def call(self, tokens, training: bool = False):
@@ -122,7 +131,7 @@ class SequenceClassifier(keras.Model):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(encoder=dict(self.encoder_config), num_classes=self.num_classes, pooling=self.pooling,
-                      head_units=self.head_units, head_dropout=self.head_dropout_rate)
+                      head_units=self.head_units, head_dropout=self.head_dropout_rate, start_id=self.start_id)
         return config
 
 
@@ -133,11 +142,12 @@ def encoder_config(model_cfg, vocab_size: int) -> dict[str, Any]:
             "recurrent_dropout": model_cfg.recurrent_dropout}
 
 
-def build_classifier(model_cfg, *, vocab_size: int, num_classes: int, finetune_cfg) -> SequenceClassifier:
+def build_classifier(model_cfg, *, vocab_size: int, num_classes: int, finetune_cfg,
+                     start_id: int | None = None) -> SequenceClassifier:
     """A classifier (weights created) whose encoder matches `model_cfg` and whose head follows `finetune_cfg`."""
     model = SequenceClassifier(encoder_config(model_cfg, vocab_size), num_classes, pooling=finetune_cfg.pooling,
                                head_units=finetune_cfg.head_units, head_dropout=finetune_cfg.head_dropout,
-                               name="classifier")
+                               start_id=start_id, name="classifier")
     model.build()
     return model
 
@@ -190,6 +200,6 @@ def load_classifier(run, which: str = "best") -> tuple[SequenceClassifier, dict[
     exp = config_mod.validate(run.saved_config(), source=str(run.config))
     prefix, entry = resolve_checkpoint(run.checkpoints, which)
     model = build_classifier(exp.model, vocab_size=int(info["vocab_size"]), num_classes=int(info["num_classes"]),
-                             finetune_cfg=exp.finetune)
+                             finetune_cfg=exp.finetune, start_id=info.get("start_id"))
     load_weights(model, prefix)
     return model, {"checkpoint": str(prefix), "which": which, "step": entry.get("step")}

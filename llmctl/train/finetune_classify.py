@@ -11,7 +11,9 @@ class weights) is kept and saved as `model.keras`.
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,10 +90,26 @@ def build_model(exp, ds, parent, num_classes: int, reporter: Reporter):
     parent_mod.adopt_architecture(exp, parent, reporter)
     lm, info = parent_mod.load_parent_model(parent, ft.checkpoint)
     arch = exp.model
-    model = build_classifier(arch, vocab_size=lm.vocab_size, num_classes=num_classes, finetune_cfg=ft)
+    model = build_classifier(arch, vocab_size=lm.vocab_size, num_classes=num_classes, finetune_cfg=ft,
+                             start_id=start_id_for(parent))
     copy_encoder_weights(lm, model)
     return model, (f"encoder from {parent.name} ({ft.checkpoint} checkpoint, step {info.get('step')}): "
                    f"{arch.layers}×{arch.units} LSTM, emb {arch.embedding_dim}")
+
+
+def start_id_for(parent) -> int | None:
+    """`<eos>` when the parent language model read `<eos>`-separated documents (the state it starts a document
+    from), else None."""
+    from llmctl.data.tokenizers import EOS_ID
+
+    if parent is None:
+        return None
+    try:
+        manifest = json.loads(Path(parent.info.get("dataset", "")).joinpath("manifest.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return EOS_ID  # dataset gone: documents end with <eos> unless the corpus was one continuous text file
+    eos = (manifest.get("documents") or {}).get("eos_after_document", {}).get("train", True)
+    return EOS_ID if eos else None
 
 
 def make_task(exp, model, train: Documents, valid: Documents, weights: np.ndarray, label_names: list[str]):
@@ -156,7 +174,8 @@ def run(exp, reporter: Reporter, parent) -> Result:
     task = make_task(exp, model, train, valid, weights, names)
     stepper = doc_trainer.build_stepper(task, exp.train, ft, jit_compile=exp.train.jit_compile is True)
     run_dir, resuming = doc_run.prepare_run(exp, ds, kind="classify", parent=parent,
-                                            extra_info={"labels": names, "num_classes": len(names)})
+                                            extra_info={"labels": names, "num_classes": len(names),
+                                                        "start_id": model.start_id})
     atomic.write_json(run_dir.labels, names)
     store = doc_run.checkpoint_store(run_dir, model, stepper, exp.train.keep_last)
     start = doc_run.restore_start(store, model) if resuming else None

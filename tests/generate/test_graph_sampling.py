@@ -15,8 +15,9 @@ from llmctl.generate.graph_sampling import (  # noqa: E402
     nucleus_filter,
     ordered_keys,
     row_uniforms,
+    top_k_filter,
 )
-from llmctl.generate.samplers import TOP_P_TOLERANCE, apply_top_p  # noqa: E402
+from llmctl.generate.samplers import TOP_P_TOLERANCE, apply_top_k, apply_top_p  # noqa: E402
 
 
 def test_ordered_keys_follow_float_order():
@@ -52,6 +53,21 @@ def test_nucleus_filter_keeps_the_same_tokens_as_the_sorting_version(jit):
             assert abs(probs[x[row] > value].sum() - (p - TOP_P_TOLERANCE)) < 2e-6
             ambiguous += 1
     assert ambiguous <= 3
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_top_k_filter_keeps_exactly_the_tokens_of_apply_top_k(jit):
+    rng = np.random.default_rng(1)
+    fn = tf.function(top_k_filter, jit_compile=jit, reduce_retracing=True)
+    for trial in range(30 if jit else 100):
+        vocab = 40 if jit else int(rng.integers(1, 60))
+        x = (rng.normal(size=(3, vocab)) * 3).astype(np.float32)
+        if trial % 3 == 0:
+            x = np.round(x)  # ties at the k-th value are all kept
+        if trial % 4 == 0:
+            x[:, : vocab // 2] = -np.inf
+        k = int(rng.choice([1, 2, 5, 39] if jit else [1, 2, 3, 7, 50, 100]))
+        np.testing.assert_array_equal(fn(tf.constant(x), k).numpy(), apply_top_k(tf.constant(x), k).numpy())
 
 
 def test_nucleus_filter_p_one_keeps_everything():

@@ -101,3 +101,15 @@ def test_predictor_returns_logits_in_document_order():
         Documents.from_token_lists(docs, max_length=16))
     for i, doc in enumerate(docs):
         assert np.allclose(logits[i], model(np.asarray([doc], dtype=np.int32)).numpy()[0], atol=1e-5)
+
+
+def test_a_start_token_is_read_first_but_never_pooled():
+    model = SequenceClassifier(ENCODER, 3, pooling="concat", head_units=0, start_id=3, name="classifier")
+    model.build()
+    tokens = np.asarray([[5, 9, 11, 0, 0, 0, 0, 0]], dtype=np.int32)
+    hidden, _ = model.encoder.features(tf.constant([[3, 5, 9, 11]]))
+    pooled = model.pooled(tf.constant(tokens)).numpy()[0]
+    h = hidden.numpy()[0, 1:]
+    assert np.allclose(pooled, np.concatenate([h[-1], h.mean(0), h.max(0)]), atol=1e-5)
+    assert np.allclose(model(tokens).numpy(), model(tokens[:, :4]).numpy(), atol=1e-5)
+    assert model.get_config()["start_id"] == 3
