@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -93,14 +94,14 @@ class LlmctlRunner:
         loss_sum, count = float(loss_sum), float(count)  # host sync, as pretrain
         return loss_sum / count, count
 
-    def run(self, n: int) -> float:
-        """tokens/s over `n` steps."""
-        start, tokens = time.perf_counter(), 0.0
+    def run(self, n: int) -> tuple[float, float]:
+        """(tokens per wall second, tokens per CPU second of this process) over `n` steps."""
+        start, cpu, tokens = time.perf_counter(), time.process_time(), 0.0
         for _ in range(n):
             loss, count = self._step(next(self.iterator))
             self.losses.append(loss)
             tokens += count
-        return tokens / (time.perf_counter() - start)
+        return tokens / (time.perf_counter() - start), tokens / (time.process_time() - cpu)
 
     @property
     def flops_per_token(self) -> float:
@@ -113,10 +114,10 @@ class LlmctlRunner:
 class _BatchClock(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
-        self.times: list[float] = []
+        self.times: list[tuple[float, float]] = []
 
     def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.perf_counter())
+        self.times.append((time.perf_counter(), time.process_time()))
 
 
 class KerasFitRunner:
@@ -142,8 +143,9 @@ class KerasFitRunner:
         self.position = 0
         self.run(2)  # trace / compile
 
-    def run(self, n: int) -> float:
-        """tokens/s over `n` steady-state fit batches (one fit call of n + 1 batches, the first one not timed)."""
+    def run(self, n: int) -> tuple[float, float]:
+        """(tokens per wall second, per CPU second) over `n` steady-state fit batches (one fit call of n + 1
+        batches, the first one not timed)."""
         rows = (n + 1) * BATCH
         if self.position + rows > len(self.x):
             self.position = 0
@@ -152,18 +154,24 @@ class KerasFitRunner:
         self.position += rows
         clock = _BatchClock()
         self.model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[clock])
-        return (len(clock.times) - 1) * BATCH * BPTT / (clock.times[-1] - clock.times[0])
+        tokens = (len(clock.times) - 1) * BATCH * BPTT
+        (w0, c0), (w1, c1) = clock.times[0], clock.times[-1]
+        return tokens / (w1 - w0), tokens / (c1 - c0)
 
 
-def best_of(runners: dict, rounds: int, steps: int, label: str) -> dict[str, float]:
-    """Interleave the runners round by round (shared-machine noise hits all of them) and keep each one's best."""
+def best_of(runners: dict, rounds: int, steps: int, label: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Interleave the runners round by round (shared-machine noise hits all of them) and keep each one's best
+    round: (tokens per wall second, tokens per CPU second)."""
     best = {name: 0.0 for name in runners}
+    best_cpu = {name: 0.0 for name in runners}
     for r in range(rounds):
         for name, runner in runners.items():
-            best[name] = max(best[name], runner.run(steps))
-        print(f"  {label} round {r + 1}/{rounds}: " + ", ".join(f"{k} {v:,.0f}" for k, v in best.items()),
-              flush=True)
-    return best
+            wall, cpu = runner.run(steps)
+            best[name] = max(best[name], wall)
+            best_cpu[name] = max(best_cpu[name], cpu)
+        print(f"  {label} round {r + 1}/{rounds}: " + ", ".join(f"{k} {v:,.0f}" for k, v in best.items())
+              + " tok/s  (per CPU-s: " + ", ".join(f"{k} {v:,.0f}" for k, v in best_cpu.items()) + ")", flush=True)
+    return best, best_cpu
 
 
 def main() -> int:
@@ -188,7 +196,7 @@ def main() -> int:
                    "keras_fit": KerasFitRunner(small, 10_000, max_steps=n_fit)}
         if runners["xla"].probe_failure:
             print(f"XLA probe failed: {runners['xla'].probe_failure}", flush=True)
-        best = best_of(runners, args.rounds, args.steps, "10k")
+        best, best_cpu = best_of(runners, args.rounds, args.steps, "10k")
         ours_name = "xla" if auto10 and not runners["xla"].probe_failure else "graph"
         ours = best[ours_name]
         ratio = ours / best["keras_fit"]
@@ -205,7 +213,7 @@ def main() -> int:
         auto_samp, _ = choose_xla(samp_cfg, train_cfg, 32_000, BPTT, BATCH, sampled_counts)
         big = {"full": LlmctlRunner(large, 32_000, jit=auto_full),
                "sampled": LlmctlRunner(large, 32_000, jit=auto_samp, output="sampled")}
-        best32 = best_of(big, args.sampled_rounds, args.sampled_steps, "32k")
+        best32, _ = best_of(big, args.sampled_rounds, args.sampled_steps, "32k")
         speedup = best32["sampled"] / best32["full"]
         print(f"32k sampled softmax (1024 negatives) vs full: {speedup:.2f}x "
               f"(full XLA {big['full'].trainer.jit}, sampled XLA {big['sampled'].trainer.jit})", flush=True)
@@ -218,6 +226,9 @@ def main() -> int:
         "train_tokens_per_s_graph": round(best["graph"], 1),
         "train_tokens_per_s_xla": round(best["xla"], 1),
         "keras_fit_tokens_per_s": round(best["keras_fit"], 1),
+        "train_vs_keras_fit_cpu_time": round(best_cpu[ours_name] / best_cpu["keras_fit"], 3),
+        "tokens_per_cpu_s": {k: round(v, 1) for k, v in best_cpu.items()},
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "auto_choice": ours_name,
         "auto_reason": why10,
         "full_softmax_32k_tokens_per_s": round(best32["full"], 1),

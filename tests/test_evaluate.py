@@ -149,3 +149,21 @@ def test_runs_of_other_kinds_are_refused_with_a_hint(trained, tmp_path):
     if "classify" not in llmctl.evaluate.PROTOCOLS:
         with pytest.raises(ArtifactError, match="classify"):
             llmctl.evaluate.run(saved, reporter=Reporter("none"))
+
+
+def test_bpe_card_counts_characters_and_words_of_the_text(tmp_path):
+    from tests.evaluation.lm_runs import untrained_run
+
+    source = tmp_path / "text.txt"
+    source.write_text(corpus(12_000), encoding="utf-8")
+    exp = experiment(tmp_path, "tiny_bpe", [source], tokenizer={"kind": "bpe", "vocab_size": 300})
+    run = untrained_run(exp)
+    card = evaluate(run).values
+    manifest = json.loads((tmp_path / "data" / "tiny_bpe" / "manifest.json").read_text(encoding="utf-8"))
+    valid_text = corpus(12_000)[int(12_000 * 0.9):]
+    assert card["characters"] == manifest["splits"]["valid"]["characters"] == len(valid_text)
+    assert card["words"] == len(valid_text.split())
+    total_bits = card["nll_nats"] * card["tokens"] / math.log(2)
+    assert card["bits_per_char"] == pytest.approx(total_bits / len(valid_text))
+    assert card["word_perplexity"] == pytest.approx(math.exp(card["nll_nats"] * card["tokens"] / card["words"]))
+    assert card["bits_per_char"] < card["bits_per_token"]  # tokens are longer than one character

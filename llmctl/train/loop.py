@@ -135,10 +135,11 @@ class Trainer:
         if self.dist.distributed:
             grads = tf.function(self._grads, jit_compile=True) if jit else self._grads
             self._grads_fn = grads
-            self._step_fn = tf.function(self._step)
+            self._step_fn = tf.function(self._step, reduce_retracing=True)
         else:
             self._grads_fn = self._grads
-            self._step_fn = tf.function(self._step, jit_compile=self.jit)
+            # reduce_retracing: variable-length windows share one trace with a None time dimension
+            self._step_fn = tf.function(self._step, jit_compile=self.jit, reduce_retracing=not self.jit)
 
     def probe_jit(self, element, states, step_index: int) -> str | None:
         """Check that the XLA step compiles for this element (without running it); on failure switch XLA off and

@@ -131,6 +131,20 @@ def test_prompts_are_conditioned_like_the_training_data(char_run, doc_run):
     assert generate.encode_prompts(docs, ["", "ALL:"], reporter) == [[EOS_ID], [EOS_ID, *tok.encode("all:")]]
 
 
+def test_pairs_runs_are_prompted_with_the_pair_template(doc_run, tmp_path):
+    import shutil
+
+    from llmctl.data.tokenizers import SEP_ID
+    from llmctl.runs import RunDir
+
+    copy = tmp_path / "runs" / "pairs"
+    shutil.copytree(doc_run.root, copy)
+    RunDir(copy).write_info(kind="pairs")
+    opened = open_run(config_mod.load(copy, [f"run.dir={tmp_path / 'runs'}", "run.name=pairs"]))
+    ids = generate.encode_prompts(opened, ["Hi"], Reporter("none"))
+    assert ids == [[BOS_ID, *opened.tokenizer.encode("hi"), SEP_ID]]
+
+
 def test_unknown_prompt_characters_become_unk_with_a_warning(char_run):
     stream = io.StringIO()
     reporter = Reporter("plain", stream=stream)

@@ -154,3 +154,49 @@ def test_cli_bptt_longer_than_the_split_is_exit_3(tmp_path, dataset):
     assert proc.returncode == 3
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "train.bptt=50000 is longer than the train split" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("sections", [
+    {"train": {"mixed_precision": "bfloat16"}},
+    {"train": {"mixed_precision": "float16"}},
+    {"model": {"output": "sampled", "sampled_negatives": 8}},
+    {"train": {"batching": "windows", "grad_accum": 2}},
+    {"train": {"variable_bptt": True, "schedule": {"kind": "cosine"}}},
+    {"train": {"optimizer": "sgd", "lr": 1.0, "clip_norm": 0.25, "schedule": {"kind": "plateau"}}},
+], ids=["bfloat16", "float16", "sampled", "windows-accum", "variable-bptt", "sgd-plateau"])
+def test_training_variants_run_and_learn(tmp_path, dataset, sections):
+    import keras
+
+    train = {"max_steps": 40, "eval_every": 40, **sections.get("train", {})}
+    path = tiny_config(tmp_path, dataset, model=sections.get("model", {}), train=train)
+    result = pretrain.run(_load(path))
+    assert result.values["steps"] == 40 and result.values["status"] == "finished"
+    assert result.values["final_valid_loss"] < 3.85  # from ~ln(64) = 4.16 at the start
+    assert keras.mixed_precision.global_policy().name == "float32"  # the run restores the global policy
+
+
+def test_pretrained_embeddings_are_loaded_and_coverage_reported(tmp_path, dataset):
+    from llmctl.data.tokenizers import load_tokenizer
+    from llmctl.progress import Reporter
+
+    tok = load_tokenizer(Path(dataset) / "tokenizer")
+    vectors = tmp_path / "vectors.txt"
+    rows = {"e": [0.5] * 16, "t": [-0.25] * 16, "zz-not-in-vocab": [1.0] * 16}
+    vectors.write_text("".join(f"{k} {' '.join(map(str, v))}\n" for k, v in rows.items()), encoding="utf-8")
+    path = tiny_config(tmp_path, dataset, model={"pretrained_embeddings": str(vectors), "freeze_embeddings": True},
+                       train={"max_steps": 3})
+    stream = __import__("io").StringIO()
+    result = pretrain.run(_load(path), reporter=Reporter("plain", stream=stream))
+    assert "4/63 tokens covered (6.3%; 2 exact, 2 lowercase)" in stream.getvalue(), stream.getvalue()
+    model, _ = restore_model(RunDir(Path(result.values["run_dir"])), "last")
+    emb = np.asarray(model.embedding.embeddings)
+    np.testing.assert_allclose(emb[tok.token_to_id("e")], 0.5)  # frozen: still the pretrained row
+    np.testing.assert_allclose(emb[tok.token_to_id("t")], -0.25)
+
+
+def test_a_dataset_made_with_another_tokenizer_is_refused(tmp_path, dataset):
+    other = make_char_dataset(tmp_path / "other", "completely different text: xyz 123 " * 50)
+    path = tiny_config(tmp_path, dataset, tokenizer={"from": str(other)})
+    with pytest.raises(ArtifactError) as info:
+        pretrain.run(_load(path))
+    assert "was made with tokenizer" in info.value.one_line() and "preprocess" in info.value.one_line()
