@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO, Iterable, Sequence
 
 import numpy as np
 
@@ -25,7 +25,11 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 @dataclass
 class SplitWriter:
-    """Streams one split's documents into `<split>.tokens` and collects its side arrays."""
+    """Streams one split's documents into `<split>.tokens` and collects its side arrays.
+
+    Documents are appended whole (`add`, or `add_many` for several at once) or streamed in parts
+    (`extend_document` ... `end_document`); `offsets` holds the boundaries of the documents written so far.
+    """
 
     layout: DatasetDir
     split: str
@@ -34,6 +38,7 @@ class SplitWriter:
     offsets: list[int] = field(default_factory=lambda: [0])
     labels: list[int] = field(default_factory=list)
     response_starts: list[int] = field(default_factory=list)
+    _written: int = 0  # tokens written, the open document's included
 
     def __post_init__(self) -> None:
         self._handle = open(self.layout.tokens(self.split), "wb")
@@ -46,22 +51,65 @@ class SplitWriter:
     def n_docs(self) -> int:
         return len(self.offsets) - 1
 
+    @property
+    def document_open(self) -> bool:
+        """Whether `extend_document` has written tokens that `end_document` has not closed yet."""
+        return self._written > self.offsets[-1]
+
+    def _write(self, arr: np.ndarray) -> None:
+        assert self._handle is not None
+        self._handle.write(arr.tobytes())
+        self._written += int(arr.size)
+
+    def _check_closed(self, what: str) -> None:
+        if self.document_open:
+            raise ValueError(f"{what}: a streamed document is open; call end_document() first")
+
     def add(self, ids: Iterable[int] | np.ndarray, *, label: int | None = None,
             response_start: int | None = None) -> None:
         """Append one document (token ids); `response_start` is relative to the document's first token."""
+        self._check_closed("add")
         arr = np.asarray(ids, dtype=self.dtype)
-        assert self._handle is not None
-        self._handle.write(arr.tobytes())
         start = self.offsets[-1]
+        self._write(arr)
         self.offsets.append(start + int(arr.size))
         if label is not None:
             self.labels.append(int(label))
         if response_start is not None:
             self.response_starts.append(start + int(response_start))
 
+    def add_many(self, ids: np.ndarray, lengths: Sequence[int] | np.ndarray, *,
+                 labels: Sequence[int] | None = None) -> None:
+        """Append several whole documents at once: `ids` is their tokens concatenated, `lengths` the token count of
+        each (summing to `len(ids)`), `labels` one label per document if given."""
+        self._check_closed("add_many")
+        arr = np.asarray(ids, dtype=self.dtype)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if int(lengths.sum()) != arr.size:
+            raise ValueError(f"add_many: lengths sum to {int(lengths.sum())}, but {arr.size} ids were given")
+        if labels is not None and len(labels) != len(lengths):
+            raise ValueError(f"add_many: {len(labels)} labels for {len(lengths)} documents")
+        start = self.offsets[-1]
+        self._write(arr)
+        self.offsets.extend((start + np.cumsum(lengths)).tolist())
+        if labels is not None:
+            self.labels.extend(int(label) for label in labels)
+
+    def extend_document(self, ids: Iterable[int] | np.ndarray) -> None:
+        """Append tokens to the open document, opening one if none is; `end_document` closes it. For documents
+        that arrive in parts (a long text streamed piece by piece)."""
+        self._write(np.asarray(ids, dtype=self.dtype))
+
+    def end_document(self) -> None:
+        """Close the document `extend_document` opened. One that received no tokens is not recorded."""
+        if self.document_open:
+            self.offsets.append(self._written)
+
     def close(self) -> dict[str, Any]:
-        """Flush the token file and write the side arrays; returns counts for the manifest."""
+        """Flush the token file and write the side arrays; returns counts for the manifest. An open document is
+        closed first."""
         assert self._handle is not None
+        self.end_document()
         self._handle.flush()
         self._handle.close()
         self._handle = None

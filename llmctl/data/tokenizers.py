@@ -32,7 +32,7 @@ import re
 import unicodedata
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from itertools import repeat
 from pathlib import Path
@@ -61,6 +61,7 @@ __all__ = [
     "WordTokenizer",
     "load_tokenizer",
     "split_words",
+    "tokenizer_from_counts",
     "train_tokenizer",
 ]
 
@@ -616,20 +617,52 @@ def train_tokenizer(
             )
         return _train_bpe(texts, target, min_freq)
 
+    _check_max_vocab(kind, max_vocab)
+    counts: Counter[str] = Counter()
+    for text in _checked_texts(texts):
+        counts.update(split_words(text) if kind == "word" else text)
+    return tokenizer_from_counts(kind, counts, min_freq, max_vocab)
+
+
+def tokenizer_from_counts(
+    kind: str, counts: Mapping[str, int], min_freq: int = 1, max_vocab: int | None = None
+) -> Tokenizer:
+    """Build a ``char``/``word`` tokenizer from token counts with :func:`train_tokenizer`'s vocabulary rule.
+
+    ``counts`` maps each token (a code point for ``char``, a :func:`split_words`
+    token for ``word``) to how often it occurs in the training text.  Tokens
+    seen at least ``min_freq`` times are kept, ordered by descending count then
+    by token string, and the vocabulary is capped at ``max_vocab`` entries,
+    special tokens included.  ``train_tokenizer(kind, texts, ...)`` equals
+    ``tokenizer_from_counts(kind, <counts of texts>, ...)``; use this when the
+    counts come from elsewhere (e.g. counted in parallel).
+
+    Raises ``ValueError`` for a kind other than ``char``/``word``,
+    ``min_freq < 1``, a ``max_vocab`` too small for one non-special token or
+    empty ``counts``, and for a token the kind cannot produce.
+    """
+    if kind not in _TOKENIZER_CLASSES:
+        raise ValueError(f"cannot build a {kind!r} tokenizer from counts; expected one of "
+                         f"{', '.join(_TOKENIZER_CLASSES)}")
+    if min_freq < 1:
+        raise ValueError(f"min_freq must be at least 1, got {min_freq}")
+    _check_max_vocab(kind, max_vocab)
+    if not counts:
+        raise ValueError(f"training data is empty: no {kind} tokens found")
+    # Descending count, ties by token string: sort by token, then stably by count (reverse keeps ties in order).
+    kept = sorted(token for token, n in counts.items() if n >= min_freq)
+    kept.sort(key=counts.__getitem__, reverse=True)
+    if max_vocab is not None:
+        kept = kept[: max_vocab - _NUM_SPECIAL]
+    return _TOKENIZER_CLASSES[kind](SPECIAL_TOKENS + kept)
+
+
+def _check_max_vocab(kind: str, max_vocab: int | None) -> None:
     if max_vocab is not None and max_vocab < _NUM_SPECIAL + 1:
         raise ValueError(
             f"max_vocab {max_vocab} is too small for a {kind} tokenizer: need at least {_NUM_SPECIAL + 1} "
             f"({_NUM_SPECIAL} special tokens + 1 token)"
         )
-    counts: Counter[str] = Counter()
-    for text in _checked_texts(texts):
-        counts.update(split_words(text) if kind == "word" else text)
-    if not counts:
-        raise ValueError(f"training data is empty: no {kind} tokens found")
-    kept = sorted((item for item in counts.items() if item[1] >= min_freq), key=lambda item: (-item[1], item[0]))
-    if max_vocab is not None:
-        kept = kept[: max_vocab - _NUM_SPECIAL]
-    return _TOKENIZER_CLASSES[kind](SPECIAL_TOKENS + [token for token, _ in kept])
 
 
 def _checked_texts(texts: Iterable[str]) -> Iterator[str]:

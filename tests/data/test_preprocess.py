@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 from llmctl import config
 from llmctl.cli import app
-from llmctl.data import preprocess
+from llmctl.data import encoding, preprocess
 from llmctl.data.dataset import Dataset
-from llmctl.data.tokenizers import BOS_ID, EOS_ID, SEP_ID, UNK_ID, train_tokenizer
+from llmctl.data.tokenizers import BOS_ID, EOS_ID, SEP_ID, UNK_ID, tokenizer_from_counts, train_tokenizer
 from llmctl.errors import ArtifactError, ConfigError, DataError
 from llmctl.progress import Reporter
 from llmctl.runs import DatasetDir
@@ -84,8 +84,8 @@ def test_vocab_rule_matches_train_tokenizer(kind, min_freq, max_vocab):
     texts = [VERSE, "Zebra zebra ZEBRA ünï 😀 " * 3, VERSE.upper()]
     counts = Counter()
     for text in texts:
-        counts.update(text if kind == "char" else preprocess._count_words([text]))
-    ours = preprocess._vocab_tokenizer(kind, counts, min_freq, max_vocab)
+        counts.update(text if kind == "char" else encoding.count_words([text]))
+    ours = tokenizer_from_counts(kind, counts, min_freq, max_vocab)
     ref = train_tokenizer(kind, texts, min_freq=min_freq, max_vocab=max_vocab)
     assert ours.fingerprint() == ref.fingerprint()
 

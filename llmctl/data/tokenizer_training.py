@@ -1,0 +1,114 @@
+"""The train pass: train the tokenizer on the train split (after routing), streamed.
+
+char counts code points with numpy; word counts in worker processes on large corpora; both then build the
+tokenizer with `tokenizers.tokenizer_from_counts`, the vocabulary rule of `train_tokenizer`. bpe trains with
+`train_tokenizer` (the Rust trainer).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from llmctl.data import sources as src
+from llmctl.data.encoding import CHUNK_CHARS, MAX_CODE_POINT, Ordered, Workers, worker_collect, worker_count
+from llmctl.data.meter import Meter
+from llmctl.data.records import ScanInfo, records
+from llmctl.data.splits import Router
+from llmctl.data.tokenizers import tokenizer_from_counts, train_tokenizer
+from llmctl.errors import DataError, ResourceError
+from llmctl.progress import Reporter
+
+if TYPE_CHECKING:
+    from llmctl.data.plan import Plan
+
+
+def train(plan: Plan, scans: dict[str, ScanInfo], reporter: Reporter, workers: Workers | None):
+    """Train the tokenizer on the train split, with a progress meter."""
+    tok = plan.exp.tokenizer
+    with Meter(reporter, f"train {tok.kind} tokenizer", plan.groups["train"].bytes) as meter:
+        return train_with(tok, train_texts(plan, scans, meter), workers)
+
+
+def train_texts(plan: Plan, scans: dict[str, ScanInfo], meter: Meter) -> Iterator[str]:
+    """Text of the train split only (after routing), streamed."""
+    group = plan.groups["train"]
+    router = Router(plan, scans["train"])
+    counter = src.ReadCounter()
+    pairs = plan.task == "pairs"
+    for rec in records(plan, group, counter):
+        meter.update(counter.bytes_read)
+        for split, part in router.route(rec):
+            if split != "train":
+                continue
+            if pairs:
+                yield part.prompt
+                yield part.response
+            elif part.text:
+                yield part.text
+    meter.done(counter.bytes_read)
+
+
+def train_with(tok, texts: Iterator[str], workers: Workers | None):
+    """Train a tokenizer with the `tokenizer.*` settings `tok` on `texts`."""
+    try:
+        if tok.kind == "char":
+            tokenizer = tokenizer_from_counts("char", char_counts(texts), tok.min_freq, tok.max_vocab)
+        elif tok.kind == "word" and workers is not None:
+            tokenizer = tokenizer_from_counts("word", parallel_counts(texts, workers), tok.min_freq, tok.max_vocab)
+        else:
+            tokenizer = train_tokenizer(tok.kind, texts, vocab_size=tok.vocab_size if tok.kind == "bpe" else None,
+                                        min_freq=tok.min_freq, max_vocab=tok.max_vocab if tok.kind != "bpe" else None)
+    except ValueError as exc:
+        raise DataError(f"cannot train the {tok.kind} tokenizer on data.train: {exc}",
+                        hint="check tokenizer.* settings and that the training text is not empty") from None
+    return tokenizer
+
+
+def batches(texts: Iterator[str], chars: int = CHUNK_CHARS) -> Iterator[list[str]]:
+    """Texts grouped into lists of about `chars` characters."""
+    batch: list[str] = []
+    size = 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def char_counts(texts: Iterator[str]) -> Counter:
+    """Code point counts of `texts` (numpy bincount per batch)."""
+    totals = np.zeros(MAX_CODE_POINT + 1, dtype=np.int64)
+    for batch in batches(texts):
+        points = np.frombuffer("".join(batch).encode("utf-32-le"), dtype="<u4")
+        totals += np.bincount(points, minlength=MAX_CODE_POINT + 1)
+    seen = np.flatnonzero(totals)
+    return Counter({chr(int(p)): int(totals[p]) for p in seen})
+
+
+def parallel_counts(texts: Iterator[str], workers: Workers) -> Counter:
+    """Word counts of `texts`, counted in the worker processes and merged once at the end."""
+    sent = 0
+    runner = Ordered(workers)
+    for batch in batches(texts):
+        sent += sum(map(len, batch))
+        for _ in runner.submit(worker_count, (batch,), None):
+            pass
+    for _ in runner.drain():
+        pass
+    parts = [workers.pool.apply_async(worker_collect) for _ in range(workers.n)]
+    total: Counter = Counter()
+    counted = 0
+    for part in parts:
+        counts, chars = part.get()
+        total.update(counts)
+        counted += chars
+    if counted != sent:
+        raise ResourceError("a worker process died while counting words (out of memory?)",
+                            hint="run again, or set data.workers=1")
+    return total
