@@ -205,7 +205,7 @@ class Decoder:
 
     def _loop(self):
         if self._loop_fn is None:
-            self._loop_fn = tf.function(self._loop_graph, jit_compile=self.jit_compile)
+            self._loop_fn = tf.function(self._loop_graph, jit_compile=self.jit_compile, reduce_retracing=True)
         return self._loop_fn
 
     # ---------------------------------------------------------------- beam
@@ -219,7 +219,7 @@ class Decoder:
     def _beam(self, max_new_tokens: int):
         if max_new_tokens not in self._beam_fns:
             self._beam_fns[max_new_tokens] = tf.function(
-                lambda logits, flat: self._beam_graph(logits, flat, max_new_tokens))
+                lambda logits, flat: self._beam_graph(logits, flat, max_new_tokens), reduce_retracing=True)
         return self._beam_fns[max_new_tokens]
 
     # ---------------------------------------------------------------- public entry point

@@ -32,7 +32,7 @@ from keras import layers, ops  # noqa: E402
 PAD_ID = 0
 POOLINGS = ("last", "mean", "max", "concat")
 ENCODER_KEYS = ("vocab_size", "embedding_dim", "num_layers", "units", "embedding_dropout", "dropout",
-                "recurrent_dropout")
+                "recurrent_dropout", "freeze_embeddings")
 
 
 def masked_pool(hidden, mask, pooling: str):
@@ -72,7 +72,7 @@ class SequenceClassifier(keras.Model):
         super().__init__(**kwargs)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.encoder_config = {key: encoder[key] for key in ENCODER_KEYS}
+        self.encoder_config = {key: encoder[key] for key in ENCODER_KEYS if key in encoder}
         self.num_classes = int(num_classes)
         self.pooling = pooling
         self.head_units = int(head_units)
@@ -139,7 +139,7 @@ def encoder_config(model_cfg, vocab_size: int) -> dict[str, Any]:
     """The encoder part of a `ModelConfig` (the same stack a pretrained `LSTMLanguageModel` has)."""
     return {"vocab_size": int(vocab_size), "embedding_dim": model_cfg.embedding_dim, "num_layers": model_cfg.layers,
             "units": model_cfg.units, "embedding_dropout": model_cfg.embedding_dropout, "dropout": model_cfg.dropout,
-            "recurrent_dropout": model_cfg.recurrent_dropout}
+            "recurrent_dropout": model_cfg.recurrent_dropout, "freeze_embeddings": model_cfg.freeze_embeddings}
 
 
 def build_classifier(model_cfg, *, vocab_size: int, num_classes: int, finetune_cfg,

@@ -16,17 +16,31 @@ from llmctl.config import validate
 from llmctl.progress import Reporter
 from llmctl.runs import RunDir
 
-SHAKESPEARE = Path("/work/shared/data/tinyshakespeare/input.txt")
-FALLBACK = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\nFirst Citizen:\n"
-            "You are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n\n")
+SPEAKERS = ("First Citizen", "Second Citizen", "MENENIUS", "MARCIUS", "All", "VOLUMNIA", "COMINIUS")
+WORDS = ("the and to of a my in you that is not with it for be his your this but he have as me so will what "
+         "him her by our do all are no shall if on now good lord more from they thou thy we would well come "
+         "then than how say there let know love one man which upon make may like yet sir speak hear must great "
+         "king heart night death life time day fair first give go see here away never where old why world before "
+         "home hand true blood sweet honour noble peace war city people power gods heaven earth grace friends").split()
 
 
-def corpus(chars: int) -> str:
-    """`chars` characters of English text (tiny Shakespeare when present)."""
-    text = SHAKESPEARE.read_text(encoding="utf-8")[: chars] if SHAKESPEARE.exists() else FALLBACK
-    while len(text) < chars:
-        text += text
-    return text[:chars]
+def corpus(chars: int, seed: int = 0) -> str:
+    """`chars` characters of play-like English text (speaker lines, sentences, punctuation), made from a seed."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    parts: list[str] = []
+    size = 0
+    while size < chars:
+        lines = []
+        for _ in range(int(rng.integers(1, 4))):
+            words = [WORDS[i] for i in rng.integers(0, len(WORDS), size=int(rng.integers(4, 12)))]
+            words[0] = words[0].capitalize()
+            lines.append(" ".join(words) + str(rng.choice([".", ",", "!", "?", ";"])))
+        block = f"{SPEAKERS[int(rng.integers(0, len(SPEAKERS)))]}:\n" + "\n".join(lines) + "\n\n"
+        parts.append(block)
+        size += len(block)
+    return "".join(parts)[:chars]
 
 
 def experiment(root: Path, name: str, sources: list[Path], **sections):
