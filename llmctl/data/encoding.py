@@ -1,8 +1,8 @@
 """Encoders (texts → token ids, as fast as each tokenizer kind allows) and the worker pool that runs word counting
 and encoding in several processes on large corpora.
 
-Large corpora use both cores: char encodes with numpy, bpe with the Rust batch encoder's threads, word in worker
-processes (`data.workers`).
+Large corpora use both cores: char encodes with numpy, bpe with the Rust batch encoder's threads, word (vectorised
+with numpy, `fast_words`) in worker processes (`data.workers`).
 """
 
 from __future__ import annotations
@@ -10,13 +10,16 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import sys
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
 
-from llmctl.data.tokenizers import SPECIAL_TOKENS, UNK_ID, load_tokenizer, split_words
+from llmctl.data.fast_words import WordCounter, WordEncoder
+from llmctl.data.fast_words import count_words as count_words
+from llmctl.data.tokenizers import SPECIAL_TOKENS, UNK_ID, load_tokenizer
 
 PARALLEL_MIN_BYTES = 8 << 20      # below this, one process is faster than starting workers
 CHUNK_CHARS = 1 << 20             # text per encoding task
@@ -31,7 +34,8 @@ def encoder(tokenizer):
 
     `char` maps code points through a lookup table built from the vocabulary (the same mapping as
     `CharTokenizer.encode`: every code point is its token, unknown ones `<unk>`), which is ~10x faster than
-    encoding in Python; `bpe` uses the multi-threaded batch encoder; `word` encodes text by text.
+    encoding in Python; `bpe` uses the multi-threaded batch encoder; `word` splits and looks words up with numpy
+    (`fast_words.WordEncoder`: the ids of `WordTokenizer.encode`).
     """
     if tokenizer.kind == "char":
         table = char_table(tokenizer)
@@ -44,6 +48,8 @@ def encoder(tokenizer):
         return encode_chars
     if tokenizer.kind == "bpe":
         return lambda texts: flatten(tokenizer.encode_batch(texts))
+    if tokenizer.kind == "word":
+        return WordEncoder(tokenizer)
     return lambda texts: flatten([tokenizer.encode(t) for t in texts])
 
 
@@ -60,14 +66,6 @@ def char_table(tokenizer) -> np.ndarray:
     for token_id in range(len(SPECIAL_TOKENS), tokenizer.vocab_size):
         table[ord(tokenizer.id_to_token(token_id))] = token_id
     return table
-
-
-def count_words(texts: list[str]) -> Counter:
-    """Word counts of some texts (the counting step of word training)."""
-    counts: Counter = Counter()
-    for text in texts:
-        counts.update(split_words(text))
-    return counts
 
 
 # ---------------------------------------------------------------- the worker pool
@@ -94,18 +92,36 @@ class Workers:
 
     @classmethod
     def start(cls, n: int) -> "Workers":
-        """Forked when this process is single-threaded (instant start), else spawned (safe with threaded libraries
-        such as TensorFlow loaded)."""
-        try:
-            single = len(os.listdir("/proc/self/task")) == 1
-        except OSError:
-            single = False
-        ctx = multiprocessing.get_context("fork" if single else "spawn")
+        """Forked when that is safe (instant start, nothing re-imported), else spawned (safe with threaded libraries
+        such as TensorFlow loaded): see `fork_is_safe`."""
+        ctx = multiprocessing.get_context("fork" if fork_is_safe() else "spawn")
         return cls(ctx.Pool(n, initializer=_worker_init, initargs=(ctx.Barrier(n),)), n)
 
     def stop(self) -> None:
         self.pool.terminate()
         self.pool.join()
+
+
+def _threads() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
+# threads running when this module was imported, numpy loaded: the process's own and BLAS's idle worker threads,
+# which re-initialise themselves in a forked child
+_IMPORT_THREADS = _threads()
+_FORK_UNSAFE_MODULES = ("tensorflow", "torch", "jax")
+
+
+def fork_is_safe() -> bool:
+    """Whether worker processes may be forked: no thread has started since numpy (and its BLAS threads) loaded,
+    and no library known to run thread pools of its own (TensorFlow, PyTorch, JAX) is imported."""
+    now = _threads()
+    if now is None or _IMPORT_THREADS is None or any(name in sys.modules for name in _FORK_UNSAFE_MODULES):
+        return False
+    return now <= _IMPORT_THREADS
 
 
 # per-worker state: word counts accumulate in each worker and are collected once at the end (merging one Counter
@@ -115,7 +131,7 @@ _WORKER_ENCODERS: dict[str, Any] = {}
 
 
 def _worker_init(barrier) -> None:
-    _WORKER.update(barrier=barrier, counts=Counter(), chars=0)
+    _WORKER.update(barrier=barrier, counts=WordCounter(), chars=0)
 
 
 def worker_encode(folder: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -127,15 +143,15 @@ def worker_encode(folder: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray
 
 def worker_count(texts: list[str]) -> None:
     """Worker task: add the word counts of `texts` to this worker's totals."""
-    _WORKER["counts"].update(count_words(texts))
+    _WORKER["counts"].add(texts)
     _WORKER["chars"] += sum(map(len, texts))
 
 
 def worker_collect() -> tuple[Counter, int]:
     """Worker task, submitted once per worker: the barrier makes each worker take exactly one."""
     _WORKER["barrier"].wait(timeout=600)
-    counts, chars = _WORKER["counts"], _WORKER["chars"]
-    _WORKER.update(counts=Counter(), chars=0)
+    counts, chars = _WORKER["counts"].counts(), _WORKER["chars"]
+    _WORKER.update(counts=WordCounter(), chars=0)
     return counts, chars
 
 

@@ -1,8 +1,8 @@
 """The train pass: train the tokenizer on the train split (after routing), streamed.
 
-char counts code points with numpy; word counts in worker processes on large corpora; both then build the
-tokenizer with `tokenizers.tokenizer_from_counts`, the vocabulary rule of `train_tokenizer`. bpe trains with
-`train_tokenizer` (the Rust trainer).
+char counts code points with numpy; word counts with numpy (`fast_words.WordCounter`), in worker processes on
+large corpora; both then build the tokenizer with `tokenizers.tokenizer_from_counts`, the vocabulary rule of
+`train_tokenizer`. bpe trains with `train_tokenizer` (the Rust trainer).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 
 from llmctl.data import sources as src
 from llmctl.data.encoding import CHUNK_CHARS, MAX_CODE_POINT, Ordered, Workers, worker_collect, worker_count
+from llmctl.data.fast_words import WordCounter
 from llmctl.data.meter import Meter
 from llmctl.data.records import ScanInfo, records
 from llmctl.data.splits import Router
@@ -56,8 +57,9 @@ def train_with(tok, texts: Iterator[str], workers: Workers | None):
     try:
         if tok.kind == "char":
             tokenizer = tokenizer_from_counts("char", char_counts(texts), tok.min_freq, tok.max_vocab)
-        elif tok.kind == "word" and workers is not None:
-            tokenizer = tokenizer_from_counts("word", parallel_counts(texts, workers), tok.min_freq, tok.max_vocab)
+        elif tok.kind == "word":
+            counts = parallel_counts(texts, workers) if workers is not None else word_counts(texts)
+            tokenizer = tokenizer_from_counts("word", counts, tok.min_freq, tok.max_vocab)
         else:
             tokenizer = train_tokenizer(tok.kind, texts, vocab_size=tok.vocab_size if tok.kind == "bpe" else None,
                                         min_freq=tok.min_freq, max_vocab=tok.max_vocab if tok.kind != "bpe" else None)
@@ -89,6 +91,14 @@ def char_counts(texts: Iterator[str]) -> Counter:
         totals += np.bincount(points, minlength=MAX_CODE_POINT + 1)
     seen = np.flatnonzero(totals)
     return Counter({chr(int(p)): int(totals[p]) for p in seen})
+
+
+def word_counts(texts: Iterator[str]) -> Counter:
+    """Word counts of `texts`, in this process."""
+    counter = WordCounter()
+    for batch in batches(texts):
+        counter.add(batch)
+    return counter.counts()
 
 
 def parallel_counts(texts: Iterator[str], workers: Workers) -> Counter:

@@ -439,10 +439,11 @@ class _VocabTokenizer(Tokenizer):
         vocab = list(vocab)
         if vocab[:_NUM_SPECIAL] != SPECIAL_TOKENS:
             raise ValueError(f"vocabulary must start with the special tokens {SPECIAL_TOKENS}")
-        for token in vocab[_NUM_SPECIAL:]:
+        tokens = vocab[_NUM_SPECIAL:]
+        for token in tokens:
             if not isinstance(token, str):
                 raise ValueError(f"vocabulary entries must be strings, got {token!r}")
-            self._check_token(token)
+        self._check_tokens(tokens)
         self._itos: list[str] = vocab
         self._stoi: dict[str, int] = {token: i for i, token in enumerate(vocab)}
         if len(self._stoi) != len(vocab):
@@ -452,6 +453,11 @@ class _VocabTokenizer(Tokenizer):
     @abstractmethod
     def _check_token(self, token: str) -> None:
         """Raise ``ValueError`` if ``token`` cannot be produced by this kind's splitting."""
+
+    def _check_tokens(self, tokens: list[str]) -> None:
+        """:meth:`_check_token` for every token."""
+        for token in tokens:
+            self._check_token(token)
 
     @property
     def vocab_size(self) -> int:
@@ -529,6 +535,12 @@ class WordTokenizer(_VocabTokenizer):
     def _check_token(self, token: str) -> None:
         if split_words(token) != [token]:
             raise ValueError(f"word vocabulary entry {token!r} is not a single word-level token")
+
+    def _check_tokens(self, tokens: list[str]) -> None:
+        # One split of all tokens joined by spaces: no match spans whitespace and every non-space character is in
+        # a match, so the result is the tokens themselves exactly when each token alone splits into itself.
+        if split_words(" ".join(tokens)) != tokens:
+            super()._check_tokens(tokens)  # names the first bad token
 
     def encode(self, text: str) -> list[int]:
         return list(map(self._stoi.get, split_words(text), repeat(UNK_ID)))

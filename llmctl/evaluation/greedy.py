@@ -5,7 +5,8 @@
 
 Prompts are grouped by length, so a batch needs no padding: prefill runs the whole prefix once, then a
 `tf.while_loop` feeds back the arg-max token through the model with explicit LSTM state until every row has
-produced `<eos>` or `max_new_tokens` are out.
+produced `<eos>` or `max_new_tokens` are out. A small reference implementation (the export tests compare exported
+graphs against it); `llmctl.generate.decode.Decoder` is the production decoder and gives the same tokens.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@
   went through the run's normalisation and tokenizer, so they are compared in the same form). BLEU uses the
   *effective order* (n-gram orders no hypothesis reaches are left out of the geometric mean): plain BLEU-4 is 0 for
   any corpus of responses shorter than four tokens. The sacrebleu signatures are in the card.
-Greedy decoding runs at most (longest reference + 8) tokens: a longer output cannot match.
+Greedy decoding (`llmctl.generate.decode.Decoder`, as `llmctl generate --set generate.strategy=greedy` does) runs at
+most (longest reference + 8) tokens: a longer output cannot match.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from llmctl.results import Result
 from llmctl.runs import RunDir
 
 DECODE_MARGIN = 8
+DECODE_BATCH = 256
 SHOWN_EXAMPLES = 5
 
 
@@ -60,7 +62,7 @@ def evaluate_pairs(exp, run: RunDir, reporter) -> Result:
     from llmctl.data.dataset import open_dataset
     from llmctl.data.doc_batches import Documents
     from llmctl.evaluation.classify import check_run_dataset, run_max_length
-    from llmctl.evaluation.greedy import GreedyDecoder
+    from llmctl.generate.decode import Decoder
     from llmctl.train.checkpoints import restore_model
     from llmctl.train.finetune_pairs import ResponseScorer, check_pairs
 
@@ -88,8 +90,12 @@ def evaluate_pairs(exp, run: RunDir, reporter) -> Result:
     examples = []
     if n_gen:
         prefixes, references = _references(docs, ds.tokens(split), ds.doc_offsets(split), n_gen)
-        decoder = GreedyDecoder(model, max_new_tokens=max(len(r) for r in references) + DECODE_MARGIN)
-        outputs = decoder(prefixes)
+        decoder = Decoder(model, strategy="greedy", jit_compile=False)  # one-off graph: XLA compile costs more
+        budget = max(len(r) for r in references) + DECODE_MARGIN
+        outputs = []
+        for start in range(0, n_gen, DECODE_BATCH):
+            generated = decoder.generate(prefixes[start:start + DECODE_BATCH], budget)
+            outputs += [hyps[0] for hyps in generated.sequences]
         hyps = [tokenizer.decode(o) for o in outputs]
         refs = [tokenizer.decode(r) for r in references]
         exact = float(np.mean([o == r for o, r in zip(outputs, references, strict=True)]))

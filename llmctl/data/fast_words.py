@@ -1,0 +1,402 @@
+"""Word-level counting and encoding of large texts with numpy: `split_words`' rules, vectorised.
+
+Splitting with the regex engine makes one string object per token, and counting or encoding then costs a dict
+operation per token; on a multi-MB corpus that is what limits word preprocessing. Here a text is classified code
+point by code point (one table lookup, `tokenizers._word_classes`), token boundaries come from comparing
+neighbouring classes, and every token gets a 64-bit polynomial hash of its code points. Tokens are then grouped
+(counting) or looked up in the vocabulary (encoding) by hash, and every token is *checked* code point by code point
+against the token it was matched with, so results never depend on hashing luck: a collision only sends that text
+to `split_words`. Both are exactly `Counter(split_words(t))` / `WordTokenizer.encode(t)` on every text.
+
+The vectorised rule covers whitespace-delimited spans without a combining mark, skin-tone modifier, regional
+indicator or ZERO WIDTH JOINER: there a token is a maximal run of word characters (`\\w` outside the CJK ranges) or
+any other single non-space character. A span with one of those characters is split by `split_words` itself, in
+place; a text dense in them (e.g. Devanagari, where most words carry marks) goes to `split_words` whole.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from functools import cache
+from itertools import repeat
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from llmctl.data.tokenizers import (
+    SPECIAL_TOKENS,
+    UNK_ID,
+    WORD_CHAR,
+    WORD_COMPLEX,
+    WORD_SINGLE,
+    WORD_SPACE,
+    _word_classes,
+    split_words,
+)
+
+UNIT_CHARS = 1 << 16        # text per vectorised step: its arrays stay in the CPU caches
+MAX_UNIT = 1 << 17          # longest unit; longer texts are cut after whitespace
+DENSE_SPAN_CHARS = 64       # fewer characters per complex span than this: split_words the whole unit
+_BASE = 0x100000001B3       # odd, so invertible modulo 2**64
+_UTF32 = "utf-32-le"
+
+
+@cache
+def _classes() -> np.ndarray:
+    return np.frombuffer(_word_classes(), dtype=np.uint8)
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_BASE ** i` and `_BASE ** -i` modulo 2**64 for i < n."""
+    if n <= MAX_UNIT + 1:
+        pw, ipw = _unit_powers()
+        return pw[:n], ipw[:n]
+    return _compute_powers(n)
+
+
+@cache
+def _unit_powers() -> tuple[np.ndarray, np.ndarray]:
+    return _compute_powers(MAX_UNIT + 1)
+
+
+def _compute_powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    out = []
+    for base in (_BASE, pow(_BASE, -1, 1 << 64)):
+        pw = np.full(n, base, dtype=np.uint64)
+        pw[0] = 1
+        np.cumprod(pw, out=pw)  # wraps modulo 2**64
+        out.append(pw)
+    return out[0], out[1]
+
+
+def _hashes(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Hash of each token `points[starts[i]:ends[i]]`: sum of (code point + 1) * BASE**offset, modulo 2**64."""
+    pw, ipw = _powers(points.size + 1)
+    prefix = np.empty(points.size + 1, dtype=np.uint64)
+    prefix[0] = 0
+    np.cumsum(np.multiply(points + np.uint32(1), pw[:points.size]), out=prefix[1:])
+    return (prefix[ends] - prefix[starts]) * ipw[starts]
+
+
+@dataclass
+class _Tokens:
+    """The tokens of one unit of text: vectorised ones (bounds, hashes) and the spans left to `split_words`."""
+
+    text: str
+    points: np.ndarray     # uint32 code points of text
+    chars: np.ndarray      # positions of the characters of the vectorised tokens, in order
+    starts: np.ndarray
+    ends: np.ndarray
+    hashes: np.ndarray
+    spans: list[tuple[int, int]]
+
+    def distinct(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """`(first, group)`: one token index per distinct hash (in increasing hash order) and each token's group,
+        checked so that tokens with one hash are one string; None if a hash is shared by different strings."""
+        order = np.argsort(self.hashes)
+        ordered = self.hashes[order]
+        new = np.empty(ordered.size, dtype=bool)
+        new[:1] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+        first = order[new]
+        group = np.empty(order.size, dtype=np.int64)
+        group[order] = np.cumsum(new) - 1
+        lengths = self.ends - self.starts
+        if not np.array_equal(lengths, lengths[first][group]):
+            return None
+        shift = np.repeat(self.starts[first][group] - self.starts, lengths)
+        if not np.array_equal(self.points[self.chars], self.points[self.chars + shift]):
+            return None
+        return first, group
+
+    def strings(self, index: np.ndarray) -> list[str]:
+        text = self.text
+        return [text[a:b] for a, b in zip(self.starts[index].tolist(), self.ends[index].tolist(), strict=True)]
+
+    def span_tokens(self) -> list[tuple[int, list[str]]]:
+        return [(a, split_words(self.text[a:b])) for a, b in self.spans]
+
+
+def _ragged_equal(a: np.ndarray, a_starts: np.ndarray, b: np.ndarray, b_starts: np.ndarray,
+                  lengths: np.ndarray) -> bool:
+    """Whether `a[a_starts[i]:][:lengths[i]] == b[b_starts[i]:][:lengths[i]]` for every i."""
+    total = int(lengths.sum())
+    if not total:
+        return True
+    within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return bool(np.array_equal(a[np.repeat(a_starts, lengths) + within], b[np.repeat(b_starts, lengths) + within]))
+
+
+def _scan(text: str) -> _Tokens | None:
+    """Tokens of `text` (at most `MAX_UNIT` characters), or None if it is dense in complex characters."""
+    points = np.frombuffer(text.encode(_UTF32), dtype=np.uint32)
+    n = points.size
+    cls = np.take(_classes(), points)
+    spans: list[tuple[int, int]] = []
+    if n and cls.max() == WORD_COMPLEX:
+        spans = _complex_spans(cls)
+        if len(spans) * DENSE_SPAN_CHARS > n:
+            return None
+        for a, b in spans:
+            cls[a:b] = WORD_SPACE
+    word = cls == WORD_CHAR
+    single = cls == WORD_SINGLE
+    shifted = np.zeros(n + 1, dtype=bool)
+    shifted[1:] = word                                   # shifted[i] = word[i - 1]
+    starts = np.flatnonzero(single | (word & ~shifted[:n]))
+    shifted[1:n] = word[1:]                              # shifted[i + 1] = word[i + 1]
+    shifted[n] = False
+    ends = np.flatnonzero(single | (word & ~shifted[1:])) + 1
+    chars = np.flatnonzero(cls != WORD_SPACE)
+    return _Tokens(text, points, chars, starts, ends, _hashes(points, starts, ends), spans)
+
+
+def _complex_spans(cls: np.ndarray) -> list[tuple[int, int]]:
+    """The whitespace-delimited spans `[start, end)` that hold a complex character."""
+    n = cls.size
+    at = np.flatnonzero(cls == WORD_COMPLEX)
+    space = np.flatnonzero(cls == WORD_SPACE)
+    if space.size == 0:
+        return [(0, n)]
+    k = np.searchsorted(space, at)
+    lo = np.where(k > 0, space[np.maximum(k - 1, 0)] + 1, 0)
+    hi = np.where(k < space.size, space[np.minimum(k, space.size - 1)], n)
+    keep = np.ones(lo.size, dtype=bool)
+    keep[1:] = lo[1:] != lo[:-1]
+    return list(zip(lo[keep].tolist(), hi[keep].tolist(), strict=True))
+
+
+def _units(texts: Sequence[str], size: int = UNIT_CHARS) -> Iterator[tuple[str, int, list[int] | None]]:
+    """Texts grouped into units of about `size` characters: `(unit, index of its first text, offsets)`. Short texts
+    are joined with a space (no token spans whitespace) and `offsets` is where each starts in the unit; a text longer
+    than `MAX_UNIT` is cut after whitespace into units of its own (`offsets` None)."""
+    batch: list[str] = []
+    chars = first = 0
+    for i, text in enumerate(texts):
+        if len(text) > MAX_UNIT:
+            if batch:
+                yield _joined(batch, first)
+                batch, chars = [], 0
+            for piece in _cut(text, size):
+                yield piece, i, None
+            continue
+        if batch and chars + len(text) > MAX_UNIT:
+            yield _joined(batch, first)
+            batch, chars = [], 0
+        if not batch:
+            first = i
+        batch.append(text)
+        chars += len(text) + 1
+        if chars >= size:
+            yield _joined(batch, first)
+            batch, chars = [], 0
+    if batch:
+        yield _joined(batch, first)
+
+
+def _joined(batch: list[str], first: int) -> tuple[str, int, list[int]]:
+    offsets, at = [], 0
+    for text in batch:
+        offsets.append(at)
+        at += len(text) + 1
+    return " ".join(batch), first, offsets
+
+
+def _cut(text: str, size: int) -> Iterator[str]:
+    """`text` in pieces of at most `MAX_UNIT` characters, each cut right after a space or newline; the rest in one
+    piece if there is none (`split_words` handles it)."""
+    start = 0
+    while len(text) - start > MAX_UNIT:
+        lo, hi = start + size // 2, start + MAX_UNIT
+        cut = max(text.rfind(" ", lo, hi), text.rfind("\n", lo, hi))
+        if cut < 0:
+            break
+        yield text[start:cut + 1]
+        start = cut + 1
+    yield text[start:]
+
+
+# ---------------------------------------------------------------- counting
+
+
+class WordCounter:
+    """Counts the `split_words` tokens of texts added to it: `counts()` equals `Counter` updated with
+    `split_words(text)` for every text.
+
+    Words are kept by hash: a sorted array of known hashes (plus a small sorted one of recent additions, merged in
+    when it grows) maps to a slot with the count, the string and the code points of the word; a unit's distinct
+    tokens are matched with known words by hash and then compared with them code point by code point."""
+
+    def __init__(self) -> None:
+        self._words: list[str] = []
+        self._counts = np.zeros(1 << 12, dtype=np.int64)
+        self._lengths = np.zeros(1 << 12, dtype=np.int64)
+        self._starts = np.zeros(1 << 12, dtype=np.int64)
+        self._points = np.zeros(1 << 16, dtype=np.uint32)
+        self._used = 0  # code points stored
+        self._known = [(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))] * 2  # (hashes, slots): main, recent
+        self._python: Counter = Counter()  # words split by split_words (kept by string)
+
+    def add(self, texts: Sequence[str]) -> None:
+        for unit, _, _ in _units(texts):
+            tok = _scan(unit) if len(unit) <= MAX_UNIT else None
+            if tok is None or not self._add_vectorised(tok):
+                self._python.update(split_words(unit))
+
+    def _add_vectorised(self, tok: _Tokens) -> bool:
+        if tok.hashes.size:
+            grouped = tok.distinct()
+            if grouped is None:
+                return False
+            first, group = grouped
+            hashes = tok.hashes[first]
+            lengths = (tok.ends - tok.starts)[first]
+            slots = np.full(first.size, -1, dtype=np.int64)
+            for known, known_slots in self._known:
+                if known.size:
+                    at = np.minimum(np.searchsorted(known, hashes), known.size - 1)
+                    hit = known[at] == hashes
+                    slots[hit] = known_slots[at[hit]]
+            hit = slots >= 0
+            if hit.any():
+                old = slots[hit]
+                if not (np.array_equal(self._lengths[old], lengths[hit])
+                        and _ragged_equal(tok.points, tok.starts[first[hit]], self._points, self._starts[old],
+                                          lengths[hit])):
+                    return False
+            if not hit.all():
+                slots[~hit] = self._new_words(tok, first[~hit], hashes[~hit], lengths[~hit])
+            self._counts[slots] += np.bincount(group, minlength=first.size)
+        for _, words in tok.span_tokens():
+            self._python.update(words)
+        return True
+
+    def _new_words(self, tok: _Tokens, index: np.ndarray, hashes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Store new words (distinct, increasing hashes) and return their slots."""
+        n, m = len(self._words), index.size
+        self._words.extend(tok.strings(index))
+        self._counts = _grown(self._counts, n + m)
+        self._lengths = _grown(self._lengths, n + m)
+        self._starts = _grown(self._starts, n + m)
+        total = int(lengths.sum())
+        self._points = _grown(self._points, self._used + total)
+        within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        self._points[self._used:self._used + total] = tok.points[np.repeat(tok.starts[index], lengths) + within]
+        self._starts[n:n + m] = self._used + np.cumsum(lengths) - lengths
+        self._lengths[n:n + m] = lengths
+        self._used += total
+        slots = np.arange(n, n + m, dtype=np.int64)
+        (main, main_slots), (recent, recent_slots) = self._known
+        at = np.searchsorted(recent, hashes)
+        recent, recent_slots = np.insert(recent, at, hashes), np.insert(recent_slots, at, slots)
+        if recent.size * 8 > main.size:  # merge: amortised linear in the number of words
+            merged = np.concatenate([main, recent])
+            order = np.argsort(merged, kind="stable")
+            main, main_slots = merged[order], np.concatenate([main_slots, recent_slots])[order]
+            recent, recent_slots = recent[:0], recent_slots[:0]
+        self._known = [(main, main_slots), (recent, recent_slots)]
+        return slots
+
+    def counts(self) -> Counter:
+        total = Counter(dict(zip(self._words, self._counts[:len(self._words)].tolist(), strict=True)))
+        total.update(self._python)
+        return total
+
+
+def _grown(array: np.ndarray, size: int) -> np.ndarray:
+    if size <= array.size:
+        return array
+    grown = np.zeros(max(size, 2 * array.size), dtype=array.dtype)
+    grown[:array.size] = array
+    return grown
+
+
+def count_words(texts: Iterable[str]) -> Counter:
+    """`Counter` of the `split_words` tokens of all texts."""
+    counter = WordCounter()
+    counter.add(list(texts))
+    return counter.counts()
+
+
+# ---------------------------------------------------------------- encoding
+
+
+class WordEncoder:
+    """`texts -> (ids of all texts concatenated, length of each)` for a word tokenizer: the ids of
+    `tokenizer.encode(text)` for every text."""
+
+    def __init__(self, tokenizer) -> None:
+        vocab = [tokenizer.id_to_token(i) for i in range(tokenizer.vocab_size)]
+        self._stoi = {token: i for i, token in enumerate(vocab)}
+        # the vocabulary's code points, and by id where a token starts there and its length
+        first = len(SPECIAL_TOKENS)
+        self._points = np.frombuffer("".join(vocab[first:]).encode(_UTF32), dtype=np.uint32)
+        self._lengths = np.zeros(len(vocab), dtype=np.int64)
+        self._lengths[first:] = np.fromiter(map(len, vocab[first:]), dtype=np.int64, count=len(vocab) - first)
+        ends = np.cumsum(self._lengths)
+        self._starts = ends - self._lengths
+        # sorted hashes → ids of the tokens that vectorised spans can produce (no complex character)
+        ids = np.arange(first, len(vocab), dtype=np.int64)
+        if self._points.size:
+            complex_at = np.flatnonzero(_classes()[self._points] == WORD_COMPLEX)
+            ids = np.setdiff1d(ids, np.searchsorted(ends, complex_at, side="right"))
+        hashes = _hashes(self._points, self._starts[ids] - self._starts[first], ends[ids] - self._starts[first])
+        order = np.argsort(hashes)
+        self._hashes, self._ids = hashes[order], ids[order]
+        # two vocabulary tokens with one hash: look every token up in Python (never seen in practice)
+        self._vectorised = bool(self._hashes.size) and bool(np.all(self._hashes[1:] != self._hashes[:-1]))
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        parts: list[np.ndarray] = []
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        for unit, first, offsets in _units(texts):
+            tok = _scan(unit) if self._vectorised and len(unit) <= MAX_UNIT else None
+            ids = self._lookup(tok) if tok is not None else None
+            if ids is None:  # split_words, text by text
+                for k in range(first, first + len(offsets)) if offsets is not None else [first]:
+                    part = self._python(texts[k] if offsets is not None else unit)
+                    parts.append(part)
+                    lengths[k] += part.size
+                continue
+            positions = tok.starts
+            if tok.spans:
+                at, extra = [], []
+                for a, words in tok.span_tokens():
+                    at.extend(repeat(a, len(words)))
+                    extra.extend(map(self._stoi.get, words, repeat(UNK_ID)))
+                where = np.searchsorted(positions, at)
+                ids = np.insert(ids, where, extra)
+                positions = np.insert(positions, where, at)
+            parts.append(ids)
+            if offsets is None:
+                lengths[first] += ids.size
+            else:
+                bounds = np.asarray(offsets + [len(unit) + 1], dtype=np.int64)
+                lengths[first:first + len(offsets)] += np.diff(np.searchsorted(positions, bounds))
+        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return flat, lengths
+
+    def _python(self, text: str) -> np.ndarray:
+        words = split_words(text)
+        return np.fromiter(map(self._stoi.get, words, repeat(UNK_ID)), dtype=np.int64, count=len(words))
+
+    def _lookup(self, tok: _Tokens) -> np.ndarray | None:
+        """Vocabulary ids of the vectorised tokens, or None if a hash stands for two strings (never in practice)."""
+        if not tok.hashes.size:
+            return np.zeros(0, dtype=np.int64)
+        grouped = tok.distinct()
+        if grouped is None:
+            return None
+        first, group = grouped
+        hashes = tok.hashes[first]
+        at = np.minimum(np.searchsorted(self._hashes, hashes), self._hashes.size - 1)
+        hit = self._hashes[at] == hashes
+        ids = np.where(hit, self._ids[at], UNK_ID)
+        if hit.any():
+            found = ids[hit]
+            lengths = (tok.ends - tok.starts)[first[hit]]
+            if not (np.array_equal(self._lengths[found], lengths)
+                    and _ragged_equal(tok.points, tok.starts[first[hit]], self._points, self._starts[found], lengths)):
+                return None
+        return ids[group]
