@@ -95,10 +95,10 @@ def _reporter(exp):
 
 
 def _print_result(result, as_json: bool) -> None:
+    if result.rendered:  # the command already wrote its output (e.g. generate's streamed text or JSONL)
+        return
     if as_json:
         sys.stdout.write(json.dumps(result.as_dict(), default=str, ensure_ascii=False) + "\n")
-        return
-    if result.rendered:
         return
     from rich.console import Console
     from rich.table import Table

@@ -187,6 +187,9 @@ class TrainConfig(Section):
     batch_size: int = Field(32, ge=1, description="Global batch size (sequences per step, across all replicas).")
     bptt: int = Field(64, ge=2, description="Tokens per training window (truncated BPTT length).")
     variable_bptt: bool = Field(False, description="AWD-LSTM style random window length around `bptt` (stream).")
+    state_reset: float = Field(
+        0.0, ge=0.0, lt=1.0, description="`stream`: chance that a column's carried LSTM state is zeroed before a "
+                                         "window, so the model also learns to start cold (prompts, evaluation).")
     epochs: int = Field(1, ge=1, description="Passes over the training split.")
     max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many optimizer steps.")
     max_tokens: Optional[int] = Field(None, ge=1, description="Stop after this many training tokens.")

@@ -25,7 +25,6 @@ weights float32 [b, T])``. Under a distribution strategy every replica gets its 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np

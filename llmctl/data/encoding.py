@@ -11,13 +11,15 @@ import itertools
 import multiprocessing
 import os
 import sys
+import threading
+import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
 
-from llmctl.data.fast_words import WordCounter, WordEncoder
+from llmctl.data.fast_words import WordCounter, WordEncoder, warm_up
 from llmctl.data.fast_words import count_words as count_words
 from llmctl.data.tokenizers import SPECIAL_TOKENS, UNK_ID, load_tokenizer
 
@@ -85,43 +87,68 @@ def workers_for(total_bytes: int, setting: int) -> int:
 
 @dataclass
 class Workers:
-    """A process pool and its size."""
+    """A process pool, its size and whether its workers were forked."""
 
     pool: Any
     n: int
+    forked: bool = False
 
     @classmethod
     def start(cls, n: int) -> "Workers":
-        """Forked when that is safe (instant start, nothing re-imported), else spawned (safe with threaded libraries
-        such as TensorFlow loaded): see `fork_is_safe`."""
-        ctx = multiprocessing.get_context("fork" if fork_is_safe() else "spawn")
-        return cls(ctx.Pool(n, initializer=_worker_init, initargs=(ctx.Barrier(n),)), n)
+        """Forked when that is safe (instant start, nothing re-imported; the word tables are computed once, here,
+        and inherited), else spawned (safe with threaded libraries such as TensorFlow loaded): see
+        `fork_is_safe`."""
+        fork = fork_is_safe()
+        if fork:
+            warm_up()
+        ctx = multiprocessing.get_context("fork" if fork else "spawn")
+        pool = ctx.Pool(n, initializer=_worker_init, initargs=(ctx.Barrier(n), ctx.Value("i", 0), n))
+        return cls(pool, n, fork)
+
+    def preload(self, folder: str, encode) -> None:
+        """Give forked workers `encode` as their encoder for the tokenizer in `folder` (see `worker_encode`), so that
+        none loads the tokenizer and builds its own: the pool is restarted, which forks workers that inherit it. Only
+        between passes — the workers' state (word counts) is lost. Spawned workers load `folder` as before."""
+        if not self.forked:
+            return
+        _WORKER_ENCODERS[folder] = encode
+        self.stop()
+        fresh = Workers.start(self.n)
+        self.pool, self.forked = fresh.pool, fresh.forked
 
     def stop(self) -> None:
         self.pool.terminate()
         self.pool.join()
 
 
-def _threads() -> int | None:
+def _tasks() -> set[str] | None:
+    """Ids of this process's native threads (Linux), None where they cannot be listed."""
     try:
-        return len(os.listdir("/proc/self/task"))
+        return set(os.listdir("/proc/self/task"))
     except OSError:
         return None
 
 
-# threads running when this module was imported, numpy loaded: the process's own and BLAS's idle worker threads,
-# which re-initialise themselves in a forked child
-_IMPORT_THREADS = _threads()
+# native threads running when this module was imported, numpy loaded: the process's own and BLAS's idle worker
+# threads (OpenBLAS re-initialises its pool in a forked child)
+_IMPORT_TASKS = _tasks()
 _FORK_UNSAFE_MODULES = ("tensorflow", "torch", "jax")
 
 
 def fork_is_safe() -> bool:
-    """Whether worker processes may be forked: no thread has started since numpy (and its BLAS threads) loaded,
-    and no library known to run thread pools of its own (TensorFlow, PyTorch, JAX) is imported."""
-    now = _threads()
-    if now is None or _IMPORT_THREADS is None or any(name in sys.modules for name in _FORK_UNSAFE_MODULES):
+    """Whether worker processes may be forked: no Python thread but this one, no native thread started since numpy
+    (and its BLAS threads) loaded, and no library known to run thread pools of its own (TensorFlow, PyTorch, JAX)
+    imported. Otherwise they are spawned."""
+    if _IMPORT_TASKS is None or any(name in sys.modules for name in _FORK_UNSAFE_MODULES):
         return False
-    return now <= _IMPORT_THREADS
+    if threading.active_count() != 1:
+        return False
+    for _ in range(20):  # a thread just joined (a stopped pool's) can take a moment to leave the task list
+        now = _tasks()
+        if now is None or now <= _IMPORT_TASKS:
+            return now is not None
+        time.sleep(0.005)
+    return False
 
 
 # per-worker state: word counts accumulate in each worker and are collected once at the end (merging one Counter
@@ -130,8 +157,24 @@ _WORKER: dict[str, Any] = {}
 _WORKER_ENCODERS: dict[str, Any] = {}
 
 
-def _worker_init(barrier) -> None:
-    _WORKER.update(barrier=barrier, counts=WordCounter(), chars=0)
+class WorkerLost(Exception):
+    """A worker process died and was replaced while its words were needed (out of memory?)."""
+
+
+def _worker_init(barrier, started, n: int) -> None:
+    with started.get_lock():  # workers are numbered 0..n-1 in start order; a replacement for a dead one gets >= n
+        index = started.value
+        started.value += 1
+    _WORKER.update(barrier=barrier, counts=WordCounter(), chars=0, store=WordCounter(), index=index, n=n)
+
+
+def provisional_ids(slots: np.ndarray, n: int, index: int) -> np.ndarray:
+    """Ids (int32) of word slots of worker `index` of `n` in the single word pass: above the special ids,
+    interleaved so that every worker has its own (`len(SPECIAL_TOKENS) + slot * n + index`)."""
+    ids = len(SPECIAL_TOKENS) + slots * n + index
+    if ids.size and int(ids.max()) > np.iinfo(np.int32).max:
+        raise OverflowError("more than 2**31 distinct words")
+    return ids.astype(np.int32)
 
 
 def worker_encode(folder: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +182,24 @@ def worker_encode(folder: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray
     if folder not in _WORKER_ENCODERS:
         _WORKER_ENCODERS[folder] = encoder(load_tokenizer(folder))
     return _WORKER_ENCODERS[folder](texts)
+
+
+def worker_slots(texts: list[str], counted: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """Worker task of the single word pass: provisional ids (`provisional_ids`) of the words of texts, counting the
+    words of the `counted` ones (`WordCounter.slots`); this worker's words are collected by `worker_export`."""
+    if _WORKER["index"] >= _WORKER["n"]:
+        raise WorkerLost("a worker process was replaced")
+    slots, lengths = _WORKER["store"].slots(texts, counted)
+    return provisional_ids(slots, _WORKER["n"], _WORKER["index"]), lengths
+
+
+def worker_export() -> tuple[int, list[str], np.ndarray]:
+    """Worker task, submitted once per worker after the single word pass (the barrier makes each worker take
+    exactly one): `(worker index, word of each slot, count of each slot)`."""
+    _WORKER["barrier"].wait(timeout=600)
+    words, counts = _WORKER["store"].export()
+    _WORKER["store"] = WordCounter()
+    return _WORKER["index"], words, counts
 
 
 def worker_count(texts: list[str]) -> None:

@@ -47,6 +47,12 @@ def _classes() -> np.ndarray:
     return np.frombuffer(_word_classes(), dtype=np.uint8)
 
 
+def warm_up() -> None:
+    """Compute the tables every process needs (before forking workers, so that they inherit them)."""
+    _classes()
+    _unit_powers()
+
+
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     """`_BASE ** i` and `_BASE ** -i` modulo 2**64 for i < n."""
     if n <= MAX_UNIT + 1:
@@ -217,16 +223,24 @@ def _cut(text: str, size: int) -> Iterator[str]:
     yield text[start:]
 
 
-# ---------------------------------------------------------------- counting
+# ---------------------------------------------------------------- counting, and keys for a single pass
+
+
+class HashCollision(Exception):
+    """Two different words split by `split_words` have one hash, so `WordCounter.slots` cannot tell them apart;
+    take the two-pass path (count, then encode with the vocabulary). Never seen in practice."""
 
 
 class WordCounter:
-    """Counts the `split_words` tokens of texts added to it: `counts()` equals `Counter` updated with
-    `split_words(text)` for every text.
+    """Counts the `split_words` tokens of texts: `counts()` equals `Counter` updated with `split_words(text)` for
+    every text added (`add`, or the texts flagged as counted in `keys`).
 
     Words are kept by hash: a sorted array of known hashes (plus a small sorted one of recent additions, merged in
     when it grows) maps to a slot with the count, the string and the code points of the word; a unit's distinct
-    tokens are matched with known words by hash and then compared with them code point by code point."""
+    tokens are matched with known words by hash and then compared with them code point by code point.
+
+    `slots` also returns every token's *slot*, the index of its word among the words stored (see `export`): a single
+    pass can so write slots while it counts, and map them to ids once the vocabulary is known."""
 
     def __init__(self) -> None:
         self._words: list[str] = []
@@ -236,41 +250,101 @@ class WordCounter:
         self._points = np.zeros(1 << 16, dtype=np.uint32)
         self._used = 0  # code points stored
         self._known = [(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))] * 2  # (hashes, slots): main, recent
-        self._python: Counter = Counter()  # words split by split_words (kept by string)
+        self._python: Counter = Counter()  # words split by split_words in `add` (kept by string)
 
     def add(self, texts: Sequence[str]) -> None:
+        """Count the tokens of `texts`."""
         for unit, _, _ in _units(texts):
             tok = _scan(unit) if len(unit) <= MAX_UNIT else None
-            if tok is None or not self._add_vectorised(tok):
-                self._python.update(split_words(unit))
-
-    def _add_vectorised(self, tok: _Tokens) -> bool:
-        if tok.hashes.size:
-            grouped = tok.distinct()
+            grouped = self._register(tok) if tok is not None else None
             if grouped is None:
-                return False
-            first, group = grouped
-            hashes = tok.hashes[first]
-            lengths = (tok.ends - tok.starts)[first]
-            slots = np.full(first.size, -1, dtype=np.int64)
-            for known, known_slots in self._known:
-                if known.size:
-                    at = np.minimum(np.searchsorted(known, hashes), known.size - 1)
-                    hit = known[at] == hashes
-                    slots[hit] = known_slots[at[hit]]
-            hit = slots >= 0
-            if hit.any():
-                old = slots[hit]
-                if not (np.array_equal(self._lengths[old], lengths[hit])
-                        and _ragged_equal(tok.points, tok.starts[first[hit]], self._points, self._starts[old],
-                                          lengths[hit])):
-                    return False
-            if not hit.all():
-                slots[~hit] = self._new_words(tok, first[~hit], hashes[~hit], lengths[~hit])
-            self._counts[slots] += np.bincount(group, minlength=first.size)
-        for _, words in tok.span_tokens():
-            self._python.update(words)
-        return True
+                self._python.update(split_words(unit))
+                continue
+            slots, group = grouped
+            self._counts[slots] += np.bincount(group, minlength=slots.size)
+            for _, words in tok.span_tokens():
+                self._python.update(words)
+
+    def slots(self, texts: Sequence[str], counted: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+        """`(slots of all tokens of all texts concatenated, number of tokens of each text)`; the tokens of the texts
+        flagged in `counted` are counted. Raises `HashCollision` if two words split by `split_words` share a hash."""
+        parts: list[np.ndarray] = []
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        for unit, first, offsets in _units(texts):
+            n_texts = len(offsets) if offsets is not None else 1
+            tok = _scan(unit) if len(unit) <= MAX_UNIT else None
+            grouped = self._register(tok) if tok is not None else None
+            if grouped is None:  # split_words, text by text
+                for k in range(first, first + n_texts):
+                    slots = self._register_words(split_words(texts[k] if offsets is not None else unit))
+                    if counted[k]:
+                        np.add.at(self._counts, slots, 1)
+                    parts.append(slots)
+                    lengths[k] += slots.size
+                continue
+            distinct, group = grouped
+            slots = distinct[group]
+            positions = tok.starts
+            if tok.spans:
+                at, words = [], []
+                for a, span_words in tok.span_tokens():
+                    at.extend(repeat(a, len(span_words)))
+                    words.extend(span_words)
+                where = np.searchsorted(positions, at)
+                slots = np.insert(slots, where, self._register_words(words))
+                positions = np.insert(positions, where, at)
+            if offsets is None:
+                per_text = np.asarray([slots.size], dtype=np.int64)
+            else:
+                bounds = np.asarray(offsets + [len(unit) + 1], dtype=np.int64)
+                per_text = np.diff(np.searchsorted(positions, bounds))
+            lengths[first:first + n_texts] += per_text
+            flags = np.asarray(counted[first:first + n_texts], dtype=bool)
+            if flags.all():
+                np.add.at(self._counts, slots, 1)
+            elif flags.any():
+                np.add.at(self._counts, slots[np.repeat(flags, per_text)], 1)
+            parts.append(slots)
+        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return flat, lengths
+
+    def _register(self, tok: _Tokens) -> tuple[np.ndarray, np.ndarray] | None:
+        """`(slot of each distinct token, group of each token)`, storing new words; None if a hash stands for two
+        strings (the unit, or the unit and a stored word)."""
+        if not tok.hashes.size:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        grouped = tok.distinct()
+        if grouped is None:
+            return None
+        first, group = grouped
+        hashes = tok.hashes[first]
+        lengths = (tok.ends - tok.starts)[first]
+        slots = np.full(first.size, -1, dtype=np.int64)
+        for known, known_slots in self._known:
+            if known.size:
+                at = np.minimum(np.searchsorted(known, hashes), known.size - 1)
+                hit = known[at] == hashes
+                slots[hit] = known_slots[at[hit]]
+        hit = slots >= 0
+        if hit.any():
+            old = slots[hit]
+            if not (np.array_equal(self._lengths[old], lengths[hit])
+                    and _ragged_equal(tok.points, tok.starts[first[hit]], self._points, self._starts[old],
+                                      lengths[hit])):
+                return None
+        if not hit.all():
+            slots[~hit] = self._new_words(tok, first[~hit], hashes[~hit], lengths[~hit])
+        return slots, group
+
+    def _register_words(self, words: list[str]) -> np.ndarray:
+        """Slots of `words` (split by `split_words`), storing new ones."""
+        if not words:
+            return np.zeros(0, dtype=np.int64)
+        grouped = self._register(_from_words(words))
+        if grouped is None:
+            raise HashCollision("two words share a hash")
+        slots, group = grouped
+        return slots[group]
 
     def _new_words(self, tok: _Tokens, index: np.ndarray, hashes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Store new words (distinct, increasing hashes) and return their slots."""
@@ -299,9 +373,35 @@ class WordCounter:
         return slots
 
     def counts(self) -> Counter:
-        total = Counter(dict(zip(self._words, self._counts[:len(self._words)].tolist(), strict=True)))
+        """Counts of the counted words (words only seen in texts not counted are left out)."""
+        n = len(self._words)
+        total = Counter({w: c for w, c in zip(self._words, self._counts[:n].tolist(), strict=True) if c})
         total.update(self._python)
         return total
+
+    def export(self) -> tuple[list[str], np.ndarray]:
+        """`(words, counts)`: the word of every slot, and its count."""
+        n = len(self._words)
+        return list(self._words), self._counts[:n].copy()
+
+
+def merge_exports(parts: Sequence[tuple[list[str], np.ndarray]]) -> Counter:
+    """The counted words (count > 0) of several `WordCounter.export`s, merged."""
+    total: Counter = Counter()
+    for words, counts in parts:
+        total.update({w: c for w, c in zip(words, counts.tolist(), strict=True) if c})
+    return total
+
+
+def _from_words(words: list[str]) -> _Tokens:
+    """Words as tokens of their concatenation, with hashes."""
+    text = "".join(words)
+    points = np.frombuffer(text.encode(_UTF32), dtype=np.uint32)
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    return _Tokens(text, points, np.arange(points.size, dtype=np.int64), starts, ends,
+                   _hashes(points, starts, ends), [])
 
 
 def _grown(array: np.ndarray, size: int) -> np.ndarray:
@@ -323,13 +423,13 @@ def count_words(texts: Iterable[str]) -> Counter:
 
 
 class WordEncoder:
-    """`texts -> (ids of all texts concatenated, length of each)` for a word tokenizer: the ids of
+    """`texts -> (ids of all texts concatenated (int32), length of each)` for a word tokenizer: the ids of
     `tokenizer.encode(text)` for every text."""
 
     def __init__(self, tokenizer) -> None:
         vocab = [tokenizer.id_to_token(i) for i in range(tokenizer.vocab_size)]
         self._stoi = {token: i for i, token in enumerate(vocab)}
-        # the vocabulary's code points, and by id where a token starts there and its length
+        # the vocabulary's code points, and by id where a token starts there and its length (specials: empty)
         first = len(SPECIAL_TOKENS)
         self._points = np.frombuffer("".join(vocab[first:]).encode(_UTF32), dtype=np.uint32)
         self._lengths = np.zeros(len(vocab), dtype=np.int64)
@@ -341,9 +441,9 @@ class WordEncoder:
         if self._points.size:
             complex_at = np.flatnonzero(_classes()[self._points] == WORD_COMPLEX)
             ids = np.setdiff1d(ids, np.searchsorted(ends, complex_at, side="right"))
-        hashes = _hashes(self._points, self._starts[ids] - self._starts[first], ends[ids] - self._starts[first])
+        hashes = _hashes(self._points, self._starts[ids], ends[ids])
         order = np.argsort(hashes)
-        self._hashes, self._ids = hashes[order], ids[order]
+        self._hashes, self._ids = hashes[order], ids[order].astype(np.int32)
         # two vocabulary tokens with one hash: look every token up in Python (never seen in practice)
         self._vectorised = bool(self._hashes.size) and bool(np.all(self._hashes[1:] != self._hashes[:-1]))
 
@@ -374,17 +474,17 @@ class WordEncoder:
             else:
                 bounds = np.asarray(offsets + [len(unit) + 1], dtype=np.int64)
                 lengths[first:first + len(offsets)] += np.diff(np.searchsorted(positions, bounds))
-        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
         return flat, lengths
 
     def _python(self, text: str) -> np.ndarray:
         words = split_words(text)
-        return np.fromiter(map(self._stoi.get, words, repeat(UNK_ID)), dtype=np.int64, count=len(words))
+        return np.fromiter(map(self._stoi.get, words, repeat(UNK_ID)), dtype=np.int32, count=len(words))
 
     def _lookup(self, tok: _Tokens) -> np.ndarray | None:
         """Vocabulary ids of the vectorised tokens, or None if a hash stands for two strings (never in practice)."""
         if not tok.hashes.size:
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.int32)
         grouped = tok.distinct()
         if grouped is None:
             return None
@@ -392,7 +492,7 @@ class WordEncoder:
         hashes = tok.hashes[first]
         at = np.minimum(np.searchsorted(self._hashes, hashes), self._hashes.size - 1)
         hit = self._hashes[at] == hashes
-        ids = np.where(hit, self._ids[at], UNK_ID)
+        ids = np.where(hit, self._ids[at], np.int32(UNK_ID))
         if hit.any():
             found = ids[hit]
             lengths = (tok.ends - tok.starts)[first[hit]]

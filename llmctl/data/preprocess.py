@@ -38,11 +38,12 @@ from llmctl import __version__, atomic
 from llmctl.data import stats as stats_mod
 from llmctl.data.dataset import FORMAT_VERSION, Dataset, token_dtype
 from llmctl.data.encoding import Workers, encoder, workers_for
+from llmctl.data.fast_words import HashCollision
 from llmctl.data.meter import Meter
 from llmctl.data.plan import PREPROCESS_VERSION, Plan, make_plan
 from llmctl.data.records import ScanInfo, labels, scan
 from llmctl.data.tokenizer_training import train
-from llmctl.data.writing import encode_all, pair_template
+from llmctl.data.writing import encode_all, encode_counting, pair_template
 from llmctl.errors import ArtifactError, DataError, LlmctlError
 from llmctl.progress import Reporter
 from llmctl.results import Result
@@ -182,14 +183,8 @@ def _build(plan: Plan, final: Path, reporter: Reporter, pool: Workers | None
 
     with atomic.directory(final, replace=True) as tmp:
         layout = DatasetDir(tmp)
-        if plan.reused is not None:
-            tokenizer = plan.reused
-            _warn_normalize_mismatch(plan, reporter)
-        else:
-            tokenizer = train(plan, scans, reporter, pool)
-        tokenizer.save(layout.tokenizer)
-        sinks = encode_all(plan, scans, tokenizer, layout.tokenizer, layout, label_ids, reporter, pool)
-        splits = {name: {**sink.finish(), "characters": sink.counts.characters} for name, sink in sinks.items()}
+        tokenizer, sinks, splits = _tokenize(plan, scans, layout, label_ids, reporter, pool)
+        splits = {name: {**counts, "characters": sinks[name].counts.characters} for name, counts in splits.items()}
         if splits["train"]["tokens"] == 0:
             raise DataError("data.train: the training split holds no tokens",
                             hint="add data or lower data.split.valid / data.split.test")
@@ -223,6 +218,28 @@ def _build(plan: Plan, final: Path, reporter: Reporter, pool: Workers | None
         atomic.write_json(layout.manifest, manifest)  # last: a directory with a manifest is complete
         _usual_permissions(layout)
     return manifest, report
+
+
+def _tokenize(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, label_ids: dict[str, int],
+              reporter: Reporter, pool: Workers | None):
+    """Train (or reuse) the tokenizer and encode every split: `(tokenizer, sinks, manifest counts per split)`. A word
+    tokenizer trained here takes the single counting pass (`writing.encode_counting`); the others (and word when
+    keys cannot identify words, `HashCollision`) train, then encode."""
+    if plan.reused is None and plan.kind == "word":
+        try:
+            tokenizer, sinks, splits = encode_counting(plan, scans, layout, label_ids, reporter, pool)
+            tokenizer.save(layout.tokenizer)
+            return tokenizer, sinks, splits
+        except HashCollision:
+            pool = None  # the workers' state is spent: two passes in this process (never needed in practice)
+    if plan.reused is not None:
+        tokenizer = plan.reused
+        _warn_normalize_mismatch(plan, reporter)
+    else:
+        tokenizer = train(plan, scans, reporter, pool)
+    tokenizer.save(layout.tokenizer)
+    sinks = encode_all(plan, scans, tokenizer, layout.tokenizer, layout, label_ids, reporter, pool)
+    return tokenizer, sinks, {name: sink.finish() for name, sink in sinks.items()}
 
 
 def _warn_normalize_mismatch(plan: Plan, reporter: Reporter) -> None:

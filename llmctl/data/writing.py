@@ -1,5 +1,10 @@
 """The encode pass: every group's records → routed to splits → encoded in chunks → written in order.
 
+A word tokenizer that is trained here takes a single pass instead of train + encode (`encode_counting`): the pass
+counts the train split's words while it writes a provisional id for every token (its word's slot in the counting
+process, `fast_words.WordCounter.slots`), and once the vocabulary is built from the counts the token files'
+provisional ids are replaced by the real ones (`Sink.remap`).
+
 Document boundaries: every document of a language-model corpus is followed by `<eos>`, except when a split's
 sources are a single text file read with `documents: file` (one continuous document, nothing appended).
 Classification documents are the text's ids (label id per document); pairs documents follow `pair_template`.
@@ -7,19 +12,33 @@ Classification documents are the text's ids (label id per document); pairs docum
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from llmctl.data import fast_words
 from llmctl.data import sources as src
 from llmctl.data import stats as stats_mod
 from llmctl.data.dataset import SplitWriter, token_dtype
-from llmctl.data.encoding import CHUNK_CHARS, Ordered, Workers, encoder, worker_encode
+from llmctl.data.encoding import (
+    CHUNK_CHARS,
+    Ordered,
+    WorkerLost,
+    Workers,
+    encoder,
+    provisional_ids,
+    worker_encode,
+    worker_export,
+    worker_slots,
+)
 from llmctl.data.meter import Meter
 from llmctl.data.records import ScanInfo, records
 from llmctl.data.splits import Router
-from llmctl.data.tokenizers import BOS_ID, EOS_ID, SEP_ID
+from llmctl.data.tokenizers import BOS_ID, EOS_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID, tokenizer_from_counts
+from llmctl.errors import DataError, ResourceError
 from llmctl.progress import Reporter
 from llmctl.runs import DatasetDir
 
@@ -37,11 +56,17 @@ def pair_template(prompt_ids: Sequence[int], response_ids: Sequence[int]) -> tup
     return ids, len(prompt_ids) + 2
 
 
-class Sink:
-    """One split's `SplitWriter` and report counts."""
+REMAP_BLOCK = 1 << 20  # tokens per step when provisional ids are replaced
 
-    def __init__(self, layout: DatasetDir, split: str, dtype: np.dtype, vocab_size: int):
-        self.writer = SplitWriter(layout, split, dtype)
+
+class Sink:
+    """One split's `SplitWriter` and report counts. With `provisional`, the ids written are provisional (int32, see
+    `encode_counting`): `remap` replaces them once the vocabulary is known."""
+
+    def __init__(self, layout: DatasetDir, split: str, dtype: np.dtype, vocab_size: int, *,
+                 provisional: bool = False):
+        self.provisional = provisional
+        self.writer = SplitWriter(layout, split, np.dtype(np.int32) if provisional else dtype)
         self.counts = stats_mod.SplitCounts(vocab_size=vocab_size)
         self.open = False  # a streamed document is open
         self._uncounted: list[np.ndarray] = []
@@ -88,14 +113,36 @@ class Sink:
         self.counts.characters += chars
 
     def flush_counts(self) -> None:
-        """Token counts are taken per chunk (one bincount), not per document."""
-        if self._uncounted:
+        """Token counts are taken per chunk (one bincount), not per document; for provisional ids, by `remap`."""
+        if self._uncounted and not self.provisional:
             self.counts.add_tokens(np.concatenate(self._uncounted))
-            self._uncounted = []
+        self._uncounted = []
 
     def finish(self) -> dict[str, Any]:
         self.flush_counts()
         return self.writer.close()
+
+    def remap(self, table: np.ndarray, vocab_size: int, dtype: np.dtype) -> None:
+        """After `finish`: rewrite the token file with `table[id]` for every provisional id, as `dtype`, counting
+        the tokens for the report."""
+        counts = stats_mod.SplitCounts(vocab_size=vocab_size, documents=self.counts.documents,
+                                       characters=self.counts.characters, label_counts=self.counts.label_counts)
+        path = self.writer.layout.tokens(self.writer.split)
+        n = self.writer.n_tokens
+        source = np.memmap(path, dtype=np.int32, mode="r", shape=(n,)) if n else np.zeros(0, dtype=np.int32)
+        target = path.with_name(path.name + ".ids")
+        with open(target, "wb") as handle:
+            for start in range(0, n, REMAP_BLOCK):
+                block = np.asarray(source[start:start + REMAP_BLOCK])
+                if block.size and int(block.max()) >= table.size:
+                    raise ResourceError("a worker process died while encoding (out of memory?)",
+                                        hint="run again, or set data.workers=1")
+                ids = table[block]
+                handle.write(ids.astype(dtype).tobytes())
+                counts.add_tokens(ids)
+        del source
+        os.replace(target, path)
+        self.counts, self.provisional = counts, False
 
 
 class Chunk:
@@ -103,35 +150,112 @@ class Chunk:
 
     def __init__(self) -> None:
         self.texts: list[str] = []
+        self.counted: list[bool] = []  # whether each text is train text (its words form the vocabulary)
         self.events: list[tuple] = []
         self.chars = 0
 
-    def text(self, value: str) -> int:
+    def text(self, value: str, split: str) -> int:
         self.texts.append(value)
+        self.counted.append(split == "train")
         self.chars += len(value)
         return len(self.texts) - 1
 
 
+@dataclass
+class Task:
+    """What encodes a chunk: `fn(*fixed, texts)`, or with `counted`, `fn(*fixed, texts, counted flags)`."""
+
+    fn: Callable
+    fixed: tuple = ()
+    counted: bool = False
+
+    def args(self, chunk: Chunk) -> tuple:
+        return (*self.fixed, chunk.texts, chunk.counted) if self.counted else (*self.fixed, chunk.texts)
+
+
 def encode_all(plan: Plan, scans: dict[str, ScanInfo], tokenizer, tok_dir: Path, layout: DatasetDir,
                label_ids: dict[str, int], reporter: Reporter, workers: Workers | None) -> dict[str, Sink]:
-    """The encode pass over every group; returns the split sinks (still to be finished)."""
+    """The encode pass over every group with a known tokenizer; returns the split sinks (still to be finished)."""
     dtype = token_dtype(tokenizer.vocab_size)
     sinks = {s: Sink(layout, s, dtype, tokenizer.vocab_size) for s in plan.splits()}
-    # word encodes in Python: worker processes on large corpora. char (numpy) and bpe (Rust threads) stay here.
+    # word encodes in worker processes on large corpora. char (numpy) and bpe (Rust threads) stay here.
     workers = workers if tokenizer.kind == "word" else None
-    runner = Ordered(workers)
-    task = (worker_encode, (str(tok_dir),)) if workers is not None else (encoder(tokenizer), ())
+    if workers is not None:
+        if workers.forked:
+            workers.preload(str(tok_dir), encoder(tokenizer))
+        task = Task(worker_encode, (str(tok_dir),))
+    else:
+        task = Task(encoder(tokenizer))
+    _encode_groups(plan, scans, Ordered(workers), task, sinks, label_ids, reporter)
+    return sinks
+
+
+def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, label_ids: dict[str, int],
+                    reporter: Reporter, workers: Workers | None):
+    """The single pass of a word tokenizer trained here: encode every group to provisional ids while counting the
+    train split's words, build the tokenizer from the counts (`tokenizer_from_counts`, the rule of
+    `train_tokenizer`) and replace the provisional ids by its ids. Returns the tokenizer, the sinks and their
+    manifest entries. Raises `fast_words.HashCollision` if words cannot be told apart by hash (take the two-pass
+    path then)."""
+    tok = plan.exp.tokenizer
+    sinks = {s: Sink(layout, s, np.dtype(np.int32), 0, provisional=True) for s in plan.splits()}
+    n = workers.n if workers is not None else 1
+    try:
+        if workers is not None:
+            _encode_groups(plan, scans, Ordered(workers), Task(worker_slots, counted=True), sinks, label_ids, reporter)
+            exports = [part.get() for part in [workers.pool.apply_async(worker_export) for _ in range(n)]]
+        else:
+            counter = fast_words.WordCounter()
+
+            def encode(texts: list[str], counted: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+                slots, lengths = counter.slots(texts, counted)
+                return provisional_ids(slots, 1, 0), lengths
+
+            _encode_groups(plan, scans, Ordered(None), Task(encode, counted=True), sinks, label_ids, reporter)
+            exports = [(0, *counter.export())]
+    except (fast_words.HashCollision, WorkerLost) as exc:
+        for sink in sinks.values():  # close the token files (the two-pass path writes them again)
+            sink.writer.close()
+        if isinstance(exc, WorkerLost):
+            raise ResourceError("a worker process died while encoding (out of memory?)",
+                                hint="run again, or set data.workers=1") from None
+        raise
+    if sorted(index for index, _, _ in exports) != list(range(n)):
+        raise ResourceError("a worker process died while encoding (out of memory?)",
+                            hint="run again, or set data.workers=1")
+    try:
+        tokenizer = tokenizer_from_counts("word", fast_words.merge_exports([(w, c) for _, w, c in exports]),
+                                          tok.min_freq, tok.max_vocab)
+    except ValueError as exc:
+        raise DataError(f"cannot train the word tokenizer on data.train: {exc}",
+                        hint="check tokenizer.* settings and that the training text is not empty") from None
+    # provisional id → id: the specials are themselves, worker i's slot s is at specials + s * n + i
+    first = len(SPECIAL_TOKENS)
+    table = np.full(first + n * max(len(words) for _, words, _ in exports), UNK_ID, dtype=np.int64)
+    table[:first] = np.arange(first)
+    for index, words, _ in exports:
+        ids = map(tokenizer.token_to_id, words)
+        table[first + index::n][:len(words)] = np.fromiter((UNK_ID if i is None else i for i in ids),
+                                                           dtype=np.int64, count=len(words))
+    dtype = token_dtype(tokenizer.vocab_size)
+    splits = {}
+    for name, sink in sinks.items():
+        splits[name] = sink.finish()
+        sink.remap(table, tokenizer.vocab_size, dtype)
+    return tokenizer, sinks, splits
+
+
+def _encode_groups(plan: Plan, scans: dict[str, ScanInfo], runner: Ordered, task: Task, sinks: dict[str, Sink],
+                   label_ids: dict[str, int], reporter: Reporter) -> None:
     with Meter(reporter, "encode", plan.total_bytes) as meter:
         for name, group in plan.groups.items():
             router = Router(plan, scans["train"]) if name == "train" else None
             encode_group(plan, name, group, router, runner, task, sinks, label_ids, meter)
-    return sinks
 
 
-def encode_group(plan: Plan, name: str, group: Group, router: Router | None, runner: Ordered, task: tuple,
+def encode_group(plan: Plan, name: str, group: Group, router: Router | None, runner: Ordered, task: Task,
                  sinks: dict[str, Sink], label_ids: dict[str, int], meter: Meter) -> None:
     """Route, chunk and encode one group's records; results are written in order as they come back."""
-    fn, fixed = task
     counter = src.ReadCounter()
     state: dict[str, Any] = {"open": None, "eos": group.eos}
     chunk = Chunk()
@@ -139,25 +263,25 @@ def encode_group(plan: Plan, name: str, group: Group, router: Router | None, run
     for rec in records(plan, group, counter):
         for split, part in (router.route(rec) if router is not None else [(name, rec)]):
             if plan.task == "pairs":
-                chunk.events.append(("pair", split, chunk.text(part.prompt), chunk.text(part.response)))
+                chunk.events.append(("pair", split, chunk.text(part.prompt, split), chunk.text(part.response, split)))
             elif plan.task == "classify":
-                chunk.events.append(("doc", split, chunk.text(part.text), label_ids[part.label]))
+                chunk.events.append(("doc", split, chunk.text(part.text, split), label_ids[part.label]))
             elif part.end and not streaming and part.text:  # a whole document in one text
-                chunk.events.append(("doc", split, chunk.text(part.text), None))
+                chunk.events.append(("doc", split, chunk.text(part.text, split), None))
             else:
                 if part.text:
-                    chunk.events.append(("piece", split, chunk.text(part.text)))
+                    chunk.events.append(("piece", split, chunk.text(part.text, split)))
                     streaming = True
                 if part.end:
                     chunk.events.append(("end", split))
                     streaming = False
         if chunk.chars >= CHUNK_CHARS:
-            for done, ids in runner.submit(fn, (*fixed, chunk.texts), chunk):
+            for done, ids in runner.submit(task.fn, task.args(chunk), chunk):
                 apply(done, ids, sinks, state)
             chunk = Chunk()
             meter.update(counter.bytes_read)
     if chunk.events:
-        for done, ids in runner.submit(fn, (*fixed, chunk.texts), chunk):
+        for done, ids in runner.submit(task.fn, task.args(chunk), chunk):
             apply(done, ids, sinks, state)
     for done, ids in runner.drain():
         apply(done, ids, sinks, state)

@@ -113,7 +113,7 @@ class Trainer:
     """The compiled train step over a distribution strategy (`llmctl.train.distribution.Distribution`)."""
 
     def __init__(self, model, optimizer, dist, *, clip_norm: float | None, carry_state: bool = True,
-                 jit: bool = False, sampled: SampledSoftmax | None = None, seed: int = 0):
+                 jit: bool = False, sampled: SampledSoftmax | None = None, seed: int = 0, state_reset: float = 0.0):
         self.model = model
         self.optimizer = optimizer
         self.dist = dist
@@ -122,6 +122,7 @@ class Trainer:
         self.carry_state = bool(carry_state)
         self.sampled = sampled
         self.seed = int(seed)
+        self.state_reset = float(state_reset) if carry_state else 0.0
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         self.variables = list(model.trainable_variables)
         self.replica_batch: int | None = None
@@ -234,6 +235,8 @@ class Trainer:
         for m, (x, y, w) in enumerate(micro):
             if not self.carry_state:
                 states = [tf.zeros_like(s) for s in states]
+            elif self.state_reset > 0:
+                states = self._random_resets(states, seed, m)
             with tf.GradientTape() as tape:
                 loss_sum, count, new_states = self._forward(
                     x, y, w, states, tf.random.experimental.stateless_fold_in(seed, m))
@@ -247,6 +250,16 @@ class Trainer:
             count_total += count
             states = [tf.stop_gradient(s) for s in new_states]
         return grads_sum, loss_total, count_total, states
+
+    def _random_resets(self, states, seed, m):
+        """Zero each column's state with probability `state_reset` (keyed by seed, step, batch and replica)."""
+        ctx = tf.distribute.get_replica_context()
+        replica = ctx.replica_id_in_sync_group if ctx is not None else 0
+        key = tf.random.experimental.stateless_fold_in(tf.random.experimental.stateless_fold_in(seed, 1000 + m),
+                                                       replica)
+        rows = tf.shape(states[0])[0]
+        keep = tf.random.stateless_uniform([rows, 1], key) >= self.state_reset
+        return [tf.where(keep, s, tf.zeros_like(s)) for s in states]
 
     def _replica(self, micro, states, seed):
         grads, loss_sum, count, states = self._grads_fn(micro, states, seed)

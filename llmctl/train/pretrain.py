@@ -250,7 +250,8 @@ class PretrainSession:
                                   self.steps.replica_batch, sampled)
         self.jit_reason = why
         self.trainer = Trainer(self.model, self.optimizer, self.dist, clip_norm=cfg.clip_norm,
-                               carry_state=self.steps.carry_state, jit=jit, sampled=sampled, seed=exp.run.seed)
+                               carry_state=self.steps.carry_state, jit=jit, sampled=sampled, seed=exp.run.seed,
+                               state_reset=cfg.state_reset)
         self.trainer.replica_batch = self.steps.replica_batch
         self.evaluator = StreamEvaluator(self.model, jit=jit and not gpus)
         self.eval_batch = self.exp.evaluate.batch_size

@@ -53,7 +53,8 @@ def _measure(model_cfg, train_cfg, vocab_size: int, width: int, replica_batch: i
         optimizer = build_optimizer(train_cfg, mixed_precision=train_cfg.mixed_precision)
         optimizer.build(model.trainable_variables)
         trainer = Trainer(model, optimizer, dist, clip_norm=train_cfg.clip_norm,
-                          carry_state=train_cfg.batching == "stream", jit=jit, sampled=sampled, seed=0)
+                          carry_state=train_cfg.batching == "stream", jit=jit, sampled=sampled, seed=0,
+                          state_reset=train_cfg.state_reset)
         trainer.replica_batch = replica_batch
         states = trainer.zero_states()
         if jit:

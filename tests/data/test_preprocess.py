@@ -295,6 +295,79 @@ def test_worker_processes_give_identical_output(tmp_path):
         assert np.array_equal(a.doc_offsets(split), b.doc_offsets(split))
 
 
+MIXED_WORDS = ["Speak", "naïve", "e\u0301te", "你好", "🙂", "👍🏽", "👨\u200d👩\u200d👧", "🇺🇸", "don't", "(a)", "x_1",
+               "Ωmega", "カタカナ", "・", "½", "\u2028", "\x1c", "नमस्ते"] + [f"w{i}" for i in range(40)]
+
+
+def _mixed_lines(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(MIXED_WORDS, size=int(rng.integers(0, 30)))) + rng.choice([".", ",", ""])
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_word_ids_are_the_tokenizers_and_the_vocabulary_train_tokenizers(tmp_path, workers):
+    """The single word pass (count while encoding, then ids) gives exactly `train_tokenizer` on the train text and
+    `encode` of every document."""
+    lines = _mixed_lines(3000)
+    _write(tmp_path / "a.txt", "\n".join(lines) + "\n")
+    exp, _ = _run(tmp_path, {"train": ["a.txt"], "documents": "line", "workers": workers,
+                             "split": {"mode": "documents", "valid": 0.1, "test": 0.1, "seed": 3}},
+                  {"kind": "word", "min_freq": 2})
+    ds = Dataset(exp.data.dir)
+    tok = ds.tokenizer()
+    docs = {}
+    for split in ("train", "valid", "test"):
+        ids, off = ds.tokens(split).tolist(), ds.doc_offsets(split)
+        docs[split] = [ids[off[i]:off[i + 1]] for i in range(len(off) - 1)]
+    texts = [line for line in lines if line.strip()]
+    train_texts = [tok.decode(d) for d in docs["train"]]  # decoding is lossy: find the texts by their ids instead
+    by_ids = {tuple(tok.encode(t) + [EOS_ID]): t for t in texts}
+    assert all(tuple(d) in by_ids for split in docs for d in docs[split])
+    assert len(train_texts) == len(docs["train"])
+    reference = train_tokenizer("word", [by_ids[tuple(d)] for d in docs["train"]], min_freq=2)
+    assert tok.fingerprint() == reference.fingerprint()
+    assert sum(len(d) for d in docs.values()) == len(texts)
+
+
+def test_word_single_pass_falls_back_to_two_passes_on_a_hash_collision(tmp_path, monkeypatch):
+    from llmctl.data import fast_words
+
+    _write(tmp_path / "a.txt", "\n".join(_mixed_lines(800, seed=1)) + "\n")
+    data = {"train": ["a.txt"], "split": {"valid": 0.2}, "workers": 1}
+    normal, _ = _run(tmp_path, {"dir": "normal", **data}, {"kind": "word"})
+    # every two words of one length collide: the single pass cannot tell words apart and gives up
+    monkeypatch.setattr(fast_words, "_hashes", lambda points, starts, ends: (ends - starts).astype(np.uint64))
+    weak, _ = _run(tmp_path, {"dir": "weak", **data}, {"kind": "word"})
+    a, b = Dataset(normal.data.dir), Dataset(weak.data.dir)
+    assert a.fingerprint == b.fingerprint
+    for split in ("train", "valid"):
+        assert np.array_equal(a.tokens(split), b.tokens(split))
+        assert np.array_equal(a.doc_offsets(split), b.doc_offsets(split))
+    assert (DatasetDir(a.root).stats.read_text() == DatasetDir(b.root).stats.read_text())
+
+
+def test_workers_fork_only_when_safe(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(encoding, "_IMPORT_TASKS", encoding._tasks())  # as if numpy's threads were these
+    assert encoding.fork_is_safe()
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert not encoding.fork_is_safe()  # a thread of ours (or a library's) might hold a lock
+    finally:
+        stop.set()
+        thread.join()
+    assert encoding.fork_is_safe()
+    monkeypatch.setattr(encoding, "_IMPORT_TASKS", set())  # a native thread started after numpy loaded
+    assert not encoding.fork_is_safe()
+    monkeypatch.setattr(encoding, "_IMPORT_TASKS", encoding._tasks())
+    monkeypatch.setitem(sys.modules, "tensorflow", object())
+    assert not encoding.fork_is_safe()
+
+
 # ---------------------------------------------------------------- no-op, rebuilds, progress
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 import random
 import string
 import subprocess
@@ -30,6 +31,7 @@ from llmctl.data.tokenizers import (
     WordTokenizer,
     load_tokenizer,
     split_words,
+    tokenizer_from_counts,
     train_tokenizer,
 )
 
@@ -268,6 +270,42 @@ def test_constructors_validate_vocabularies() -> None:
     with pytest.raises(ValueError, match="single word-level token"):
         WordTokenizer([*SPECIAL_TOKENS, "a,b"])
     assert WordTokenizer([*SPECIAL_TOKENS, "naïve", "你"]).encode("naïve 你你") == [5, 6, 6]
+
+
+def test_batched_word_vocabulary_check_rejects_what_the_token_check_does() -> None:
+    # one split of the joined vocabulary replaces a split per token: every bad kind of entry is still named
+    for bad in ["a b", "", " ", "a.", "..", "e\u0301x,", "\u200d "]:
+        with pytest.raises(ValueError, match="single word-level token"):
+            WordTokenizer([*SPECIAL_TOKENS, "ok", bad, "fine"])
+    good = ["a", "naïve", "e\u0301", "你", "👨\u200d👩\u200d👧", "🇺🇸", "x_1", "²"]
+    assert WordTokenizer([*SPECIAL_TOKENS, *good]).vocab_size == len(SPECIAL_TOKENS) + len(good)
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+@pytest.mark.parametrize("min_freq,max_vocab", [(1, None), (2, None), (1, 9), (3, 12)])
+def test_tokenizer_from_counts_is_train_tokenizers_rule(kind: str, min_freq: int, max_vocab: int | None) -> None:
+    counts: Counter = Counter()
+    for text in CORPUS:
+        counts.update(split_words(text) if kind == "word" else text)
+    built = tokenizer_from_counts(kind, counts, min_freq, max_vocab)
+    trained = train_tokenizer(kind, stream(CORPUS), min_freq=min_freq, max_vocab=max_vocab)
+    assert vocab_of(built) == vocab_of(trained) and built.fingerprint() == trained.fingerprint()
+    # descending count, ties by token string
+    kept = vocab_of(built)[len(SPECIAL_TOKENS):]
+    assert [(-counts[t], t) for t in kept] == sorted((-counts[t], t) for t in kept)
+
+
+def test_tokenizer_from_counts_errors() -> None:
+    with pytest.raises(ValueError, match="training data is empty"):
+        tokenizer_from_counts("word", {})
+    with pytest.raises(ValueError, match="min_freq must be at least 1"):
+        tokenizer_from_counts("char", {"a": 1}, 0)
+    with pytest.raises(ValueError, match="max_vocab 5 is too small"):
+        tokenizer_from_counts("char", {"a": 1}, 1, 5)
+    with pytest.raises(ValueError, match="cannot build a 'bpe' tokenizer from counts"):
+        tokenizer_from_counts("bpe", {"a": 1})
+    with pytest.raises(ValueError, match="single word-level token"):
+        tokenizer_from_counts("word", {"a b": 3})
 
 
 # ---------------------------------------------------------------- save / load / fingerprint

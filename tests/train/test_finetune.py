@@ -346,3 +346,39 @@ def test_pairs_learns_to_reverse_three_letters(tmp_path):
     card = evaluate_pairs(exp, RunDir.of(exp), Reporter("none")).values
     assert card["exact_match"] >= 0.95, card
     assert card["bleu"] > 80 and card["chrf"] > 80
+
+
+LM = """
+run: {{name: {run}, dir: runs, progress: none}}
+data: {{dir: data/{data}, task: lm, train: [{corpus}], documents: line, split: {{valid: 0.2}}}}
+tokenizer: {{kind: word}}
+model: {{embedding_dim: 8, layers: 1, units: 8}}
+train: {{epochs: 1, batch_size: 4, bptt: 8, lr: 0.01, jit_compile: false}}
+"""
+
+
+@pytest.mark.slow
+def test_domain_adaptation_starts_from_the_parent_and_reports_unk(tmp_path):
+    from llmctl.runs import RunDir
+    from llmctl.train import finetune, pretrain
+    from llmctl.train.checkpoints import restore_model
+
+    (tmp_path / "general.txt").write_text("the film was good\nthe plot was bad\n" * 30, encoding="utf-8")
+    (tmp_path / "domain.txt").write_text("the plot was good\nthe zebra was bad\n" * 30, encoding="utf-8")
+    parent = experiment(tmp_path, LM.format(run="parent", data="general", corpus="general.txt"), "parent.yaml")
+    preprocess.run(parent)
+    pretrain.run(parent)
+    child_text = LM.format(run="child", data="domain", corpus="domain.txt") + (
+        "finetune: {task: lm, parent: runs/parent, checkpoint: last}\n")
+    child_text = child_text.replace("tokenizer: {kind: word}", "tokenizer: {from: runs/parent}")
+    child_text = child_text.replace("lr: 0.01", "lr: 1.0e-12")  # a no-op update: weights stay the parent's
+    child = experiment(tmp_path, child_text, "child.yaml", overrides=["train.max_steps=1"])
+    preprocess.run(child)
+    result = finetune.run(child)
+    assert result.values["unk_rate_train"] == pytest.approx(30 / (30 * 10), abs=1e-9)  # "zebra": 1 of 10 tokens
+    info = RunDir.of(child).read_info()
+    assert info["kind"] == "lm" and info["parent"] == str(RunDir.of(parent).root)
+    parent_model, _ = restore_model(RunDir.of(parent), "last")
+    child_model, _ = restore_model(RunDir.of(child), "last")
+    for a, b in zip(parent_model.get_weights(), child_model.get_weights(), strict=True):
+        assert np.allclose(a, b, atol=1e-6)

@@ -174,3 +174,21 @@ def test_auto_xla_is_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(xla_choice, "_measure", lambda *a, **k: calls.append(1))
     second = xla_choice.choose_xla(model_cfg, train_cfg, 20, 8, 4)
     assert not calls and second[0] == first[0] and "cached" in second[1]
+
+
+def test_state_reset_zeroes_carried_columns(char_tokens):
+    tokens, vocab = char_tokens
+    source = StreamSteps(tokens, batch_size=8, bptt=16)
+    elements = [e for _, e in zip(range(2), step_dataset(source, 0))]
+    losses = {}
+    for name, kw in {"reset": dict(carry=True), "windows": dict(carry=False)}.items():
+        model = _model(vocab, seed=9)
+        trainer = _trainer(model, **kw)
+        if name == "reset":
+            trainer.state_reset = 0.999999  # every column restarts cold: the same as independent windows
+        trainer.replica_batch = 8
+        states = trainer.zero_states()
+        for i, element in enumerate(elements):
+            loss_sum, count, _, states = trainer.step(element, states, i)
+        losses[name] = float(loss_sum)
+    assert losses["reset"] == pytest.approx(losses["windows"], abs=1e-6)

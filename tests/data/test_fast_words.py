@@ -1,0 +1,111 @@
+"""The vectorised word rules (`fast_words`) give exactly `split_words` counts and `WordTokenizer.encode` ids."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from llmctl.data import fast_words as fw
+from llmctl.data.tokenizers import SPECIAL_TOKENS, UNK_ID, WordTokenizer, split_words, tokenizer_from_counts
+
+# every rule of split_words: word runs, CJK, symbols, marks, skin tones, ZWJ sequences, flags, odd whitespace
+WORDS = ["the", "a", "Speak", "naïve", "e\u0301te", "你好", "🙂", "👍🏽", "👨\u200d👩\u200d👧", "🇺🇸🇩🇪", "🇺",
+         "don't", "x_1", "(a)", "...", "Ωmega", "カタカナ", "・", "ー。", "½", "²", "\x1c", "\u2028", "\u3000",
+         "\u200d", "e\u0301\u0302", "\U000e0100", "\U00020000", "한국어", "नमस्ते", "A", "B"] + [f"w{i}" for i in range(60)]
+ALPHABET = list("ab1_ ,.!'\"-\n\t\x1céж²½\u0301\u0302\u093f你好ー。，\u3000가🙂👍🏽\u200d\ufe0f\U0001f1fa\U0001f1f8"
+                "\U000e0100\U00020000\u2028・゙")
+
+
+def _texts(seed: int) -> list[str]:
+    """Texts dense in complex characters, texts with a few, plain ones, empty ones and long ones (cut into units,
+    with and without whitespace)."""
+    rng = random.Random(seed)
+    dense = ["".join(rng.choices(ALPHABET, k=rng.choice([0, 1, 7, 60, 900]))) for _ in range(60)]
+    weights = [1 if any(ord(c) > 0x2000 or not c.isascii() for c in w) else 40 for w in WORDS]
+    sparse = [" ".join(rng.choices(WORDS, weights, k=rng.randint(0, 1500))) for _ in range(12)]
+    plain = ["Plain ascii text, with punctuation! and_words 123 " * rng.randint(1, 300) for _ in range(6)]
+    long = [" ".join(rng.choices(WORDS, weights, k=40_000)), "x" * (fw.MAX_UNIT + 10), "ab " * 50_000,
+            "你好" * (fw.MAX_UNIT // 2 + 10), "", "   \n\t "]
+    texts = dense + sparse + plain + long
+    rng.shuffle(texts)
+    return texts
+
+
+def _reference(texts: list[str]) -> Counter:
+    counts: Counter = Counter()
+    for text in texts:
+        counts.update(split_words(text))
+    return counts
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_counts_are_split_words_counts(seed: int) -> None:
+    texts = _texts(seed)
+    assert fw.count_words(texts) == _reference(texts)
+    counter = fw.WordCounter()  # added in several calls, like worker tasks
+    for start in range(0, len(texts), 7):
+        counter.add(texts[start:start + 7])
+    assert counter.counts() == _reference(texts)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_encoder_gives_the_ids_of_encode(seed: int) -> None:
+    texts = _texts(seed)
+    tokenizer = tokenizer_from_counts("word", _reference(texts[::2]), 2)  # many words unknown
+    flat, lengths = fw.WordEncoder(tokenizer)(texts)
+    expected = [tokenizer.encode(text) for text in texts]
+    assert flat.tolist() == [i for ids in expected for i in ids]
+    assert lengths.tolist() == [len(ids) for ids in expected]
+    assert flat.dtype == np.int32 and UNK_ID in flat.tolist()
+
+
+def test_slots_count_the_counted_texts_and_name_every_word() -> None:
+    texts = _texts(2)
+    counted = [i % 3 != 0 for i in range(len(texts))]
+    counters = [fw.WordCounter(), fw.WordCounter()]  # two processes, each with its own slots
+    slots, lengths = [], []
+    for k, start in enumerate(range(0, len(texts), 5)):
+        got = counters[k % 2].slots(texts[start:start + 5], counted[start:start + 5])
+        slots.append((k % 2, got[0]))
+        lengths.extend(got[1].tolist())
+    exports = [c.export() for c in counters]
+    words = [exports[which][0][s] for which, part in slots for s in part.tolist()]
+    assert words == [w for text in texts for w in split_words(text)]
+    assert lengths == [len(split_words(text)) for text in texts]
+    assert fw.merge_exports(exports) == _reference([t for t, c in zip(texts, counted, strict=True) if c])
+
+
+def _weak_hash(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A hash under which every two words of one length collide."""
+    return (ends - starts).astype(np.uint64)
+
+
+def test_hash_collisions_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = _texts(3)
+    tokenizer = tokenizer_from_counts("word", _reference(texts), 1)
+    monkeypatch.setattr(fw, "_hashes", _weak_hash)
+    # counting and encoding check every token against the word it was matched with, and fall back to split_words
+    assert fw.count_words(texts) == _reference(texts)
+    small = WordTokenizer([*SPECIAL_TOKENS, "a", "bb", "ccc"])  # one word per length: the vocabulary stays usable
+    encode = fw.WordEncoder(small)
+    assert encode._vectorised
+    text = "a b bb cc ccc xyz a"
+    assert encode([text])[0].tolist() == small.encode(text) == [5, 1, 6, 1, 7, 1, 5]
+    flat, _ = fw.WordEncoder(tokenizer)(texts)
+    assert flat.tolist() == [i for t in texts for i in tokenizer.encode(t)]
+    # slots cannot tell colliding words apart: the single pass gives up (preprocess then takes two passes)
+    with pytest.raises(fw.HashCollision):
+        fw.WordCounter().slots(["ab ba"], [True])
+
+
+def test_units_cut_long_texts_after_whitespace_only() -> None:
+    text = ("word " * 40_000) + "x" * (fw.MAX_UNIT + 5) + " tail"
+    units = list(fw._units([text]))
+    assert "".join(u for u, _, _ in units) == text
+    assert all(u.endswith((" ", "\n")) for u, _, _ in units[:-1])
+    assert all(first == 0 and offsets is None for _, first, offsets in units)
+    joined = list(fw._units(["a", "", "b c"]))
+    assert joined == [("a  b c", 0, [0, 2, 3])]
