@@ -67,7 +67,8 @@ def test_python_tag_rejected_through_cli(tmp_path):
     assert not marker.exists()
 
 
-def test_debug_shows_traceback(tmp_path):
+def test_debug_shows_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMCTL_DEBUG", "")  # --debug sets it; restore the environment for later tests
     cfg = tmp_path / "typo.yaml"
     cfg.write_text("trian: {}\n", encoding="utf-8")
     result = runner.invoke(app, ["config", "validate", str(cfg), "--debug"])

@@ -12,10 +12,14 @@ Passes over the inputs (each streams; the corpus is never held in memory):
 4. **encode** (`writing`, with the encoders and worker pool of `encoding`) — encode every document into
    `<split>.tokens` through `SplitWriter`, gathering the report's counts.
 
+A word tokenizer trained here merges 3 and 4 into one pass (`writing.encode_counting`): words are counted while
+every token is written as a provisional id, and the ids are rewritten once the vocabulary is built — the same
+tokenizer and ids as training then encoding, from half the splitting work.
+
 Everything is written into a temporary sibling of `data.dir` that is renamed into place at the very end
 (`atomic.directory`), so a killed run never leaves a directory that `Dataset` accepts; the next run removes such
-leftovers. Large corpora use both cores: char encodes with numpy, bpe with the Rust batch encoder's threads, word in
-worker processes (`data.workers`).
+leftovers. Large corpora use both cores: char encodes with numpy, bpe with the Rust batch encoder's threads, word
+(split and looked up with numpy, `fast_words`) in worker processes (`data.workers`).
 
 How splits are carved from the train sources (`data.split`: tail / documents, or explicit files) is described in
 `llmctl.data.splits`; document boundaries (`<eos>`, labels, `pair_template`) in `llmctl.data.writing`.

@@ -14,7 +14,8 @@ from llmctl.data.tokenizers import SPECIAL_TOKENS, UNK_ID, WordTokenizer, split_
 # every rule of split_words: word runs, CJK, symbols, marks, skin tones, ZWJ sequences, flags, odd whitespace
 WORDS = ["the", "a", "Speak", "naïve", "e\u0301te", "你好", "🙂", "👍🏽", "👨\u200d👩\u200d👧", "🇺🇸🇩🇪", "🇺",
          "don't", "x_1", "(a)", "...", "Ωmega", "カタカナ", "・", "ー。", "½", "²", "\x1c", "\u2028", "\u3000",
-         "\u200d", "e\u0301\u0302", "\U000e0100", "\U00020000", "한국어", "नमस्ते", "A", "B"] + [f"w{i}" for i in range(60)]
+         "\u200d", "e\u0301\u0302", "\U000e0100", "\U00020000", "한국어", "नमस्ते", "A", "B",
+         *(f"w{i}" for i in range(60))]
 ALPHABET = list("ab1_ ,.!'\"-\n\t\x1céж²½\u0301\u0302\u093f你好ー。，\u3000가🙂👍🏽\u200d\ufe0f\U0001f1fa\U0001f1f8"
                 "\U000e0100\U00020000\u2028・゙")
 

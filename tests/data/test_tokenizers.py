@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 import random
 import string
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
