@@ -193,13 +193,13 @@ def worker_slots(texts: list[str], counted: list[bool]) -> tuple[np.ndarray, np.
     return provisional_ids(slots, _WORKER["n"], _WORKER["index"]), lengths
 
 
-def worker_export() -> tuple[int, list[str], np.ndarray]:
+def worker_export() -> tuple[int, np.ndarray, list[str], np.ndarray]:
     """Worker task, submitted once per worker after the single word pass (the barrier makes each worker take
-    exactly one): `(worker index, word of each slot, count of each slot)`."""
+    exactly one): `(worker index, *WordCounter.export())`."""
     _WORKER["barrier"].wait(timeout=600)
-    words, counts = _WORKER["store"].export()
+    exported = _WORKER["store"].export()
     _WORKER["store"] = WordCounter()
-    return _WORKER["index"], words, counts
+    return (_WORKER["index"], *exported)
 
 
 def worker_count(texts: list[str]) -> None:

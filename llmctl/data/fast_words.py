@@ -8,6 +8,9 @@ neighbouring classes, and every token gets a 64-bit polynomial hash of its code 
 against the token it was matched with, so results never depend on hashing luck: a collision only sends that text
 to `split_words`. Both are exactly `Counter(split_words(t))` / `WordTokenizer.encode(t)` on every text.
 
+`WordCounter.slots` serves preprocess's single word pass: it counts the words of the train split while it gives
+every token the slot of its word, so token files can be written before the vocabulary exists (`writing`).
+
 The vectorised rule covers whitespace-delimited spans without a combining mark, skin-tone modifier, regional
 indicator or ZERO WIDTH JOINER: there a token is a maximal run of word characters (`\\w` outside the CJK ranges) or
 any other single non-space character. A span with one of those characters is split by `split_words` itself, in
@@ -39,7 +42,7 @@ UNIT_CHARS = 1 << 16        # text per vectorised step: its arrays stay in the C
 MAX_UNIT = 1 << 17          # longest unit; longer texts are cut after whitespace
 DENSE_SPAN_CHARS = 64       # fewer characters per complex span than this: split_words the whole unit
 _BASE = 0x100000001B3       # odd, so invertible modulo 2**64
-_UTF32 = "utf-32-le"
+_UTF32, _POINT = "utf-32-le", np.dtype("<u4")  # code points as little-endian uint32
 
 
 @cache
@@ -136,7 +139,7 @@ def _ragged_equal(a: np.ndarray, a_starts: np.ndarray, b: np.ndarray, b_starts: 
 
 def _scan(text: str) -> _Tokens | None:
     """Tokens of `text` (at most `MAX_UNIT` characters), or None if it is dense in complex characters."""
-    points = np.frombuffer(text.encode(_UTF32), dtype=np.uint32)
+    points = np.frombuffer(text.encode(_UTF32), dtype=_POINT)
     n = points.size
     cls = np.take(_classes(), points)
     spans: list[tuple[int, int]] = []
@@ -223,7 +226,7 @@ def _cut(text: str, size: int) -> Iterator[str]:
     yield text[start:]
 
 
-# ---------------------------------------------------------------- counting, and keys for a single pass
+# ---------------------------------------------------------------- counting, and slots for a single pass
 
 
 class HashCollision(Exception):
@@ -233,7 +236,7 @@ class HashCollision(Exception):
 
 class WordCounter:
     """Counts the `split_words` tokens of texts: `counts()` equals `Counter` updated with `split_words(text)` for
-    every text added (`add`, or the texts flagged as counted in `keys`).
+    every text added (`add`, or the texts flagged as counted in `slots`).
 
     Words are kept by hash: a sorted array of known hashes (plus a small sorted one of recent additions, merged in
     when it grows) maps to a slot with the count, the string and the code points of the word; a unit's distinct
@@ -247,6 +250,7 @@ class WordCounter:
         self._counts = np.zeros(1 << 12, dtype=np.int64)
         self._lengths = np.zeros(1 << 12, dtype=np.int64)
         self._starts = np.zeros(1 << 12, dtype=np.int64)
+        self._hashes = np.zeros(1 << 12, dtype=np.uint64)
         self._points = np.zeros(1 << 16, dtype=np.uint32)
         self._used = 0  # code points stored
         self._known = [(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))] * 2  # (hashes, slots): main, recent
@@ -353,6 +357,8 @@ class WordCounter:
         self._counts = _grown(self._counts, n + m)
         self._lengths = _grown(self._lengths, n + m)
         self._starts = _grown(self._starts, n + m)
+        self._hashes = _grown(self._hashes, n + m)
+        self._hashes[n:n + m] = hashes
         total = int(lengths.sum())
         self._points = _grown(self._points, self._used + total)
         within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -379,24 +385,41 @@ class WordCounter:
         total.update(self._python)
         return total
 
-    def export(self) -> tuple[list[str], np.ndarray]:
-        """`(words, counts)`: the word of every slot, and its count."""
+    def export(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """`(hashes, words, counts)` of every slot, for `merge_exports`."""
         n = len(self._words)
-        return list(self._words), self._counts[:n].copy()
+        return self._hashes[:n].copy(), list(self._words), self._counts[:n].copy()
 
 
-def merge_exports(parts: Sequence[tuple[list[str], np.ndarray]]) -> Counter:
-    """The counted words (count > 0) of several `WordCounter.export`s, merged."""
-    total: Counter = Counter()
-    for words, counts in parts:
-        total.update({w: c for w, c in zip(words, counts.tolist(), strict=True) if c})
-    return total
+def merge_exports(parts: Sequence[tuple[np.ndarray, list[str], np.ndarray]]
+                  ) -> tuple[dict[str, int], list[str], list[np.ndarray]]:
+    """Merge several `WordCounter.export`s (by hash, checking that one hash is one word: else `HashCollision`):
+    `(count of every counted word, the distinct words, for each part the index of each of its slots' words in
+    the distinct words)`."""
+    hashes = np.concatenate([p[0] for p in parts])
+    words = [w for p in parts for w in p[1]]
+    counts = np.concatenate([p[2] for p in parts])
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    new = np.ones(ordered.size, dtype=bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    seen = order.tolist()
+    again = np.flatnonzero(~new).tolist()
+    if any(words[seen[i]] != words[seen[i - 1]] for i in again):
+        raise HashCollision("two words share a hash")
+    inverse = np.empty(order.size, dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    distinct = [words[i] for i in order[new].tolist()]
+    totals = np.add.reduceat(counts[order], np.flatnonzero(new)).tolist() if counts.size else []
+    counted = {w: c for w, c in zip(distinct, totals, strict=True) if c}
+    bounds = np.cumsum([len(p[1]) for p in parts])[:-1]
+    return counted, distinct, np.split(inverse, bounds)
 
 
 def _from_words(words: list[str]) -> _Tokens:
     """Words as tokens of their concatenation, with hashes."""
     text = "".join(words)
-    points = np.frombuffer(text.encode(_UTF32), dtype=np.uint32)
+    points = np.frombuffer(text.encode(_UTF32), dtype=_POINT)
     lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     ends = np.cumsum(lengths)
     starts = ends - lengths
@@ -431,7 +454,7 @@ class WordEncoder:
         self._stoi = {token: i for i, token in enumerate(vocab)}
         # the vocabulary's code points, and by id where a token starts there and its length (specials: empty)
         first = len(SPECIAL_TOKENS)
-        self._points = np.frombuffer("".join(vocab[first:]).encode(_UTF32), dtype=np.uint32)
+        self._points = np.frombuffer("".join(vocab[first:]).encode(_UTF32), dtype=_POINT)
         self._lengths = np.zeros(len(vocab), dtype=np.int64)
         self._lengths[first:] = np.fromiter(map(len, vocab[first:]), dtype=np.int64, count=len(vocab) - first)
         ends = np.cumsum(self._lengths)

@@ -128,19 +128,16 @@ class Sink:
         counts = stats_mod.SplitCounts(vocab_size=vocab_size, documents=self.counts.documents,
                                        characters=self.counts.characters, label_counts=self.counts.label_counts)
         path = self.writer.layout.tokens(self.writer.split)
-        n = self.writer.n_tokens
-        source = np.memmap(path, dtype=np.int32, mode="r", shape=(n,)) if n else np.zeros(0, dtype=np.int32)
         target = path.with_name(path.name + ".ids")
-        with open(target, "wb") as handle:
-            for start in range(0, n, REMAP_BLOCK):
-                block = np.asarray(source[start:start + REMAP_BLOCK])
-                if block.size and int(block.max()) >= table.size:
+        # plain reads, block by block: a memory map would keep the pages read in this process's resident memory
+        with open(path, "rb") as source, open(target, "wb") as handle:
+            while (block := np.fromfile(source, dtype=np.int32, count=REMAP_BLOCK)).size:
+                if int(block.max()) >= table.size:
                     raise ResourceError("a worker process died while encoding (out of memory?)",
                                         hint="run again, or set data.workers=1")
                 ids = table[block]
                 handle.write(ids.astype(dtype).tobytes())
                 counts.add_tokens(ids)
-        del source
         os.replace(target, path)
         self.counts, self.provisional = counts, False
 
@@ -220,23 +217,28 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
             raise ResourceError("a worker process died while encoding (out of memory?)",
                                 hint="run again, or set data.workers=1") from None
         raise
-    if sorted(index for index, _, _ in exports) != list(range(n)):
+    if sorted(index for index, *_ in exports) != list(range(n)):
         raise ResourceError("a worker process died while encoding (out of memory?)",
                             hint="run again, or set data.workers=1")
     try:
-        tokenizer = tokenizer_from_counts("word", fast_words.merge_exports([(w, c) for _, w, c in exports]),
-                                          tok.min_freq, tok.max_vocab)
+        counts, distinct, where = fast_words.merge_exports([part for _, *part in exports])
+    except fast_words.HashCollision:
+        for sink in sinks.values():
+            sink.writer.close()
+        raise
+    try:
+        tokenizer = tokenizer_from_counts("word", counts, tok.min_freq, tok.max_vocab)
     except ValueError as exc:
         raise DataError(f"cannot train the word tokenizer on data.train: {exc}",
                         hint="check tokenizer.* settings and that the training text is not empty") from None
     # provisional id → id: the specials are themselves, worker i's slot s is at specials + s * n + i
+    ids = np.fromiter((UNK_ID if i is None else i for i in map(tokenizer.token_to_id, distinct)), dtype=np.int32,
+                      count=len(distinct))
     first = len(SPECIAL_TOKENS)
-    table = np.full(first + n * max(len(words) for _, words, _ in exports), UNK_ID, dtype=np.int64)
+    table = np.full(first + n * max(part.size for part in where), UNK_ID, dtype=np.int32)
     table[:first] = np.arange(first)
-    for index, words, _ in exports:
-        ids = map(tokenizer.token_to_id, words)
-        table[first + index::n][:len(words)] = np.fromiter((UNK_ID if i is None else i for i in ids),
-                                                           dtype=np.int64, count=len(words))
+    for (index, *_), part in zip(exports, where, strict=True):
+        table[first + index::n][:part.size] = ids[part]
     dtype = token_dtype(tokenizer.vocab_size)
     splits = {}
     for name, sink in sinks.items():

@@ -181,7 +181,7 @@ class CheckpointStore:
             raise ValueError(kind)
         name = f"{kind}-{step:09d}"
         self.progress.assign(json.dumps(progress, sort_keys=True))
-        for var, value in zip(self.carry, states or []):
+        for var, value in zip(self.carry, states or [], strict=False):
             var.assign(np.asarray(value, dtype=np.float32))
         if not self.is_chief:
             scratch = Path(tempfile.mkdtemp(prefix="llmctl-worker-ckpt-"))

@@ -10,6 +10,8 @@ Per epoch e: the groups `ulmfit.trainable_groups(e, ...)` train, each at `schedu
 with the best monitored metric are kept in memory and handed to `save("best", ...)`; `train.early_stopping` counts
 evaluations without improvement. Budgets: `train.epochs`, `max_steps`, `max_tokens` (non-pad input tokens) and
 `max_time` (seconds of training). A non-finite loss stops with `TrainingError`; the best weights so far are kept.
+Resume is per epoch: the `last` state is written at the end of each epoch (also when a budget stops one early, which
+then counts as done), and a resumed run starts with the next epoch.
 """
 
 from __future__ import annotations

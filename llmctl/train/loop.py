@@ -4,11 +4,12 @@
     states = trainer.zero_states()
     loss_sum, tokens, grad_norm, states = trainer.step(element, states, step_index)   # element: `accum` batches
 
-One step: for each of the `accum` batches — forward with the explicit (h, c) state, the sum of per-token sparse
-cross-entropies from logits (float32, weight-0 padding excluded; or `tf.nn.sampled_softmax_loss` for
-`model.output: sampled`), gradients summed — then (across replicas) an all-reduce of gradients, loss sums and token
-counts, division by the GLOBAL token count (so any replica count or accumulation gives the same update as one device
-on the same global batch), global-norm clipping on the unscaled gradients, and one optimizer update.
+One step: the GLOBAL token count of the step (weights summed over the `accum` batches and all replicas); for each
+batch — forward with the explicit (h, c) state, the sum of per-token sparse cross-entropies from logits (float32,
+weight-0 padding excluded; or `tf.nn.sampled_softmax_loss` for `model.output: sampled`) divided by that count,
+gradients summed — then an all-reduce of gradients and loss sums across replicas (so any replica count or
+accumulation gives the update of one device on the same global batch), global-norm clipping on the unscaled
+gradients, and one optimizer update.
 
 On a single device the whole step (forward, backward, clipping, update) is one XLA cluster when `jit` is on; under a
 strategy the per-replica forward/backward is compiled and the collectives stay outside XLA.
@@ -223,14 +224,20 @@ class Trainer:
         return tf.reduce_sum(per_token * w), tf.reduce_sum(w), flatten_states(new_states)
 
     def _grads(self, micro, states, seed):
-        """Per replica: summed gradients, loss sum and token count over the `accum` batches of one step.
+        """Per replica: gradients of (loss sum / GLOBAL token count) over the `accum` batches of one step, the loss
+        sum, the global token count and the new states. The count is known from the weights before the forward
+        pass (one scalar all-reduce across replicas), so the gradients come out normalised: no extra pass.
 
         Without accumulation and outside XLA the embedding gradient stays sparse (`tf.IndexedSlices` of the rows
         the batch touched), as Keras' own training does; otherwise gradients are summed densely."""
         sparse = len(micro) == 1 and not self.jit
+        count = tf.add_n([tf.reduce_sum(tf.cast(w, tf.float32)) for _, _, w in micro])
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        inverse = 1.0 / tf.maximum(count, 1.0)
         grads_sum = [None if sparse else tf.zeros_like(v) for v in self.variables]
         loss_total = tf.constant(0.0, tf.float32)
-        count_total = tf.constant(0.0, tf.float32)
         states = list(states)
         for m, (x, y, w) in enumerate(micro):
             if not self.carry_state:
@@ -238,18 +245,20 @@ class Trainer:
             elif self.state_reset > 0:
                 states = self._random_resets(states, seed, m)
             with tf.GradientTape() as tape:
-                loss_sum, count, new_states = self._forward(
+                loss_sum, _, new_states = self._forward(
                     x, y, w, states, tf.random.experimental.stateless_fold_in(seed, m))
-                target = self.optimizer.scale_loss(loss_sum) if self.loss_scaled else loss_sum
+                target = loss_sum * inverse
+                if self.loss_scaled:
+                    target = self.optimizer.scale_loss(target)
             grads = tape.gradient(target, self.variables)
             if sparse:
-                grads_sum = [tf.zeros_like(v) if g is None else g for v, g in zip(self.variables, grads)]
+                grads_sum = [tf.zeros_like(v) if g is None else g for v, g in zip(self.variables, grads, strict=True)]
             else:
-                grads_sum = [acc if g is None else acc + tf.convert_to_tensor(g) for acc, g in zip(grads_sum, grads)]
+                grads_sum = [acc if g is None else acc + tf.convert_to_tensor(g)
+                             for acc, g in zip(grads_sum, grads, strict=True)]
             loss_total += loss_sum
-            count_total += count
             states = [tf.stop_gradient(s) for s in new_states]
-        return grads_sum, loss_total, count_total, states
+        return grads_sum, loss_total, count, states
 
     def _random_resets(self, states, seed, m):
         """Zero each column's state with probability `state_reset` (keyed by seed, step, batch and replica)."""
@@ -265,7 +274,7 @@ class Trainer:
         grads, loss_sum, count, states = self._grads_fn(micro, states, seed)
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:
-            grads, loss_sum, count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (grads, loss_sum, count))
+            grads, loss_sum = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (grads, loss_sum))
         return grads, loss_sum, count, states
 
     def _step(self, micro, states, seed):
@@ -275,8 +284,7 @@ class Trainer:
                 return self.strategy.experimental_local_results(v)[0]
             grads = [first(g) for g in grads]
             loss_sum, count = first(loss_sum), first(count)
-        denom = tf.maximum(count, 1.0)
-        grads = [_scaled(_unique_rows(g), 1.0 / denom) for g in grads]
+        grads = [_unique_rows(g) for g in grads]
         scale = tf.cast(self.optimizer.dynamic_scale, tf.float32) if self.loss_scaled else tf.constant(1.0)
         norm = tf.sqrt(tf.add_n([_squared_norm(g) for g in grads])) / scale
         if self.clip_norm is not None:

@@ -73,10 +73,14 @@ def test_slots_count_the_counted_texts_and_name_every_word() -> None:
         slots.append((k % 2, got[0]))
         lengths.extend(got[1].tolist())
     exports = [c.export() for c in counters]
-    words = [exports[which][0][s] for which, part in slots for s in part.tolist()]
+    words = [exports[which][1][s] for which, part in slots for s in part.tolist()]
     assert words == [w for text in texts for w in split_words(text)]
     assert lengths == [len(split_words(text)) for text in texts]
-    assert fw.merge_exports(exports) == _reference([t for t, c in zip(texts, counted, strict=True) if c])
+    counts, distinct, where = fw.merge_exports(exports)
+    assert counts == _reference([t for t, c in zip(texts, counted, strict=True) if c])
+    assert len(set(distinct)) == len(distinct)
+    for (_, part_words, _), part in zip(exports, where, strict=True):
+        assert [distinct[i] for i in part.tolist()] == part_words
 
 
 def _weak_hash(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ def test_stream_equals_hand_computed_batchify():
     source = StreamSteps(tokens, batch_size=b, bptt=bptt, check=False)
     inputs = tokens[:-1].reshape(b, -1)  # batchify: column c = tokens[c*L:(c+1)*L] (rows here)
     targets = tokens[1:].reshape(b, -1)
-    xs, ys, ws = zip(*(source.step(0, i)[0] for i in range(source.steps(0))))
+    xs, ys, ws = zip(*(source.step(0, i)[0] for i in range(source.steps(0))), strict=True)
     x, y, w = np.concatenate(xs, 1), np.concatenate(ys, 1), np.concatenate(ws, 1)
     length = inputs.shape[1]  # 10 steps: windows of 3, 3, 3 and a last partial window of 1 (kept)
     assert source.steps(0) == 4
@@ -113,8 +113,8 @@ def test_dataset_skips_exactly_to_the_data_position():
     full = [tuple(t.numpy() for batch in el for t in batch) for el in step_dataset(source, 0)]
     tail = [tuple(t.numpy() for batch in el for t in batch) for el in step_dataset(source, 0, start_step=7)]
     assert len(full) == source.steps(0) and len(tail) == len(full) - 7
-    for a, b in zip(full[7:], tail):
-        for u, v in zip(a, b):
+    for a, b in zip(full[7:], tail, strict=True):
+        for u, v in zip(a, b, strict=True):
             np.testing.assert_array_equal(u, v)
 
 

@@ -57,7 +57,7 @@ def test_save_and_restore_round_trip_with_progress_and_state(tmp_path):
     progress, restored, prefix = store.restore("last")
     assert progress == {"step": 10, "epoch": 1} and prefix.name == "last-000000010"
     assert all(np.allclose(v, 0.5) for v in model.trainable_variables)
-    for a, b in zip(states, restored):
+    for a, b in zip(states, restored, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -88,7 +88,7 @@ def test_accumulating_two_halves_equals_one_full_batch(char_tokens):
     la = ta.step(element, ta.zero_states(), 0)
     lb = tb.step(halves, tb.zero_states(), 0)
     assert abs(float(la[0]) - float(lb[0])) < 1e-3 and float(la[1]) == float(lb[1])
-    for u, v in zip(a.trainable_variables, b.trainable_variables):
+    for u, v in zip(a.trainable_variables, b.trainable_variables, strict=True):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-6)
 
 
@@ -98,7 +98,7 @@ def _manual_nll(model, tokens, columns):
 
     layout = StreamLayout(len(tokens), columns)
     total, count = 0.0, 0
-    for start, length in zip(layout.starts, layout.lengths):
+    for start, length in zip(layout.starts, layout.lengths, strict=True):
         seq = np.asarray(tokens[start:start + length + 1], dtype=np.int32)
         logits, _ = model(tf.constant(seq[None, :-1]), None, training=False)
         logits = np.asarray(logits, dtype=np.float64)[0]
@@ -179,7 +179,7 @@ def test_auto_xla_is_measured_once_and_cached(tmp_path, monkeypatch):
 def test_state_reset_zeroes_carried_columns(char_tokens):
     tokens, vocab = char_tokens
     source = StreamSteps(tokens, batch_size=8, bptt=16)
-    elements = [e for _, e in zip(range(2), step_dataset(source, 0))]
+    elements = [e for _, e in zip(range(2), step_dataset(source, 0), strict=False)]
     losses = {}
     for name, kw in {"reset": dict(carry=True), "windows": dict(carry=False)}.items():
         model = _model(vocab, seed=9)

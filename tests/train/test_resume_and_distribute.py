@@ -122,7 +122,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, dataset):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["none_replicas"] == 1 and out["mirrored_replicas"] == 2
     assert [r[:2] for r in out["none"]] == [r[:2] for r in out["mirrored"]]
-    for (_, _, a), (_, _, b) in zip(out["none"], out["mirrored"]):
+    for (_, _, a), (_, _, b) in zip(out["none"], out["mirrored"], strict=True):
         assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), (a, b)
 
 
@@ -159,12 +159,12 @@ def test_multi_worker_with_two_local_processes(tmp_path, dataset):
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    for proc, (_, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     summary = json.loads((tmp_path / "runs" / "multi" / "summary.json").read_text())
     assert summary["devices"]["workers"] == 2 and summary["devices"]["replicas"] == 2 and summary["steps"] == 30
     a = _rows(tmp_path / "runs" / "single", "step", "split", "loss")
     b = _rows(tmp_path / "runs" / "multi", "step", "split", "loss")
     assert [r[:2] for r in a] == [r[:2] for r in b]
-    for (_, _, x), (_, _, y) in zip(a, b):
+    for (_, _, x), (_, _, y) in zip(a, b, strict=True):
         assert abs(float(x) - float(y)) <= 1e-5 * max(1.0, abs(float(x))), (x, y)
