@@ -1,5 +1,6 @@
-"""Encoders (texts → token ids, as fast as each tokenizer kind allows) and the worker pool that runs word counting
-and encoding in several processes on large corpora.
+"""Encoders (texts → token ids, as fast as each tokenizer kind allows) and the worker pool that runs the word
+work in several processes on large corpora: the single word pass (`worker_slots`, `worker_export`) and encoding with
+a reused word tokenizer (`worker_encode`).
 
 Large corpora use both cores: char encodes with numpy, bpe with the Rust batch encoder's threads, word (vectorised
 with numpy, `fast_words`) in worker processes (`data.workers`).
@@ -13,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -165,7 +166,7 @@ def _worker_init(barrier, started, n: int) -> None:
     with started.get_lock():  # workers are numbered 0..n-1 in start order; a replacement for a dead one gets >= n
         index = started.value
         started.value += 1
-    _WORKER.update(barrier=barrier, counts=WordCounter(), chars=0, store=WordCounter(), index=index, n=n)
+    _WORKER.update(barrier=barrier, store=WordCounter(), index=index, n=n)
 
 
 def provisional_ids(slots: np.ndarray, n: int, index: int) -> np.ndarray:
@@ -200,20 +201,6 @@ def worker_export() -> tuple[int, np.ndarray, list[str], np.ndarray]:
     exported = _WORKER["store"].export()
     _WORKER["store"] = WordCounter()
     return (_WORKER["index"], *exported)
-
-
-def worker_count(texts: list[str]) -> None:
-    """Worker task: add the word counts of `texts` to this worker's totals."""
-    _WORKER["counts"].add(texts)
-    _WORKER["chars"] += sum(map(len, texts))
-
-
-def worker_collect() -> tuple[Counter, int]:
-    """Worker task, submitted once per worker: the barrier makes each worker take exactly one."""
-    _WORKER["barrier"].wait(timeout=600)
-    counts, chars = _WORKER["counts"].counts(), _WORKER["chars"]
-    _WORKER.update(counts=WordCounter(), chars=0)
-    return counts, chars
 
 
 class Ordered:

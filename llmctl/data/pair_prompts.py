@@ -6,7 +6,7 @@ fed the same prefix, `<bos> prompt <sep>`, and its continuation up to `<eos>` is
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from llmctl.data.tokenizers import BOS_ID, EOS_ID, SEP_ID
 
@@ -17,10 +17,6 @@ def prompt_prefix_ids(tokenizer, text: str, normalizer=None) -> list[int]:
     if normalizer is not None:
         text = normalizer(text)
     return [BOS_ID, *tokenizer.encode(text), SEP_ID]
-
-
-def prefix_from_ids(prompt_ids: Sequence[int]) -> list[int]:
-    return [BOS_ID, *(int(i) for i in prompt_ids), SEP_ID]
 
 
 def cut_at_eos(ids: Iterable[int]) -> list[int]:

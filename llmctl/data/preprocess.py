@@ -149,7 +149,8 @@ def run(exp, reporter: Reporter | None = None, force: bool = False) -> Result:
                           lines=[f"dataset {final} is up to date (inputs and settings unchanged): nothing to do; "
                                  "use --force to rebuild"])
     workers = workers_for(plan.total_bytes, exp.data.workers)
-    # one pool for word training and encoding, started before the scan so its start-up overlaps it
+    # one pool for the word pass (or word encoding with a reused tokenizer), started before the scan so that its
+    # start-up overlaps it
     pool = Workers.start(workers) if workers > 1 and plan.kind == "word" else None
     try:
         manifest, report = _build(plan, final, reporter, pool)
@@ -240,7 +241,7 @@ def _tokenize(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, label_
         tokenizer = plan.reused
         _warn_normalize_mismatch(plan, reporter)
     else:
-        tokenizer = train(plan, scans, reporter, pool)
+        tokenizer = train(plan, scans, reporter)
     tokenizer.save(layout.tokenizer)
     sinks = encode_all(plan, scans, tokenizer, layout.tokenizer, layout, label_ids, reporter, pool)
     return tokenizer, sinks, {name: sink.finish() for name, sink in sinks.items()}

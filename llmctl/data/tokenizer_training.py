@@ -1,8 +1,9 @@
 """The train pass: train the tokenizer on the train split (after routing), streamed.
 
-char counts code points with numpy; word counts with numpy (`fast_words.WordCounter`), in worker processes on
-large corpora; both then build the tokenizer with `tokenizers.tokenizer_from_counts`, the vocabulary rule of
-`train_tokenizer`. bpe trains with `train_tokenizer` (the Rust trainer).
+char counts code points with numpy; word counts words with numpy (`fast_words.WordCounter`); both then build the
+tokenizer with `tokenizers.tokenizer_from_counts`, the vocabulary rule of `train_tokenizer`. bpe trains with
+`train_tokenizer` (the Rust trainer). A word tokenizer normally skips this pass: preprocess counts its words while
+it encodes (`writing.encode_counting`), and comes here only if that cannot tell words apart.
 """
 
 from __future__ import annotations
@@ -13,24 +14,24 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from llmctl.data import sources as src
-from llmctl.data.encoding import CHUNK_CHARS, MAX_CODE_POINT, Ordered, Workers, worker_collect, worker_count
+from llmctl.data.encoding import CHUNK_CHARS, MAX_CODE_POINT
 from llmctl.data.fast_words import WordCounter
 from llmctl.data.meter import Meter
 from llmctl.data.records import ScanInfo, records
 from llmctl.data.splits import Router
 from llmctl.data.tokenizers import tokenizer_from_counts, train_tokenizer
-from llmctl.errors import DataError, ResourceError
+from llmctl.errors import DataError
 from llmctl.progress import Reporter
 
 if TYPE_CHECKING:
     from llmctl.data.plan import Plan
 
 
-def train(plan: Plan, scans: dict[str, ScanInfo], reporter: Reporter, workers: Workers | None):
+def train(plan: Plan, scans: dict[str, ScanInfo], reporter: Reporter):
     """Train the tokenizer on the train split, with a progress meter."""
     tok = plan.exp.tokenizer
     with Meter(reporter, f"train {tok.kind} tokenizer", plan.groups["train"].bytes) as meter:
-        return train_with(tok, train_texts(plan, scans, meter), workers)
+        return train_with(tok, train_texts(plan, scans, meter))
 
 
 def train_texts(plan: Plan, scans: dict[str, ScanInfo], meter: Meter) -> Iterator[str]:
@@ -52,14 +53,13 @@ def train_texts(plan: Plan, scans: dict[str, ScanInfo], meter: Meter) -> Iterato
     meter.done(counter.bytes_read)
 
 
-def train_with(tok, texts: Iterator[str], workers: Workers | None):
+def train_with(tok, texts: Iterator[str]):
     """Train a tokenizer with the `tokenizer.*` settings `tok` on `texts`."""
     try:
         if tok.kind == "char":
             tokenizer = tokenizer_from_counts("char", char_counts(texts), tok.min_freq, tok.max_vocab)
         elif tok.kind == "word":
-            counts = parallel_counts(texts, workers) if workers is not None else word_counts(texts)
-            tokenizer = tokenizer_from_counts("word", counts, tok.min_freq, tok.max_vocab)
+            tokenizer = tokenizer_from_counts("word", word_counts(texts), tok.min_freq, tok.max_vocab)
         else:
             tokenizer = train_tokenizer(tok.kind, texts, vocab_size=tok.vocab_size if tok.kind == "bpe" else None,
                                         min_freq=tok.min_freq, max_vocab=tok.max_vocab if tok.kind != "bpe" else None)
@@ -99,26 +99,3 @@ def word_counts(texts: Iterator[str]) -> Counter:
     for batch in batches(texts):
         counter.add(batch)
     return counter.counts()
-
-
-def parallel_counts(texts: Iterator[str], workers: Workers) -> Counter:
-    """Word counts of `texts`, counted in the worker processes and merged once at the end."""
-    sent = 0
-    runner = Ordered(workers)
-    for batch in batches(texts):
-        sent += sum(map(len, batch))
-        for _ in runner.submit(worker_count, (batch,), None):
-            pass
-    for _ in runner.drain():
-        pass
-    parts = [workers.pool.apply_async(worker_collect) for _ in range(workers.n)]
-    total: Counter = Counter()
-    counted = 0
-    for part in parts:
-        counts, chars = part.get()
-        total.update(counts)
-        counted += chars
-    if counted != sent:
-        raise ResourceError("a worker process died while counting words (out of memory?)",
-                            hint="run again, or set data.workers=1")
-    return total

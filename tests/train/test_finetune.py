@@ -382,3 +382,14 @@ def test_domain_adaptation_starts_from_the_parent_and_reports_unk(tmp_path):
     child_model, _ = restore_model(RunDir.of(child), "last")
     for a, b in zip(parent_model.get_weights(), child_model.get_weights(), strict=True):
         assert np.allclose(a, b, atol=1e-6)
+
+
+def test_prompt_prefix_matches_the_training_template():
+    from llmctl.data.pair_prompts import cut_at_eos, prompt_prefix_ids
+    from llmctl.data.preprocess import pair_template
+    from llmctl.data.tokenizers import train_tokenizer
+
+    tok = train_tokenizer("word", ["a b c"])
+    ids, start = pair_template(tok.encode("c b a"), [])
+    assert prompt_prefix_ids(tok, "c b a") == ids[:start]
+    assert cut_at_eos([7, 8, 3, 9]) == [7, 8]
