@@ -80,11 +80,12 @@ def _compute_powers(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _hashes(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Hash of each token `points[starts[i]:ends[i]]`: sum of (code point + 1) * BASE**offset, modulo 2**64."""
+    """Hash of each token `points[starts[i]:ends[i]]`: sum of code point * BASE**offset, modulo 2**64 (equal hashes
+    are always checked, so its quality only matters for speed)."""
     pw, ipw = _powers(points.size + 1)
     prefix = np.empty(points.size + 1, dtype=np.uint64)
     prefix[0] = 0
-    np.cumsum(np.multiply(points + np.uint32(1), pw[:points.size]), out=prefix[1:])
+    np.cumsum(np.multiply(points, pw[:points.size]), out=prefix[1:])
     return (prefix[ends] - prefix[starts]) * ipw[starts]
 
 

@@ -471,6 +471,10 @@ class _VocabTokenizer(Tokenizer):
     def token_to_id(self, token: str) -> int | None:
         return self._stoi.get(token)
 
+    def tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
+        """The id of each token (already split), :data:`UNK_ID` for those not in the vocabulary."""
+        return list(map(self._stoi.get, tokens, repeat(UNK_ID)))
+
     def _tokens(self, ids: Iterable[int], skip_special: bool) -> list[str]:
         itos = self._itos
         checked = self._check_ids(ids)

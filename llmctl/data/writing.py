@@ -232,8 +232,7 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
         raise DataError(f"cannot train the word tokenizer on data.train: {exc}",
                         hint="check tokenizer.* settings and that the training text is not empty") from None
     # provisional id → id: the specials are themselves, worker i's slot s is at specials + s * n + i
-    ids = np.fromiter((UNK_ID if i is None else i for i in map(tokenizer.token_to_id, distinct)), dtype=np.int32,
-                      count=len(distinct))
+    ids = np.asarray(tokenizer.tokens_to_ids(distinct), dtype=np.int32)
     first = len(SPECIAL_TOKENS)
     table = np.full(first + n * max(part.size for part in where), UNK_ID, dtype=np.int32)
     table[:first] = np.arange(first)

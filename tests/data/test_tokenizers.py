@@ -295,6 +295,14 @@ def test_tokenizer_from_counts_is_train_tokenizers_rule(kind: str, min_freq: int
     assert [(-counts[t], t) for t in kept] == sorted((-counts[t], t) for t in kept)
 
 
+def test_tokens_to_ids_maps_unknown_tokens_to_unk(trained: dict[str, Tokenizer]) -> None:
+    tok = trained["word"]
+    words = split_words(MIXED) + ["never-seen-token", "zzz"]
+    assert tok.tokens_to_ids(words) == [tok.token_to_id(w) if tok.token_to_id(w) is not None else UNK_ID
+                                        for w in words]
+    assert tok.tokens_to_ids(split_words(MIXED)) == tok.encode(MIXED)
+
+
 def test_tokenizer_from_counts_errors() -> None:
     with pytest.raises(ValueError, match="training data is empty"):
         tokenizer_from_counts("word", {})
