@@ -101,24 +101,33 @@ class _Tokens:
     hashes: np.ndarray
     spans: list[tuple[int, int]]
 
-    def distinct(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """`(first, group)`: one token index per distinct hash (in increasing hash order) and each token's group,
-        checked so that tokens with one hash are one string; None if a hash is shared by different strings."""
+    def groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """`(first, group)`: one token index per distinct hash (in increasing hash order) and each token's group.
+        Tokens of one group are one string only once checked (`matches`)."""
         order = np.argsort(self.hashes)
         ordered = self.hashes[order]
         new = np.empty(ordered.size, dtype=bool)
         new[:1] = True
         np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-        first = order[new]
         group = np.empty(order.size, dtype=np.int64)
         group[order] = np.cumsum(new) - 1
+        return order[new], group
+
+    def matches(self, ref_points: np.ndarray, ref_starts: np.ndarray, ref_lengths: np.ndarray,
+                known: np.ndarray | None = None) -> bool:
+        """Whether every token (every one flagged in `known`) equals its reference
+        `ref_points[ref_starts[i]:][:ref_lengths[i]]`, code point by code point."""
         lengths = self.ends - self.starts
-        if not np.array_equal(lengths, lengths[first][group]):
-            return None
-        shift = np.repeat(self.starts[first][group] - self.starts, lengths)
-        if not np.array_equal(self.points[self.chars], self.points[self.chars + shift]):
-            return None
-        return first, group
+        if known is None:
+            if not np.array_equal(lengths, ref_lengths):
+                return False
+            shift = np.repeat(ref_starts - self.starts, lengths)
+            return bool(np.array_equal(ref_points[self.chars + shift], self.points[self.chars]))
+        if not np.array_equal(lengths[known], ref_lengths[known]):
+            return False
+        shift = np.repeat(np.where(known, ref_starts - self.starts, 0), lengths)
+        expected = ref_points.take(self.chars + shift, mode="clip")
+        return bool(np.all((expected == self.points[self.chars]) | ~np.repeat(known, lengths)))
 
     def strings(self, index: np.ndarray) -> list[str]:
         text = self.text
@@ -126,16 +135,6 @@ class _Tokens:
 
     def span_tokens(self) -> list[tuple[int, list[str]]]:
         return [(a, split_words(self.text[a:b])) for a, b in self.spans]
-
-
-def _ragged_equal(a: np.ndarray, a_starts: np.ndarray, b: np.ndarray, b_starts: np.ndarray,
-                  lengths: np.ndarray) -> bool:
-    """Whether `a[a_starts[i]:][:lengths[i]] == b[b_starts[i]:][:lengths[i]]` for every i."""
-    total = int(lengths.sum())
-    if not total:
-        return True
-    within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return bool(np.array_equal(a[np.repeat(a_starts, lengths) + within], b[np.repeat(b_starts, lengths) + within]))
 
 
 def _scan(text: str) -> _Tokens | None:
@@ -240,8 +239,9 @@ class WordCounter:
     every text added (`add`, or the texts flagged as counted in `slots`).
 
     Words are kept by hash: a sorted array of known hashes (plus a small sorted one of recent additions, merged in
-    when it grows) maps to a slot with the count, the string and the code points of the word; a unit's distinct
-    tokens are matched with known words by hash and then compared with them code point by code point.
+    when it grows) maps to a slot with the count, the string and the code points of the word. A unit's tokens are
+    grouped by hash, the groups matched with the known words (a new word is stored from one of its tokens), and every
+    token is then compared code point by code point with the word of its slot.
 
     `slots` also returns every token's *slot*, the index of its word among the words stored (see `export`): a single
     pass can so write slots while it counts, and map them to ids once the vocabulary is known."""
@@ -315,30 +315,24 @@ class WordCounter:
 
     def _register(self, tok: _Tokens) -> tuple[np.ndarray, np.ndarray] | None:
         """`(slot of each distinct token, group of each token)`, storing new words; None if a hash stands for two
-        strings (the unit, or the unit and a stored word)."""
+        strings (in the unit, or in the unit and the words stored): every token is compared with the stored word
+        of its slot (a new word is stored from one of its tokens first)."""
         if not tok.hashes.size:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        grouped = tok.distinct()
-        if grouped is None:
-            return None
-        first, group = grouped
+        first, group = tok.groups()
         hashes = tok.hashes[first]
-        lengths = (tok.ends - tok.starts)[first]
         slots = np.full(first.size, -1, dtype=np.int64)
         for known, known_slots in self._known:
             if known.size:
                 at = np.minimum(np.searchsorted(known, hashes), known.size - 1)
                 hit = known[at] == hashes
                 slots[hit] = known_slots[at[hit]]
-        hit = slots >= 0
-        if hit.any():
-            old = slots[hit]
-            if not (np.array_equal(self._lengths[old], lengths[hit])
-                    and _ragged_equal(tok.points, tok.starts[first[hit]], self._points, self._starts[old],
-                                      lengths[hit])):
-                return None
-        if not hit.all():
-            slots[~hit] = self._new_words(tok, first[~hit], hashes[~hit], lengths[~hit])
+        new = slots < 0
+        if new.any():
+            slots[new] = self._new_words(tok, first[new], hashes[new], (tok.ends - tok.starts)[first[new]])
+        token_slots = slots[group]
+        if not tok.matches(self._points, self._starts[token_slots], self._lengths[token_slots]):
+            return None
         return slots, group
 
     def _register_words(self, words: list[str]) -> np.ndarray:
@@ -509,18 +503,12 @@ class WordEncoder:
         """Vocabulary ids of the vectorised tokens, or None if a hash stands for two strings (never in practice)."""
         if not tok.hashes.size:
             return np.zeros(0, dtype=np.int32)
-        grouped = tok.distinct()
-        if grouped is None:
-            return None
-        first, group = grouped
+        first, group = tok.groups()
         hashes = tok.hashes[first]
         at = np.minimum(np.searchsorted(self._hashes, hashes), self._hashes.size - 1)
-        hit = self._hashes[at] == hashes
-        ids = np.where(hit, self._ids[at], np.int32(UNK_ID))
-        if hit.any():
-            found = ids[hit]
-            lengths = (tok.ends - tok.starts)[first[hit]]
-            if not (np.array_equal(self._lengths[found], lengths)
-                    and _ragged_equal(tok.points, tok.starts[first[hit]], self._points, self._starts[found], lengths)):
-                return None
-        return ids[group]
+        ids = np.where(self._hashes[at] == hashes, self._ids[at], np.int32(UNK_ID))[group]
+        known = ids != UNK_ID
+        if known.any() and not tok.matches(self._points, self._starts[ids], self._lengths[ids],
+                                           None if known.all() else known):
+            return None
+        return ids

@@ -229,7 +229,7 @@ def _tokenize(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, label_
               reporter: Reporter, pool: Workers | None):
     """Train (or reuse) the tokenizer and encode every split: `(tokenizer, sinks, manifest counts per split)`. A word
     tokenizer trained here takes the single counting pass (`writing.encode_counting`); the others (and word when
-    keys cannot identify words, `HashCollision`) train, then encode."""
+    words cannot be told apart by hash, `HashCollision`) train, then encode."""
     if plan.reused is None and plan.kind == "word":
         try:
             tokenizer, sinks, splits = encode_counting(plan, scans, layout, label_ids, reporter, pool)

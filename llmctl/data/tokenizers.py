@@ -226,6 +226,7 @@ def _word_classes() -> bytes:
     return bytes(table)
 
 
+@cache
 def _onig_word_pattern() -> str:
     """The :func:`split_words` rules as an Oniguruma pattern for ``tokenizer.json``.
 
@@ -415,7 +416,7 @@ class Tokenizer(ABC):
             "fingerprint": self.fingerprint(),
             **self._metadata_content(),
         }
-        atomic.write_json(path / METADATA_FILE, metadata)
+        atomic.write_text(path / METADATA_FILE, _metadata_json(metadata))
         return path
 
     def __repr__(self) -> str:
@@ -428,6 +429,19 @@ class Tokenizer(ABC):
             bad = next(i for i in checked if not 0 <= i < self.vocab_size)
             raise ValueError(f"token id {bad} is out of range for a vocabulary of size {self.vocab_size}")
         return checked
+
+
+def _metadata_json(metadata: dict[str, Any]) -> str:
+    """``json.dumps(metadata, indent=2, ensure_ascii=False) + "\\n"`` (what ``atomic.write_json`` writes), with a
+    ``vocab`` list rendered by the C string encoder: the indenting encoder is pure Python, slow for large
+    vocabularies."""
+    vocab = metadata.get("vocab")
+    if not isinstance(vocab, list) or not vocab or not all(type(token) is str for token in vocab):
+        return json.dumps(metadata, indent=2, ensure_ascii=False) + "\n"
+    placeholder = "\x00vocab\x00"
+    text = json.dumps({**metadata, "vocab": placeholder}, indent=2, ensure_ascii=False)
+    items = ",\n    ".join(map(json.encoder.encode_basestring, vocab))  # list items of a top-level key
+    return text.replace(json.dumps(placeholder), "[\n    " + items + "\n  ]", 1) + "\n"
 
 
 class _VocabTokenizer(Tokenizer):

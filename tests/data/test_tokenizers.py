@@ -295,6 +295,16 @@ def test_tokenizer_from_counts_is_train_tokenizers_rule(kind: str, min_freq: int
     assert [(-counts[t], t) for t in kept] == sorted((-counts[t], t) for t in kept)
 
 
+@pytest.mark.parametrize("kind", TOKENIZER_KINDS)
+def test_metadata_file_is_indented_json(trained: dict[str, Tokenizer], kind: str, tmp_path: Path) -> None:
+    # the vocabulary is rendered by the fast path; the file is exactly what json.dumps(indent=2) writes
+    text = (trained[kind].save(tmp_path) / METADATA_FILE).read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+    tricky = WordTokenizer([*SPECIAL_TOKENS, "é", '"', "\\", "😀", "你"])
+    text = (tricky.save(tmp_path / "tricky") / METADATA_FILE).read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+
+
 def test_tokens_to_ids_maps_unknown_tokens_to_unk(trained: dict[str, Tokenizer]) -> None:
     tok = trained["word"]
     words = split_words(MIXED) + ["never-seen-token", "zzz"]
