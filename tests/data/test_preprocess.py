@@ -365,6 +365,8 @@ def test_word_single_pass_falls_back_to_two_passes_on_a_hash_collision(tmp_path,
 def test_workers_fork_only_when_safe(monkeypatch):
     import threading
 
+    for name in encoding._FORK_UNSAFE_MODULES:  # earlier tests in this process may have imported TensorFlow
+        monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setattr(encoding, "_IMPORT_TASKS", encoding._tasks())  # as if numpy's threads were these
     assert encoding.fork_is_safe()
     stop = threading.Event()
