@@ -286,7 +286,7 @@ def config_file_for(target: Path) -> Path:
 
 def absolutize_defaults(model: BaseModel, cwd: Path) -> None:
     """Paths still relative after loading are defaults: they resolve against the current directory."""
-    for name, field in type(model).model_fields.items():
+    for name in type(model).model_fields:
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             absolutize_defaults(value, cwd)

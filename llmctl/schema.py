@@ -123,7 +123,8 @@ class TokenizerConfig(Section):
     """Which tokenizer to train on the train split, or where to reuse one from."""
 
     kind: Literal["char", "word", "bpe"] = Field("char", description="Character, word or byte-level BPE tokens.")
-    vocab_size: int = Field(8000, ge=261, description="Target vocabulary size for `bpe` (256 bytes + 5 specials at least).")
+    vocab_size: int = Field(8000, ge=261,
+                            description="Target vocabulary size for `bpe` (256 bytes + 5 specials at least).")
     min_freq: int = Field(1, ge=1, description="Drop tokens seen fewer times than this in train (char/word/bpe).")
     max_vocab: Optional[int] = Field(None, ge=6, description="Cap the char/word vocabulary (specials included).")
     from_: Optional[PathField] = Field(

@@ -43,8 +43,8 @@ def import_tf():
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     with _silence_fd2():
-        import tensorflow as tf  # noqa: PLC0415 - the whole point is a lazy import
         import keras  # noqa: F401,PLC0415
+        import tensorflow as tf  # noqa: PLC0415 - the whole point is a lazy import
 
         tf.get_logger().setLevel("ERROR")
         tf.config.list_physical_devices()
