@@ -148,8 +148,10 @@ class Trainer:
         return the reason. Only the single-device step is probed."""
         if not self.jit or self.dist.distributed:
             return None
+        element = tf.nest.map_structure(tf.convert_to_tensor, element)
         try:
-            self._step_fn.experimental_get_compiler_ir(element, states, self._seed(step_index))(stage="hlo")
+            self._step_fn.experimental_get_compiler_ir(element, states, self._seed(step_index),
+                                                       self._lr(None))(stage="hlo")
         except Exception as exc:  # noqa: BLE001 - any lowering failure means "no XLA for this step"
             self._build(False)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -209,10 +211,19 @@ class Trainer:
         return self.strategy.experimental_distribute_values_from_function(value)
 
     # -- the step
-    def step(self, element, states, step_index: int):
-        """Run one optimizer step. Returns (loss_sum, token_count, grad_norm) tensors and the new states."""
-        loss_sum, count, norm, new_states = self._step_fn(element, states, self._seed(step_index))
+    def step(self, element, states, step_index: int, lr: float | None = None):
+        """Run one optimizer step on `element` (`accum` (x, y, w) batches: tensors, numpy arrays or distributed
+        values) at learning rate `lr` (None: keep the optimizer's), assigned inside the compiled step.
+        Returns (loss_sum, token_count, grad_norm) as floats — one host sync — and the new states."""
+        if not self.dist.distributed:
+            element = tf.nest.map_structure(tf.convert_to_tensor, element)
+        summary, new_states = self._step_fn(element, states, self._seed(step_index), self._lr(lr))
+        loss_sum, count, norm = (float(v) for v in summary.numpy())
         return loss_sum, count, norm, new_states
+
+    def _lr(self, lr: float | None):
+        value = float(self.optimizer.learning_rate.numpy()) if lr is None else float(lr)
+        return tf.constant(value, tf.float32)
 
     def _forward(self, x, y, w, states, seed):
         hidden, new_states = self.model.features(x, unflatten_states(states), training=True)
@@ -277,7 +288,8 @@ class Trainer:
             grads, loss_sum = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (grads, loss_sum))
         return grads, loss_sum, count, states
 
-    def _step(self, micro, states, seed):
+    def _step(self, micro, states, seed, lr):
+        self.optimizer.learning_rate.assign(lr)
         grads, loss_sum, count, states = self.strategy.run(self._replica, args=(micro, states, seed))
         if self.dist.distributed:
             def first(v):
@@ -291,7 +303,7 @@ class Trainer:
             factor = self.clip_norm / tf.maximum(norm, self.clip_norm)
             grads = [_scaled(g, factor) for g in grads]
         self.optimizer.apply(grads, self.variables)
-        return loss_sum, count, norm, states
+        return tf.stack([loss_sum, count, norm]), states
 
 
 def _unique_rows(g):

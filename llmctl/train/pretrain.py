@@ -51,6 +51,7 @@ class Progress:
     best_step: int | None = None
     bad_evals: int = 0  # evaluations since the last improvement (early stopping)
     skipped_steps: int = 0  # float16 steps skipped by loss scaling
+    log_interval: dict[str, float] = field(default_factory=dict)  # sums since the last metrics row
     schedule: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)  # batching mode, seed: the RNG keys of the window order
 
@@ -374,7 +375,7 @@ class PretrainSession:
 
     # -- the loop
     def train(self) -> str:
-        from llmctl.data.batching import dataset_fn_for, step_dataset
+        from llmctl.data.batching import dataset_fn_for, step_arrays
         from llmctl.train.metrics_log import MetricsLog
 
         p, cfg = self.progress, self.cfg
@@ -386,7 +387,10 @@ class PretrainSession:
         self.compute_time = 0.0
         self.compute_tokens = 0
         first_step = True
-        interval = {"loss": 0.0, "tokens": 0.0, "time": 0.0, "norm": 0.0, "steps": 0}
+        skipped_in_a_row = 0
+        # the partial log interval travels in checkpoints, so a run resumed between two log rows logs the same rows
+        interval = {"loss": 0.0, "tokens": 0.0, "time": 0.0, "norm": 0.0, "steps": 0, **p.log_interval}
+        p.log_interval = interval
         last_advance = 0.0
         stop = self._budget_stop()
         states = None
@@ -394,6 +398,7 @@ class PretrainSession:
         self.reporter.advance(p.step, epoch=p.epoch + 1)
         loop_start = time.perf_counter()
         time_base = p.train_time
+        restore_sigint = self._catch_first_interrupt()
         try:
             while stop is None:
                 n_steps = self.steps.steps(p.epoch)
@@ -407,7 +412,7 @@ class PretrainSession:
                                         replicas_per_worker=self.dist.replicas_per_worker)
                     iterator = iter(self.dist.strategy.distribute_datasets_from_function(fn))
                 else:
-                    iterator = iter(step_dataset(self.steps, p.epoch, start_step=p.epoch_step))
+                    iterator = step_arrays(self.steps, p.epoch, start_step=p.epoch_step)
                 while p.epoch_step < n_steps and stop is None:
                     element = next(iterator)
                     if first_step:
@@ -418,18 +423,19 @@ class PretrainSession:
                     lr = self._lr()
                     if cfg.variable_bptt:
                         lr *= self.steps.mean_window(p.epoch, p.epoch_step) / cfg.bptt
-                    self.optimizer.learning_rate.assign(lr)
                     t0 = time.perf_counter()
-                    loss_sum, count, norm, new_states = self.trainer.step(element, states, p.step)
-                    loss_sum, count, norm = float(loss_sum), float(count), float(norm)
+                    loss_sum, count, norm, new_states = self.trainer.step(element, states, p.step, lr)
                     dt = time.perf_counter() - t0
                     if not (math.isfinite(loss_sum) and math.isfinite(norm)):
                         if cfg.mixed_precision == "float16" and math.isfinite(loss_sum):
                             p.skipped_steps += 1  # loss scaling skipped the update and lowered the scale
-                            if p.skipped_steps > MAX_SKIPPED_FP16_STEPS:
+                            skipped_in_a_row += 1
+                            if skipped_in_a_row > MAX_SKIPPED_FP16_STEPS:
                                 self._diverged(norm, lr, "gradient")
                         else:
                             self._diverged(loss_sum / max(count, 1.0), lr, "loss")
+                    else:
+                        skipped_in_a_row = 0
                     states = new_states
                     p.step += 1
                     p.epoch_step += 1
@@ -454,6 +460,7 @@ class PretrainSession:
                                      loss=mean, lr=lr, grad_norm=interval["norm"] / interval["steps"],
                                      tokens_per_s=tok_s, mfu=tok_s * flops_per_token / peak)
                         interval = {"loss": 0.0, "tokens": 0.0, "time": 0.0, "norm": 0.0, "steps": 0}
+                        p.log_interval = interval
                         self._advance(mean, lr, tok_s, flops_per_token, peak)
                         last_advance = now
                     elif self.reporter.mode == "rich" and now - last_advance > 0.5 and interval["tokens"]:
@@ -468,6 +475,8 @@ class PretrainSession:
                         stop = stop or self._early_stop()
                     if p.step % cfg.checkpoint_every == 0 and p.epoch_step < n_steps:
                         self._save("last", states)
+                    if self.interrupted:
+                        raise _StopRequested
                 if p.epoch_step >= n_steps:  # epoch finished
                     p.epoch += 1
                     p.epoch_step = 0
@@ -477,19 +486,43 @@ class PretrainSession:
                     self._save("last", None)
                     stop = self._early_stop() or self._budget_stop()
                     p.train_time = time_base + (time.perf_counter() - loop_start)
-        except KeyboardInterrupt:
+        except _StopRequested:
+            # Ctrl-C seen between steps: everything is consistent at step p.step — keep it, then stop as asked
             if self.dist.kind != "multi_worker" and self.last_saved_step != p.step:
                 self.reporter.stop()
                 self.reporter.info(f"interrupted at step {p.step}: saving a last checkpoint to resume from")
                 self._save("last", states if p.epoch_step else None)
-            raise
+            raise KeyboardInterrupt from None
         finally:
+            restore_sigint()
             self.reporter.stop()
         if self.valid_tokens is not None and p.last_eval_step != p.step:
             self._evaluate(states if p.epoch_step else None)
         if self.last_saved_step != p.step:
             self._save("last", states if p.epoch_step else None)
         return stop or "done"
+
+    def _catch_first_interrupt(self):
+        """The first Ctrl-C only sets a flag: the loop finishes the current step, saves, and stops. A second Ctrl-C
+        interrupts at once (nothing saved). Returns the function that puts the previous handler back."""
+        import signal
+
+        self.interrupted = False
+        try:
+            previous = signal.getsignal(signal.SIGINT)
+        except ValueError:
+            return lambda: None
+
+        def handler(signum, frame):
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+
+        try:
+            signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread: keep Python's default behaviour
+            return lambda: None
+        return lambda: signal.signal(signal.SIGINT, previous)
 
     def _early_stop(self) -> str | None:
         es = self.cfg.early_stopping
@@ -590,6 +623,10 @@ class PretrainSession:
             write_summary(self.run_dir.summary, summary)
             write_loss_plot(self.log.rows(), self.run_dir.loss_plot, title=f"{self.run_dir.root.name}: loss")
         return values
+
+
+class _StopRequested(Exception):
+    """Raised inside the loop after a Ctrl-C, at a step boundary."""
 
 
 def _duration(seconds: float) -> str:

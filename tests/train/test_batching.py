@@ -10,6 +10,7 @@ from llmctl.data.batching import (
     StreamSteps,
     WindowSteps,
     check_stream_fits,
+    step_arrays,
     step_dataset,
 )
 from llmctl.errors import ConfigError, DataError
@@ -113,9 +114,11 @@ def test_dataset_skips_exactly_to_the_data_position():
     full = [tuple(t.numpy() for batch in el for t in batch) for el in step_dataset(source, 0)]
     tail = [tuple(t.numpy() for batch in el for t in batch) for el in step_dataset(source, 0, start_step=7)]
     assert len(full) == source.steps(0) and len(tail) == len(full) - 7
-    for a, b in zip(full[7:], tail, strict=True):
-        for u, v in zip(a, b, strict=True):
+    arrays = [tuple(a for batch in el for a in batch) for el in step_arrays(source, 0, start_step=7)]
+    for a, b, c in zip(full[7:], tail, arrays, strict=True):  # the tf.data and the direct feed agree
+        for u, v, w in zip(a, b, c, strict=True):
             np.testing.assert_array_equal(u, v)
+            np.testing.assert_array_equal(u, w)
 
 
 def test_dataset_interleaves_local_replicas_round_robin():

@@ -98,9 +98,9 @@ def test_non_finite_loss_stops_with_a_training_error_and_keeps_the_last_good_che
 
     real = Trainer.step
 
-    def poisoned(self, element, states, step_index):
-        loss_sum, count, norm, states = real(self, element, states, step_index)
-        return (tf.constant(float("nan")) if step_index == 14 else loss_sum), count, norm, states
+    def poisoned(self, element, states, step_index, lr=None):
+        loss_sum, count, norm, states = real(self, element, states, step_index, lr)
+        return (float("nan") if step_index == 14 else loss_sum), count, norm, states
 
     monkeypatch.setattr(Trainer, "step", poisoned)
     path = tiny_config(tmp_path, dataset, train={"checkpoint_every": 10, "max_steps": 40})
