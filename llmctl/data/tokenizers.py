@@ -168,13 +168,48 @@ def _onig_escape(cp: int) -> str:
     return f"\\x{{{cp:X}}}"
 
 
+#: Bump when the derivation of a cached table changes (see :func:`_cached_table`).
+_TABLES_VERSION: Final = 1
+
+
+def _cached_table(name: str, compute: Callable[[], bytes]) -> bytes:
+    """A derived Unicode table, computed once per machine and Unicode version (``llmctl.machine_cache``): deriving
+    them scans every code point (~0.25 s, paid by every preprocess run otherwise)."""
+    from llmctl.machine_cache import cached_bytes
+
+    key = "|".join(map(str, (name, _TABLES_VERSION, sys.version, unicodedata.unidata_version, _CJK_RANGES,
+                              _SKIN_TONE_RANGE, _REGIONAL_INDICATOR_RANGE, _ZWJ, _MARK_SCAN_SPANS,
+                              sorted(_MARK_CATEGORIES))))
+    return cached_bytes(name, key, compute)
+
+
+def _ranges_to_bytes(ranges: Iterable[tuple[int, int]]) -> bytes:
+    return array("I", [v for pair in ranges for v in pair]).tobytes()
+
+
+def _ranges_from_bytes(data: bytes) -> tuple[tuple[int, int], ...]:
+    values = array("I")
+    values.frombytes(data)
+    return tuple(zip(values[0::2], values[1::2], strict=True))
+
+
 @cache
 def _mark_ranges() -> tuple[tuple[int, int], ...]:
     """Combining marks (Mn, Mc, Me) per this Python's ``unicodedata``."""
-    ranges: list[tuple[int, int]] = []
-    for start, stop in _MARK_SCAN_SPANS:
-        ranges += _code_point_ranges(lambda c: unicodedata.category(c) in _MARK_CATEGORIES, start, stop)
-    return tuple(ranges)
+    def compute() -> bytes:
+        ranges: list[tuple[int, int]] = []
+        for start, stop in _MARK_SCAN_SPANS:
+            ranges += _code_point_ranges(lambda c: unicodedata.category(c) in _MARK_CATEGORIES, start, stop)
+        return _ranges_to_bytes(ranges)
+
+    return _ranges_from_bytes(_cached_table("mark-ranges", compute))
+
+
+@cache
+def _whitespace_ranges() -> tuple[tuple[int, int], ...]:
+    """``str.isspace`` code points (all in the BMP)."""
+    return _ranges_from_bytes(_cached_table("space-ranges",
+                                            lambda: _ranges_to_bytes(_code_point_ranges(str.isspace, 0, 0x10000))))
 
 
 @cache
@@ -213,6 +248,13 @@ def _word_classes() -> bytes:
     tokens of :func:`split_words` are exactly the maximal runs of
     :data:`WORD_CHAR` and the single :data:`WORD_SINGLE` characters.
     """
+    table = _cached_table("word-classes", _compute_word_classes)
+    if len(table) != 0x110000:  # a damaged cache entry that still decompressed
+        table = _compute_word_classes()
+    return table
+
+
+def _compute_word_classes() -> bytes:
     codes = array("I", range(0x110000))
     assert codes.itemsize == 4
     every = codes.tobytes().decode("utf-32-le" if sys.byteorder == "little" else "utf-32-be", "surrogatepass")
@@ -237,7 +279,7 @@ def _onig_word_pattern() -> str:
     else (``\\w`` == ``[\\p{L}\\p{N}_]``, marks == ``\\p{M}``, whitespace ==
     ``str.isspace``) matches exactly.
     """
-    whitespace = _code_point_ranges(str.isspace, 0, 0x10000)  # all whitespace is in the BMP
+    whitespace = _whitespace_ranges()
     cjk = _class_body(_CJK_RANGES, _onig_escape)
     word = f"[\\p{{L}}\\p{{N}}_&&[^{cjk}]]"
     ext = f"[\\p{{M}}{_class_body([_SKIN_TONE_RANGE], _onig_escape)}]"

@@ -15,13 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import atomic
+from llmctl.machine_cache import cache_dir
 
 SIZE = 1024
 SECONDS = 0.5
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LLMCTL_CACHE") or Path.home() / ".cache" / "llmctl")
 
 
 def _cpu_model() -> str:
