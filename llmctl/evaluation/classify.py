@@ -20,6 +20,7 @@ import numpy as np
 
 from llmctl import atomic
 from llmctl.errors import ArtifactError, ConfigError, DataError
+from llmctl.evaluation.card import save_card
 from llmctl.results import Result
 from llmctl.runs import RunDir
 
@@ -122,16 +123,11 @@ def evaluate_classifier(exp, run: RunDir, reporter) -> Result:
                    columns=("", *names))
     confusion_png(report.confusion, names, run.confusion_plot,
                   title=f"{run.root.name} — {split} (accuracy {report.accuracy:.1%})")
-    values: dict[str, Any] = {
-        "run": str(run.root), "task": "classify", "split": split, "examples": len(docs),
+    measures: dict[str, Any] = {
         "accuracy": report.accuracy, "macro_f1": report.macro_f1, "macro_precision": report.macro_precision,
         "macro_recall": report.macro_recall, "weighted_f1": report.weighted_f1, "loss": loss,
         "checkpoint": loaded.get("checkpoint"), "confusion_plot": str(run.confusion_plot),
         "labels": names, "per_class": per_class, "confusion": report.confusion.tolist(),
-        "seconds": time.perf_counter() - t0,
     }
-    card = run.eval_card(split)
-    atomic.write_json(card, {**values, "dataset": str(ds.root), "dataset_fingerprint": ds.fingerprint,
-                             "max_length": max_length})
-    return Result(title=f"evaluate {run.root.name} ({split})", values=values,
-                  lines=[f"confusion matrix: {run.confusion_plot}; protocol card: {card}"])
+    return save_card(run, ds, task="classify", split=split, examples=len(docs), measures=measures, started=t0,
+                     settings={"max_length": max_length}, shown=[f"confusion matrix: {run.confusion_plot}"])

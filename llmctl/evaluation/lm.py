@@ -4,8 +4,9 @@
     totals = scorer.score(tokens, batch_size=10, bptt=64, context="carry")
     card = lm_card(totals, text=..., tokenizer_kind="char", ...)
 
-Exactness — the same layout and definition as training's validation (`llmctl.train.loop.StreamEvaluator`), so
-`evaluate` on the valid split reproduces the valid loss `pretrain` reports:
+Exactness — `StreamScorer` *is* training's validation (`llmctl.train.loop.StreamEvaluator`: the same layout, window
+loop and NLL definition, with accuracy counts added), so `evaluate` on the valid split reproduces the valid loss
+`pretrain` reports:
 
 * the N tokens become B = `batch_size` contiguous stream columns (`llmctl.data.batching.StreamLayout`): inputs
   `tokens[:-1]`, targets `tokens[1:]`; when B does not divide N-1, the first (N-1) mod B columns are one step longer
@@ -29,13 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.data.batching import StreamLayout
 from llmctl.tfenv import import_tf
 
 tf = import_tf()
 
-from llmctl.models.lstm_lm import flatten_states, unflatten_states  # noqa: E402
-from llmctl.train.loop import token_nll  # noqa: E402 - the training loss: one definition of NLL
+from llmctl.train.loop import StreamEvaluator  # noqa: E402 - training's validation: one implementation of NLL
 
 UNK_ID = 1
 LN2 = math.log(2.0)
@@ -62,28 +61,27 @@ class StreamTotals:
         return self.nll_sum / self.tokens if self.tokens else float("nan")
 
 
-class StreamScorer:
-    """Compiled exact scoring of token streams (one compilation per (columns, bptt) shape)."""
+class StreamScorer(StreamEvaluator):
+    """Compiled exact scoring of token streams (one compilation per (columns, bptt) shape): training's
+    `StreamEvaluator` — the same layout, window loop and NLL — with accuracy and <unk> counts added to the sums."""
+
+    SUMS = StreamEvaluator.SUMS + ("correct", "top5", "unk")
+    progress_field = "nll"
+    report_last = True
 
     def __init__(self, model, *, jit: bool = True):
-        self.model = model
-        self.jit = bool(jit)
-        self._fn = tf.function(self._window, jit_compile=self.jit)
+        super().__init__(model, jit=jit)
 
-    def _window(self, x, y, w, flat_states):
-        logits, states = self.model(x, unflatten_states(flat_states), training=False)
-        logits = tf.cast(logits, tf.float32)
-        w = tf.cast(w, tf.float32)
+    def _window_sums(self, logits, y, w):
+        """[Σ NLL, Σ weight] of the evaluator, then the weighted counts of top-1 / top-5 hits and <unk> targets."""
         target_logit = tf.gather(logits, y[..., None], batch_dims=2)  # [B, T, 1]
         higher = tf.reduce_sum(tf.cast(logits > target_logit, tf.int32), axis=-1)  # [B, T]
-        sums = tf.stack([
-            tf.reduce_sum(token_nll(logits, y) * w),
-            tf.reduce_sum(w),
+        counts = tf.stack([
             tf.reduce_sum(tf.cast(tf.equal(higher, 0), tf.float32) * w),
             tf.reduce_sum(tf.cast(higher < 5, tf.float32) * w),
             tf.reduce_sum(tf.cast(tf.equal(y, UNK_ID), tf.float32) * w),
         ])
-        return sums, flatten_states(states)
+        return tf.concat([super()._window_sums(logits, y, w), counts], axis=0)
 
     def score(self, tokens: np.ndarray, *, batch_size: int, bptt: int, context: str = "carry",
               reporter=None, description: str = "evaluate") -> StreamTotals:
@@ -91,33 +89,15 @@ class StreamScorer:
         if context not in CONTEXTS:
             raise ValueError(f"context must be carry or reset, got {context!r}")
         n_targets = len(tokens) - 1
-        columns = max(1, min(int(batch_size), n_targets))
-        layout = StreamLayout(len(tokens), columns)
-        windows = layout.fixed_windows(int(bptt))
-        zero = flatten_states(self.model.initial_state(columns))
-        states = list(zero)
-        sums = np.zeros(5, dtype=np.float64)
         t0 = time.perf_counter()
-        if reporter is not None:
-            reporter.start(description, total=len(windows))
-        try:
-            for i, (start, length) in enumerate(windows):
-                x, y, w = layout.gather(tokens, int(start), int(length), pad_to=int(bptt))
-                if context == "reset":
-                    states = zero
-                window_sums, states = self._fn(tf.constant(x), tf.constant(y), tf.constant(w), states)
-                sums += window_sums.numpy().astype(np.float64)
-                if reporter is not None and ((i + 1) % 50 == 0 or i + 1 == len(windows)):
-                    reporter.advance(i + 1, nll=sums[0] / max(sums[1], 1.0))
-        finally:
-            if reporter is not None:
-                reporter.stop()
+        sums, columns, windows = self.sum_windows(tokens, batch_size=batch_size, bptt=bptt, context=context,
+                                                  reporter=reporter, description=description)
         counted = int(round(sums[1]))
         if counted != n_targets:  # the layout guarantees it; a mismatch would be a bug, never a silent one
             raise AssertionError(f"scored {counted} targets, expected {n_targets}")
         return StreamTotals(nll_sum=float(sums[0]), tokens=counted, correct=int(round(sums[2])),
                             top5=int(round(sums[3])), unk=int(round(sums[4])), columns=columns, bptt=int(bptt),
-                            windows=len(windows), context=context, seconds=time.perf_counter() - t0)
+                            windows=windows, context=context, seconds=time.perf_counter() - t0)
 
 
 def _exp(x: float) -> float:

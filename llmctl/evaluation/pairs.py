@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from llmctl import atomic
 from llmctl.errors import ConfigError
+from llmctl.evaluation.card import save_card
 from llmctl.results import Result
 from llmctl.runs import RunDir
 
@@ -83,10 +83,8 @@ def evaluate_pairs(exp, run: RunDir, reporter) -> Result:
 
     n_gen = min(ev.max_generate, len(docs))
     tokenizer = ds.tokenizer()
-    values: dict[str, Any] = {"run": str(run.root), "task": "pairs", "split": split, "examples": len(docs),
-                              "response_tokens": int(count), "response_loss": loss,
-                              "response_ppl": math.exp(loss) if loss < 700 else float("inf"),
-                              "generated": n_gen}
+    measures: dict[str, Any] = {"response_tokens": int(count), "response_loss": loss,
+                                "response_ppl": math.exp(loss) if loss < 700 else float("inf"), "generated": n_gen}
     examples = []
     if n_gen:
         prefixes, references = _references(docs, ds.tokens(split), ds.doc_offsets(split), n_gen)
@@ -100,16 +98,14 @@ def evaluate_pairs(exp, run: RunDir, reporter) -> Result:
         refs = [tokenizer.decode(r) for r in references]
         exact = float(np.mean([o == r for o, r in zip(outputs, references, strict=True)]))
         bleu, chrf = BLEU(effective_order=True), CHRF()
-        values.update(exact_match=exact, bleu=float(bleu.corpus_score(hyps, [refs]).score),
-                      chrf=float(chrf.corpus_score(hyps, [refs]).score),
-                      bleu_signature=str(bleu.get_signature()), chrf_signature=str(chrf.get_signature()))
+        measures.update(exact_match=exact, bleu=float(bleu.corpus_score(hyps, [refs]).score),
+                        chrf=float(chrf.corpus_score(hyps, [refs]).score),
+                        bleu_signature=str(bleu.get_signature()), chrf_signature=str(chrf.get_signature()))
         for prefix, ref, hyp in list(zip(prefixes, refs, hyps, strict=True))[:SHOWN_EXAMPLES]:
             examples.append({"prompt": tokenizer.decode(prefix[1:-1]), "reference": ref, "output": hyp})
         reporter.table(f"{run.root.name}: {split} examples (greedy)",
                        [[e["prompt"], e["reference"], e["output"]] for e in examples],
                        columns=("prompt", "reference", "output"))
-    values.update(checkpoint=loaded.get("checkpoint"), examples_shown=examples, seconds=time.perf_counter() - t0)
-    card = run.eval_card(split)
-    atomic.write_json(card, {**values, "dataset": str(ds.root), "dataset_fingerprint": ds.fingerprint,
-                             "decoding": "greedy", "max_length": max_length})
-    return Result(title=f"evaluate {run.root.name} ({split})", values=values, lines=[f"protocol card: {card}"])
+    measures.update(checkpoint=loaded.get("checkpoint"), examples_shown=examples)
+    return save_card(run, ds, task="pairs", split=split, examples=len(docs), measures=measures, started=t0,
+                     settings={"decoding": "greedy", "max_length": max_length})

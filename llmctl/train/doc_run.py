@@ -8,55 +8,19 @@ metric and becomes `model.keras` at the end.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Any
 
 from llmctl import atomic
-from llmctl.errors import ArtifactError, ConfigError
 from llmctl.runs import RunDir
+from llmctl.train.training_run import open_training_run
 
 
 def prepare_run(exp, ds, *, kind: str, parent, extra_info: dict[str, Any] | None = None) -> tuple[RunDir, bool]:
-    """Create or reopen the run directory per run.resume / run.overwrite. Returns (run, resuming)."""
-    from llmctl.train.checkpoints import read_pointer
-
-    run = RunDir.of(exp)
-    want = exp.run.resume
-    if exp.run.overwrite and want == "always":
-        raise ConfigError("--resume and --overwrite contradict each other", hint="pass only one of them")
-    if parent is not None and Path(parent.run.root).resolve() == run.root.resolve():
-        raise ConfigError(f"finetune.parent is the run directory itself ({run.root})",
-                          hint="give the fine-tuned run another run.name")
-    existing = run.exists()
-    has_checkpoint = existing and bool(read_pointer(run.checkpoints).get("last"))
-    if want == "always" and not has_checkpoint:
-        where = f"{run.root} has no checkpoint" if existing else f"{run.root} does not exist"
-        raise ArtifactError(f"cannot resume: {where}", hint="run without --resume to start the run")
-    resuming = want in ("auto", "always") and has_checkpoint and not exp.run.overwrite
-    if existing and not exp.run.overwrite and not resuming:
-        info = run.read_info() if run.info.is_file() else {}
-        if info.get("kind") not in (None, kind):
-            raise ArtifactError(f"run directory {run.root} holds a `{info.get('kind')}` run",
-                                hint="choose another run.name, or pass --overwrite to replace it")
-    allow_existing = resuming or (want == "auto" and existing and not has_checkpoint)
-    run.prepare(exp, kind=kind, resume=allow_existing, overwrite=exp.run.overwrite)
-    if resuming:
-        recorded = run.read_info().get("tokenizer_fingerprint")
-        if recorded and recorded != ds.fingerprint:
-            raise ArtifactError(f"cannot resume {run.root}: it was trained with tokenizer {recorded}, the dataset "
-                                f"now has {ds.fingerprint}",
-                                hint="resume with the original dataset or start over with --overwrite")
-    else:
-        if run.checkpoints.exists():
-            shutil.rmtree(run.checkpoints)
-        with atomic.directory(run.tokenizer, replace=True) as tmp:
-            for item in ds.layout.tokenizer.iterdir():
-                if item.is_file():
-                    shutil.copy2(item, tmp / item.name)
-    run.write_info(kind=kind, tokenizer_fingerprint=ds.fingerprint, vocab_size=ds.vocab_size, dataset=str(ds.root),
-                   parent=None if parent is None else str(parent.run.root), **(extra_info or {}))
-    return run, resuming
+    """Create or reopen the run directory per run.resume / run.overwrite (`open_training_run`), refusing a directory
+    that holds another kind of run. Returns (run, resuming)."""
+    return open_training_run(exp, ds, kind=kind, parent=None if parent is None else parent.run,
+                             refuse_other_kind=True,
+                             info={"parent": None if parent is None else str(parent.run.root), **(extra_info or {})})
 
 
 class _OptimizerSet:

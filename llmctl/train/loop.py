@@ -357,7 +357,15 @@ class StreamEvaluator:
 
     `context="carry"` carries the LSTM state across windows (standard); `"reset"` starts every window from zero.
     Runs on the default device, outside any strategy (model variables are read as they are).
+
+    The one implementation of streamed NLL scoring: `sum_windows` runs the layout and the window loop and totals the
+    per-window sums of `_window_sums` (named by `SUMS`); `llmctl.evaluation.lm.StreamScorer` extends those sums with
+    accuracy counts.
     """
+
+    SUMS: tuple[str, ...] = ("nll", "weight")  # what `_window_sums` returns, in order
+    progress_field = "loss"  # name of the running mean NLL in progress reports
+    report_last = False  # also report progress after the last window (not only every 50th)
 
     def __init__(self, model, *, jit: bool = False):
         self.model = model
@@ -366,20 +374,24 @@ class StreamEvaluator:
 
     def _window(self, x, y, w, states):
         logits, new_states = self.model(x, unflatten_states(states), training=False)
-        w = tf.cast(w, tf.float32)
-        return tf.reduce_sum(token_nll(logits, y) * w), tf.reduce_sum(w), flatten_states(new_states)
+        sums = self._window_sums(tf.cast(logits, tf.float32), y, tf.cast(w, tf.float32))
+        return sums, flatten_states(new_states)
 
-    def __call__(self, tokens: np.ndarray, *, batch_size: int, bptt: int, context: str = "carry",
-                 reporter=None, description: str = "evaluate") -> EvalResult:
-        """Mean NLL over every token of `tokens` after the first. `batch_size` is clamped to the stream."""
+    def _window_sums(self, logits, y, w):
+        """Sums over one window's targets, weighted by `w` (0 = padding): [Σ NLL (nats), Σ weight]."""
+        return tf.stack([tf.reduce_sum(token_nll(logits, y) * w), tf.reduce_sum(w)])
+
+    def sum_windows(self, tokens: np.ndarray, *, batch_size: int, bptt: int, context: str = "carry",
+                    reporter=None, description: str = "evaluate") -> tuple[np.ndarray, int, int]:
+        """(float64 totals of `SUMS` over every target of `tokens` after the first, columns, windows).
+        `batch_size` is clamped to the stream."""
         n_targets = len(tokens) - 1
         columns = max(1, min(int(batch_size), n_targets))
         layout = StreamLayout(len(tokens), columns)
         windows = layout.fixed_windows(int(bptt))
         states = flatten_states(self.model.initial_state(columns))
         zero = list(states)
-        nll_sum = 0.0
-        count = 0.0
+        totals = np.zeros(len(self.SUMS), dtype=np.float64)
         if reporter is not None:
             reporter.start(description, total=len(windows))
         try:
@@ -387,17 +399,23 @@ class StreamEvaluator:
                 x, y, w = layout.gather(tokens, int(start), int(length), pad_to=int(bptt))
                 if context == "reset":
                     states = zero
-                s, c, states = self._fn(tf.constant(x), tf.constant(y), tf.constant(w), states)
-                nll_sum += float(s)
-                count += float(c)
-                if reporter is not None and (i + 1) % 50 == 0:
-                    reporter.advance(i + 1, loss=nll_sum / max(count, 1.0))
+                sums, states = self._fn(tf.constant(x), tf.constant(y), tf.constant(w), states)
+                totals += sums.numpy().astype(np.float64)
+                if reporter is not None and ((i + 1) % 50 == 0 or (self.report_last and i + 1 == len(windows))):
+                    reporter.advance(i + 1, **{self.progress_field: float(totals[0] / max(totals[1], 1.0))})
         finally:
             if reporter is not None:
                 reporter.stop()
-        tokens_scored = int(round(count))
-        return EvalResult(loss=nll_sum / max(count, 1.0), tokens=tokens_scored, nll_sum=nll_sum, columns=columns,
-                          bptt=int(bptt))
+        return totals, columns, len(windows)
+
+    def __call__(self, tokens: np.ndarray, *, batch_size: int, bptt: int, context: str = "carry",
+                 reporter=None, description: str = "evaluate") -> EvalResult:
+        """Mean NLL over every token of `tokens` after the first. `batch_size` is clamped to the stream."""
+        totals, columns, _ = self.sum_windows(tokens, batch_size=batch_size, bptt=bptt, context=context,
+                                              reporter=reporter, description=description)
+        nll_sum, count = float(totals[0]), float(totals[1])
+        return EvalResult(loss=nll_sum / max(count, 1.0), tokens=int(round(count)), nll_sum=nll_sum,
+                          columns=columns, bptt=int(bptt))
 
 
 def evaluate_stream(model, tokens: np.ndarray, *, batch_size: int = 10, bptt: int = 64, context: str = "carry",

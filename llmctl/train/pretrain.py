@@ -16,7 +16,6 @@ Only the chief worker writes to the run directory or reports progress.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from llmctl import atomic
-from llmctl.errors import ArtifactError, ConfigError, DataError, TrainingError
+from llmctl.errors import ArtifactError, DataError, TrainingError
 from llmctl.progress import Reporter
 from llmctl.results import Result
 from llmctl.runs import DatasetDir, RunDir
 from llmctl.tfenv import device_report, import_tf, seed_everything
+from llmctl.train.training_run import open_training_run
 
 PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 MAX_SKIPPED_FP16_STEPS = 25  # consecutive non-finite float16 steps (skipped by loss scaling) before giving up
@@ -91,44 +91,11 @@ def _check_tokenizer_source(exp, ds) -> None:
 
 
 def _prepare_run(exp, ds, dist, run_info: dict[str, Any] | None = None) -> tuple[RunDir, bool]:
-    """Create / reopen the run directory per run.resume and run.overwrite. Returns (run, resuming).
-    `run_info`: extra run.json fields (finetune: the parent run)."""
-    from llmctl.train.checkpoints import read_pointer
-
-    run = RunDir.of(exp)
-    want = exp.run.resume
-    if exp.run.overwrite and want == "always":
-        raise ConfigError("--resume and --overwrite contradict each other", hint="pass only one of them")
-    existing = run.exists()
-    has_checkpoint = existing and bool(read_pointer(run.checkpoints).get("last"))
-    if want == "always" and not has_checkpoint:
-        where = f"{run.root} has no checkpoint" if existing else f"{run.root} does not exist"
-        raise ArtifactError(f"cannot resume: {where}", hint="run without --resume to start the run")
-    resuming = want in ("auto", "always") and has_checkpoint and not exp.run.overwrite
-    dist.barrier()  # every worker decided before the chief touches the directory
-    if dist.is_chief:
-        allow_existing = resuming or (want == "auto" and existing and not has_checkpoint)
-        run.prepare(exp, kind="lm", resume=allow_existing, overwrite=exp.run.overwrite)
-        if resuming:
-            info = run.read_info()
-            recorded = info.get("tokenizer_fingerprint")
-            if recorded and recorded != ds.fingerprint:
-                raise ArtifactError(f"cannot resume {run.root}: it was trained with tokenizer {recorded}, the "
-                                    f"dataset now has {ds.fingerprint}",
-                                    hint="resume with the original dataset or start over with --overwrite")
-        else:
-            if run.checkpoints.exists():  # a run that never checkpointed: nothing to keep
-                shutil.rmtree(run.checkpoints)
-            with atomic.directory(run.tokenizer, replace=True) as tmp:
-                for item in ds.layout.tokenizer.iterdir():
-                    if item.is_file():
-                        shutil.copy2(item, tmp / item.name)
-        run.write_info(kind="lm", tokenizer_fingerprint=ds.fingerprint, vocab_size=ds.vocab_size,
-                       dataset=str(ds.root), dataset_manifest_sha256=_sha256(ds.layout.manifest),
-                       dataset_tokens={s: int(ds.manifest["splits"][s]["tokens"]) for s in ds.splits()},
-                       **(run_info or {}))
-    dist.barrier()
-    return run, resuming
+    """Create / reopen the run directory per run.resume and run.overwrite (`open_training_run`). Returns (run,
+    resuming). `run_info`: extra run.json fields (finetune: the parent run)."""
+    info = {"dataset_manifest_sha256": _sha256(ds.layout.manifest),
+            "dataset_tokens": {s: int(ds.manifest["splits"][s]["tokens"]) for s in ds.splits()}, **(run_info or {})}
+    return open_training_run(exp, ds, kind="lm", info=info, dist=dist)
 
 
 def _sha256(path: Path) -> str:
