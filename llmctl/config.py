@@ -85,7 +85,16 @@ def _field_annotation(model: type[BaseModel], key: str) -> Any | None:
     return None
 
 
-def _resolve(value: Any, base: Path) -> Any:
+def _builtin_names(annotation: Any) -> tuple[str, ...]:
+    """The built-in names (`IsPath.names`) a path field also accepts."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return tuple(n for m in typing.get_args(annotation)[1:] if isinstance(m, IsPath) for n in m.names)
+    return tuple(n for a in typing.get_args(annotation) for n in _builtin_names(a))
+
+
+def _resolve(value: Any, base: Path, names: tuple[str, ...] = ()) -> Any:
+    if isinstance(value, str) and value.strip().lower() in names:
+        return value
     if isinstance(value, str) and value:
         expanded = Path(value).expanduser()
         return os.path.normpath(expanded if expanded.is_absolute() else base / expanded)
@@ -116,7 +125,7 @@ def resolve_paths(raw: dict[str, Any], base: Path, model: type[BaseModel] = Expe
         elif isinstance(value, dict) and sub is not None:
             out[key] = resolve_paths(value, base, sub)
         elif _path_like(ann):
-            out[key] = _resolve(value, base)
+            out[key] = _resolve(value, base, _builtin_names(ann))
         else:
             out[key] = value
     return out

@@ -13,7 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class IsPath:
-    """Marker in `Annotated[...]` metadata: this field holds a filesystem path (resolved relative to its file)."""
+    """Marker in `Annotated[...]` metadata: this field holds a filesystem path (resolved relative to its file).
+    `names`: values that are built-in names rather than paths (left as they are, compared case-insensitively)."""
+
+    def __init__(self, names: tuple[str, ...] = ()):
+        self.names = tuple(n.lower() for n in names)
 
     def __repr__(self) -> str:  # shows up in schema docs
         return "path"
@@ -87,9 +91,10 @@ class NormalizeConfig(Section):
     lowercase: bool = Field(False, description="Lowercase all text.")
     collapse_whitespace: bool = Field(
         False, description="Collapse runs of spaces/tabs into one space and strip line ends (keeps newlines).")
-    stopwords: Optional[str] = Field(
-        None, description="Remove stop words: `english` (built-in list) or a path to a one-word-per-line file. "
-                          "For classification features only, never for language models.")
+    stopwords: Optional[Annotated[str, IsPath(names=("english",))]] = Field(
+        None, description="Remove stop words: `english` (built-in list) or a path to a one-word-per-line file "
+                          "(relative to the config file). For classification features only, never for language "
+                          "models.")
 
 
 class DataConfig(Section):

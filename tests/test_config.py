@@ -159,3 +159,10 @@ def test_missing_and_non_utf8_files(tmp_path):
     bad.write_bytes("run: {name: caf\xe9}\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="not UTF-8"):
         config.load(bad)
+
+
+def test_stopword_file_resolves_against_its_config_but_builtin_names_stay(tmp_path):
+    cfg = write(tmp_path / "exp" / "c.yaml", "data: {normalize: {stopwords: lists/stop.txt}}")
+    assert config.load(cfg, cwd=tmp_path).data.normalize.stopwords == str(tmp_path / "exp" / "lists" / "stop.txt")
+    cfg = write(tmp_path / "exp" / "d.yaml", "data: {normalize: {stopwords: English}}")
+    assert config.load(cfg, cwd=tmp_path).data.normalize.stopwords == "English"
