@@ -40,7 +40,8 @@ _GAPS = re.compile(r"[ \t]{2,}")            # double spaces a removed word leave
 def load_stopwords(spec: str | None) -> tuple[frozenset[str], dict[str, Any] | None]:
     """The stop-word set for `spec` (`english` or a one-word-per-line file) and a description for fingerprints.
 
-    A relative path was made absolute against its config file by `llmctl.config` (else: the current directory). Blank lines and `#` comments are ignored;
+    A relative path was made absolute against its config file by `llmctl.config` (else: the current directory).
+    Blank lines and `#` comments are ignored;
     words are compared lowercased.
     """
     if spec is None:

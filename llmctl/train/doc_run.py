@@ -15,6 +15,15 @@ from llmctl.runs import RunDir
 from llmctl.train.training_run import open_training_run
 
 
+def require_valid(ds) -> None:
+    """Document tasks select their best epoch on the valid split: refuse a dataset without one."""
+    from llmctl.errors import DataError
+
+    if not ds.has("valid"):
+        raise DataError(f"dataset {ds.root} has no valid split to select the best epoch on",
+                        hint="give data.valid or set data.split.valid > 0 and run `llmctl preprocess` again")
+
+
 def prepare_run(exp, ds, *, kind: str, parent, extra_info: dict[str, Any] | None = None) -> tuple[RunDir, bool]:
     """Create or reopen the run directory per run.resume / run.overwrite (`open_training_run`), refusing a directory
     that holds another kind of run. Returns (run, resuming)."""
@@ -78,6 +87,36 @@ def log_writer(run: RunDir, resume_step: int | None, *, perplexity: bool = True)
         log.log(row["split"], step=int(row["step"]), **values)
 
     return log, write
+
+
+def fit(exp, task, stepper, store, run: RunDir, start: dict[str, Any] | None, reporter, *, perplexity: bool = True):
+    """Train `task` with `doc_trainer.fit`, logging to metrics.csv/TensorBoard and checkpointing every epoch (`best`
+    tagged with the valid `task.monitor`). Returns (outcome, log); the log is closed if training fails."""
+    from llmctl.train import doc_trainer
+
+    log, write_row = log_writer(run, start["step"] if start else None, perplexity=perplexity)
+
+    def save(which: str, state: dict[str, Any]) -> None:
+        store.save(which, step=state["step"], progress=state, states=None,
+                   metrics={"valid_" + task.monitor: state["best_value"]})
+
+    try:
+        outcome = doc_trainer.fit(task, stepper, exp.train, exp.finetune, reporter=reporter, log=write_row, save=save,
+                                  start=start)
+    except BaseException:
+        log.close()
+        raise
+    return outcome, log
+
+
+def summary_base(run: RunDir, task: str, parent, outcome, model, started: float) -> dict[str, Any]:
+    """The summary.json fields every document task shares (the task adds its valid measures)."""
+    import time
+
+    return {"run_dir": str(run.root), "task": task, "parent": None if parent is None else parent.name,
+            "stop_reason": outcome.stopped_by, "epochs_completed": outcome.epochs_done, "steps": outcome.steps,
+            "best_epoch": outcome.best_epoch, "train_time_s": outcome.seconds,
+            "wall_time_s": time.perf_counter() - started, "params": int(model.count_params())}
 
 
 def finish(run: RunDir, model, log, summary: dict[str, Any]) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -160,9 +159,7 @@ def run(exp, reporter: Reporter, parent) -> Result:
     names = check_labelled(ds)
     if parent is not None:
         parent_mod.check_dataset_tokenizer(parent, ds)
-    if not ds.has("valid"):
-        raise DataError(f"dataset {ds.root} has no valid split to select the best epoch on",
-                        hint="give data.valid or set data.split.valid > 0 and run `llmctl preprocess` again")
+    doc_run.require_valid(ds)
     train = Documents.from_dataset(ds, "train", max_length=ft.max_length, labels=True)
     valid = Documents.from_dataset(ds, "valid", max_length=ft.max_length, labels=True)
     counts = np.bincount(train.labels, minlength=len(names))
@@ -189,26 +186,11 @@ def run(exp, reporter: Reporter, parent) -> Result:
         ("class weights", ft.class_weights if ft.class_weights == "none" else
          ", ".join(f"{n}: {w:.3g}" for n, w in zip(names, weights, strict=True)))])
 
-    log, write_row = doc_run.log_writer(run_dir, start["step"] if start else None, perplexity=False)
-
-    def save(which: str, state: dict[str, Any]) -> None:
-        store.save(which, step=state["step"], progress=state, states=None,
-                   metrics={"valid_" + task.monitor: state["best_value"]})
-
-    try:
-        outcome = doc_trainer.fit(task, stepper, exp.train, ft, reporter=reporter, log=write_row, save=save,
-                                  start=start)
-    except BaseException:
-        log.close()
-        raise
+    outcome, log = doc_run.fit(exp, task, stepper, store, run_dir, start, reporter, perplexity=False)
     final = task.evaluate()
-    summary = {
-        "run_dir": str(run_dir.root), "task": "classify", "parent": None if parent is None else parent.name,
-        "stop_reason": outcome.stopped_by, "epochs_completed": outcome.epochs_done, "steps": outcome.steps,
-        "best_epoch": outcome.best_epoch, "valid_accuracy": final["accuracy"], "valid_macro_f1": final["macro_f1"],
-        "valid_loss": final["loss"], "train_time_s": outcome.seconds, "wall_time_s": time.perf_counter() - t_start,
-        "params": int(model.count_params()), "labels": names, "history": outcome.history,
-    }
+    summary = {**doc_run.summary_base(run_dir, "classify", parent, outcome, model, t_start),
+               "valid_accuracy": final["accuracy"], "valid_macro_f1": final["macro_f1"], "valid_loss": final["loss"],
+               "labels": names, "history": outcome.history}
     doc_run.finish(run_dir, model, log, summary)
     values = {k: v for k, v in summary.items() if k not in ("history", "labels")}
     return Result(title=f"finetune classify: {run_dir.root.name}", values=values,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import numpy as np
 
@@ -131,9 +130,7 @@ def run(exp, reporter: Reporter, parent) -> Result:
     check_pairs(ds)
     if parent is not None:
         parent_mod.check_dataset_tokenizer(parent, ds)
-    if not ds.has("valid"):
-        raise DataError(f"dataset {ds.root} has no valid split to select the best epoch on",
-                        hint="give data.valid or set data.split.valid > 0 and run `llmctl preprocess` again")
+    doc_run.require_valid(ds)
     train = Documents.from_dataset(ds, "train", max_length=ft.max_length, responses=True)
     valid = Documents.from_dataset(ds, "valid", max_length=ft.max_length, responses=True)
     cut = int(np.count_nonzero(train.response_starts >= train.lengths))
@@ -154,26 +151,10 @@ def run(exp, reporter: Reporter, parent) -> Result:
         ("model", f"{described}; {model.count_params():,} parameters"),
         ("loss", "response tokens + <eos> only (teacher forcing)")])
 
-    log, write_row = doc_run.log_writer(run_dir, start["step"] if start else None)
-
-    def save(which: str, state: dict[str, Any]) -> None:
-        store.save(which, step=state["step"], progress=state, states=None,
-                   metrics={"valid_loss": state["best_value"]})
-
-    try:
-        outcome = doc_trainer.fit(task, stepper, exp.train, ft, reporter=reporter, log=write_row, save=save,
-                                  start=start)
-    except BaseException:
-        log.close()
-        raise
+    outcome, log = doc_run.fit(exp, task, stepper, store, run_dir, start, reporter)
     final = task.evaluate()
-    summary = {
-        "run_dir": str(run_dir.root), "task": "pairs", "parent": None if parent is None else parent.name,
-        "stop_reason": outcome.stopped_by, "epochs_completed": outcome.epochs_done, "steps": outcome.steps,
-        "best_epoch": outcome.best_epoch, "valid_response_loss": final["loss"], "valid_response_ppl": final["ppl"],
-        "train_time_s": outcome.seconds, "wall_time_s": time.perf_counter() - t_start,
-        "params": int(model.count_params()), "history": outcome.history,
-    }
+    summary = {**doc_run.summary_base(run_dir, "pairs", parent, outcome, model, t_start),
+               "valid_response_loss": final["loss"], "valid_response_ppl": final["ppl"], "history": outcome.history}
     doc_run.finish(run_dir, model, log, summary)
     values = {k: v for k, v in summary.items() if k != "history"}
     return Result(title=f"finetune pairs: {run_dir.root.name}", values=values,
