@@ -135,6 +135,17 @@ class TokenizerConfig(Section):
     from_: Optional[PathField] = Field(
         None, alias="from",
         description="Reuse the tokenizer of this dataset or run directory instead of training one.")
+    extend: bool = Field(
+        False, description="With `from` (char/word): append the train split's tokens it lacks (seen >= min_freq "
+                           "times, most frequent first, max_vocab in total) after its ids, which all keep their "
+                           "token — the dataset for `finetune.extend_vocab`.")
+
+    @model_validator(mode="after")
+    def _extend_needs_from(self):
+        if self.extend and self.from_ is None:
+            raise ValueError("tokenizer.extend needs tokenizer.from (the tokenizer to extend); set tokenizer.from "
+                             "or tokenizer.extend=false")
+        return self
 
 
 class ModelConfig(Section):

@@ -106,6 +106,10 @@ def make_plan(exp, reporter: Reporter) -> Plan:
     if exp.tokenizer.from_ is not None:
         plan.reuse = find_tokenizer(Path(exp.tokenizer.from_))
         plan.reused = load_reused(plan.reuse)
+        if exp.tokenizer.extend and plan.reused.kind not in ("char", "word"):
+            raise ConfigError(f"tokenizer.extend: the tokenizer in {plan.reuse} is `{plan.reused.kind}`; only char "
+                              "and word tokenizers can be extended",
+                              hint="set tokenizer.extend=false (BPE spells new words with its subwords)")
     plan.build_key = build_key(plan)
     return plan
 
@@ -134,6 +138,8 @@ def build_key(plan: Plan) -> str:
     tok = exp.tokenizer
     if plan.reused is not None:
         tokenizer: dict[str, Any] = {"from": plan.reused.fingerprint()}
+        if tok.extend:
+            tokenizer.update(extend=True, min_freq=tok.min_freq, max_vocab=tok.max_vocab)
     else:
         tokenizer = {"kind": tok.kind, "vocab_size": tok.vocab_size if tok.kind == "bpe" else None,
                      "min_freq": tok.min_freq, "max_vocab": tok.max_vocab if tok.kind != "bpe" else None}

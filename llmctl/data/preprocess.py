@@ -46,7 +46,7 @@ from llmctl.data.fast_words import HashCollision
 from llmctl.data.meter import Meter
 from llmctl.data.plan import PREPROCESS_VERSION, Plan, make_plan
 from llmctl.data.records import ScanInfo, labels, scan
-from llmctl.data.tokenizer_training import train
+from llmctl.data.tokenizer_training import extend, train
 from llmctl.data.writing import encode_all, encode_counting, pair_template
 from llmctl.errors import ArtifactError, DataError, LlmctlError
 from llmctl.progress import Reporter
@@ -206,7 +206,8 @@ def _build(plan: Plan, final: Path, reporter: Reporter, pool: Workers | None
             "tokenizer": {"fingerprint": dataset_fingerprint(tokenizer.fingerprint(), normalize),
                           "tokenizer_fingerprint": tokenizer.fingerprint(), "kind": tokenizer.kind,
                           "vocab_size": tokenizer.vocab_size,
-                          "from": str(plan.reuse) if plan.reuse is not None else None},
+                          "from": str(plan.reuse) if plan.reuse is not None else None,
+                          "extended": bool(plan.reuse is not None and exp.tokenizer.extend)},
             "normalize": normalize,
             "documents": {"mode": exp.data.documents,
                           "eos_after_document": {n: g.eos for n, g in plan.groups.items()}},
@@ -237,7 +238,10 @@ def _tokenize(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, label_
             return tokenizer, sinks, splits
         except HashCollision:
             pool = None  # the workers' state is spent: two passes in this process (never needed in practice)
-    if plan.reused is not None:
+    if plan.reused is not None and plan.exp.tokenizer.extend:
+        _warn_normalize_mismatch(plan, reporter)
+        tokenizer = extend(plan, scans, reporter)
+    elif plan.reused is not None:
         tokenizer = plan.reused
         _warn_normalize_mismatch(plan, reporter)
     else:

@@ -19,7 +19,7 @@ from llmctl.data.fast_words import WordCounter
 from llmctl.data.meter import Meter
 from llmctl.data.records import ScanInfo, records
 from llmctl.data.splits import Router
-from llmctl.data.tokenizers import tokenizer_from_counts, train_tokenizer
+from llmctl.data.tokenizers import extend_tokenizer, tokenizer_from_counts, train_tokenizer
 from llmctl.errors import DataError
 from llmctl.progress import Reporter
 
@@ -32,6 +32,23 @@ def train(plan: Plan, scans: dict[str, ScanInfo], reporter: Reporter):
     tok = plan.exp.tokenizer
     with Meter(reporter, f"train {tok.kind} tokenizer", plan.groups["train"].bytes) as meter:
         return train_with(tok, train_texts(plan, scans, meter))
+
+
+def extend(plan: Plan, scans: dict[str, ScanInfo], reporter: Reporter):
+    """`tokenizer.extend`: the reused char/word tokenizer plus the train split's tokens it lacks
+    (`extend_tokenizer`)."""
+    tok, base = plan.exp.tokenizer, plan.reused
+    with Meter(reporter, f"extend {base.kind} tokenizer", plan.groups["train"].bytes) as meter:
+        texts = train_texts(plan, scans, meter)
+        counts = char_counts(texts) if base.kind == "char" else word_counts(texts)
+    try:
+        tokenizer = extend_tokenizer(base, counts, tok.min_freq, tok.max_vocab)
+    except ValueError as exc:
+        raise DataError(f"tokenizer.extend: {exc}", hint="raise tokenizer.max_vocab or drop tokenizer.extend") from None
+    added = tokenizer.vocab_size - base.vocab_size
+    reporter.info(f"tokenizer.extend: {added:,} new token(s) after the {base.vocab_size:,} of {plan.reuse} "
+                  f"(vocabulary {tokenizer.vocab_size:,})")
+    return tokenizer
 
 
 def train_texts(plan: Plan, scans: dict[str, ScanInfo], meter: Meter) -> Iterator[str]:

@@ -764,6 +764,30 @@ def tokenizer_from_counts(
     return _TOKENIZER_CLASSES[kind](SPECIAL_TOKENS + kept)
 
 
+def extend_tokenizer(base: Tokenizer, counts: Mapping[str, int], min_freq: int = 1,
+                     max_vocab: int | None = None) -> Tokenizer:
+    """``base`` (a ``char``/``word`` tokenizer) with the tokens of ``counts`` it lacks appended after its ids.
+
+    New tokens follow :func:`tokenizer_from_counts`' rule (seen at least ``min_freq`` times, descending count,
+    ties by token string) and stop when the vocabulary reaches ``max_vocab``; every id of ``base`` keeps its
+    token, so a model trained with ``base`` reads the extended ids unchanged (ULMFiT's vocabulary extension).
+    Raises ``ValueError`` for a ``bpe`` base (merges cannot be extended this way) or a ``max_vocab`` below the
+    base's vocabulary size.
+    """
+    if base.kind not in _TOKENIZER_CLASSES:
+        raise ValueError(f"cannot extend a {base.kind!r} tokenizer (only {', '.join(_TOKENIZER_CLASSES)})")
+    vocab = [base.id_to_token(i) for i in range(base.vocab_size)]
+    if max_vocab is not None and max_vocab < len(vocab):
+        raise ValueError(f"max_vocab={max_vocab} is below the vocabulary size of the tokenizer to extend "
+                         f"({len(vocab)})")
+    known = set(vocab)
+    new = sorted(token for token, n in counts.items() if n >= min_freq and token not in known)
+    new.sort(key=counts.__getitem__, reverse=True)
+    if max_vocab is not None:
+        new = new[: max_vocab - len(vocab)]
+    return _TOKENIZER_CLASSES[base.kind](vocab + new)
+
+
 def _check_max_vocab(kind: str, max_vocab: int | None) -> None:
     if max_vocab is not None and max_vocab < _NUM_SPECIAL + 1:
         raise ValueError(

@@ -79,10 +79,18 @@ def _check_tokenizer_source(exp, ds) -> None:
         raise ArtifactError(f"tokenizer.from={source} holds no tokenizer (looked for {source}/tokenizer/)",
                             hint="point tokenizer.from at a dataset or run directory")
     try:
-        expected = load_tokenizer(folder).fingerprint()
+        reused = load_tokenizer(folder)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"cannot read the tokenizer in {folder} ({exc})",
                             hint="point tokenizer.from at a dataset or run directory") from None
+    if exp.tokenizer.extend:  # the dataset's tokenizer must extend that one (`tokenizer.extend`)
+        from llmctl.train.parent import extension_of
+
+        if extension_of(reused, ds.tokenizer()) is None and reused.fingerprint() != ds.tokenizer().fingerprint():
+            raise ArtifactError(f"dataset {ds.root} was not made by extending the tokenizer of {source}",
+                                hint="run `llmctl preprocess CONFIG --force` to rebuild the dataset")
+        return
+    expected = reused.fingerprint()
     actual = ds.manifest.get("tokenizer", {}).get("tokenizer_fingerprint") or ds.tokenizer().fingerprint()
     if expected != actual:
         raise ArtifactError(f"dataset {ds.root} was made with tokenizer {actual}, but tokenizer.from "

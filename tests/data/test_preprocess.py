@@ -284,6 +284,40 @@ def test_tokenizer_reused_from_a_dataset_or_run_directory(tmp_path):
         _run(tmp_path, {"dir": "reuse", "train": ["b.txt"]}, {"from": str(tmp_path / "runs")})
 
 
+def test_tokenizer_extend_appends_new_tokens_and_keeps_every_old_id(tmp_path):
+    from llmctl.train.parent import extension_of
+
+    _write(tmp_path / "a.txt", VERSE * 5)
+    _write(tmp_path / "b.txt", "Speak, citizen! zebra zebra quokka\n" * 3)
+    base, _ = _run(tmp_path, {"train": ["a.txt"]}, {"kind": "word"})
+    old = Dataset(base.data.dir).tokenizer()
+    exp, _ = _run(tmp_path, {"dir": "ext", "train": ["b.txt"], "split": {"valid": 0}},
+                  {"kind": "word", "from": str(base.data.dir), "extend": True, "min_freq": 2})
+    ds = Dataset(exp.data.dir)
+    new = ds.tokenizer()
+    assert extension_of(old, new) == old.vocab_size  # every old id keeps its token
+    added = [new.id_to_token(i) for i in range(old.vocab_size, new.vocab_size)]
+    assert added[0] == "zebra" and "quokka" in added  # most frequent first
+    assert UNK_ID not in ds.tokens("train").tolist()
+    assert ds.manifest["tokenizer"]["extended"] is True and ds.fingerprint != Dataset(base.data.dir).fingerprint
+    # max_vocab caps the extension; the settings are part of the build key (a rebuild, not "up to date")
+    capped, _ = _run(tmp_path, {"dir": "ext", "train": ["b.txt"], "split": {"valid": 0}},
+                     {"kind": "word", "from": str(base.data.dir), "extend": True, "max_vocab": old.vocab_size + 1})
+    assert Dataset(capped.data.dir).tokenizer().vocab_size == old.vocab_size + 1
+    with pytest.raises(DataError, match="max_vocab=6 is below the vocabulary size"):
+        _run(tmp_path, {"dir": "ext2", "train": ["b.txt"], "split": {"valid": 0}},
+             {"from": str(base.data.dir), "extend": True, "max_vocab": 6})
+
+
+def test_tokenizer_extend_needs_from_and_a_char_or_word_tokenizer(tmp_path):
+    _write(tmp_path / "a.txt", VERSE * 30)
+    with pytest.raises(ConfigError, match="tokenizer.extend needs tokenizer.from"):
+        _run(tmp_path, {"train": ["a.txt"]}, {"kind": "word", "extend": True})
+    bpe, _ = _run(tmp_path, {"dir": "bpe", "train": ["a.txt"]}, {"kind": "bpe", "vocab_size": 300})
+    with pytest.raises(ConfigError, match="only char and word tokenizers can be extended"):
+        _run(tmp_path, {"dir": "x", "train": ["a.txt"]}, {"from": str(bpe.data.dir), "extend": True})
+
+
 def test_worker_processes_give_identical_output(tmp_path):
     _write(tmp_path / "a.txt", "".join(f"{VERSE}line {i}\n" for i in range(400)))
     one, _ = _run(tmp_path, {"dir": "one", "train": ["a.txt"], "workers": 1}, {"kind": "word"})

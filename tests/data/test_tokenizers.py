@@ -467,3 +467,15 @@ def test_load_corrupt_bpe_file_names_the_file(trained: dict[str, Tokenizer], tmp
 def test_module_does_not_import_tensorflow() -> None:
     code = "import sys, llmctl.data.tokenizers; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_extend_tokenizer_char_keeps_ids_and_orders_new_tokens_by_count():
+    from llmctl.data.tokenizers import extend_tokenizer, tokenizer_from_counts
+
+    base = tokenizer_from_counts("char", {"a": 3, "b": 2})
+    ext = extend_tokenizer(base, {"a": 9, "你": 1, "é": 4, "z": 4}, min_freq=1)
+    assert [ext.id_to_token(i) for i in range(base.vocab_size)] == [base.id_to_token(i)
+                                                                     for i in range(base.vocab_size)]
+    assert [ext.id_to_token(i) for i in range(base.vocab_size, ext.vocab_size)] == ["z", "é", "你"]
+    assert ext.decode(ext.encode("abz你")) == "abz你"
+    assert extend_tokenizer(base, {"é": 1}, min_freq=2).vocab_size == base.vocab_size

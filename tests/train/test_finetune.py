@@ -383,6 +383,22 @@ def test_domain_adaptation_starts_from_the_parent_and_reports_unk(tmp_path):
     for a, b in zip(parent_model.get_weights(), child_model.get_weights(), strict=True):
         assert np.allclose(a, b, atol=1e-6)
 
+    # the same corpus with an extending tokenizer (preprocess `tokenizer.extend`) and finetune.extend_vocab
+    ext_text = child_text.replace("run: {name: child", "run: {name: child_ext").replace("data/domain", "data/ext")
+    ext_text = ext_text.replace("tokenizer: {from: runs/parent}", "tokenizer: {from: runs/parent, extend: true}")
+    ext_text = ext_text.replace("checkpoint: last}", "checkpoint: last, extend_vocab: true}")
+    ext = experiment(tmp_path, ext_text, "child_ext.yaml", overrides=["train.max_steps=1"])
+    preprocess.run(ext)
+    result = finetune.run(ext)
+    assert result.values["unk_rate_train"] == 0.0
+    ext_model, _ = restore_model(RunDir.of(ext), "last")
+    old_vocab = parent_model.vocab_size
+    assert ext_model.vocab_size == old_vocab + 1  # "zebra"
+    emb = parent_model.embedding.embeddings.numpy()
+    new_emb = ext_model.embedding.embeddings.numpy()
+    assert np.allclose(new_emb[:old_vocab], emb, atol=1e-6)
+    assert np.allclose(new_emb[old_vocab], emb[5:].mean(0), atol=1e-6)
+
 
 def test_prompt_prefix_matches_the_training_template():
     from llmctl.data.pair_prompts import cut_at_eos, prompt_prefix_ids
