@@ -252,6 +252,16 @@ class FinetuneConfig(Section):
         False, description="`lm`: allow a dataset whose tokenizer extends the parent's; new rows start at the mean "
                            "embedding.")
     min_class_examples: int = Field(2, ge=1, description="Refuse a class with fewer training examples than this.")
+    average_decay: Optional[float] = Field(
+        None, gt=0.0, lt=1.0,
+        description="`classify`/`pairs`: evaluate, select and save an exponential moving average of the weights "
+                    "with this decay (Polyak averaging, e.g. 0.999); training continues on the raw weights.")
+
+    @model_validator(mode="after")
+    def _average_for_documents(self):
+        if self.average_decay is not None and self.task == "lm":
+            raise ValueError("finetune.average_decay applies to task classify and pairs, not lm; remove it")
+        return self
 
 
 class EvaluateConfig(Section):

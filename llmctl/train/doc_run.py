@@ -33,21 +33,26 @@ def prepare_run(exp, ds, *, kind: str, parent, extra_info: dict[str, Any] | None
 
 
 class _OptimizerSet:
-    """Several optimizers seen as one by `CheckpointStore` (their variables in a fixed order)."""
+    """Several optimizers (and the weight average, if any) seen as one by `CheckpointStore` (their variables in a
+    fixed order)."""
 
-    def __init__(self, optimizers):
+    def __init__(self, optimizers, average=None):
         self.variables = [v for opt in optimizers for v in opt.variables]
+        if average is not None:
+            self.variables += average.variables
 
 
 def checkpoint_store(run: RunDir, model, stepper, keep_last: int):
     from llmctl.train.checkpoints import CheckpointStore
 
-    return CheckpointStore(run.checkpoints, model=model, optimizer=_OptimizerSet(stepper.optimizers),
+    return CheckpointStore(run.checkpoints, model=model, optimizer=_OptimizerSet(stepper.optimizers, stepper.average),
                            carry_shapes=[], keep_last=keep_last)
 
 
-def restore_start(store, model) -> dict[str, Any]:
-    """The `start` state for `doc_trainer.fit` when resuming: best weights first, then the last checkpoint."""
+def restore_start(store, model, average=None) -> dict[str, Any]:
+    """The `start` state for `doc_trainer.fit` when resuming: best weights first, then the last checkpoint. With a
+    weight `average`, checkpoints hold the averaged weights as the model's (and the raw ones as the average's
+    shadow): they are swapped back so that training continues on the raw weights."""
     from llmctl.train.checkpoints import load_weights, resolve_checkpoint
 
     best_weights = None
@@ -56,6 +61,8 @@ def restore_start(store, model) -> dict[str, Any]:
         load_weights(model, prefix)
         best_weights = model.get_weights()
     progress, _, _ = store.restore("last")
+    if average is not None:
+        average.swap()
     progress["best_weights"] = best_weights
     return progress
 

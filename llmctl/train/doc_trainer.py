@@ -16,6 +16,7 @@ then counts as done), and a resumed run starts with the next epoch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -86,7 +87,8 @@ def build_stepper(task: DocTask, train_cfg, finetune_cfg, *, jit_compile: bool =
     """The per-group optimizers and compiled steps for `task` (discriminative lr multipliers applied)."""
     multipliers = ulmfit.lr_multipliers(len(task.groups), finetune_cfg.discriminative_lr)
     return GroupStepper(task.groups, train_cfg, task.loss_fn, multipliers=multipliers,
-                        input_signature=task.input_signature, jit_compile=jit_compile)
+                        input_signature=task.input_signature, jit_compile=jit_compile,
+                        average_decay=finetune_cfg.average_decay)
 
 
 def fit(task: DocTask, stepper: GroupStepper, train_cfg, finetune_cfg, *, reporter,
@@ -121,8 +123,16 @@ def fit(task: DocTask, stepper: GroupStepper, train_cfg, finetune_cfg, *, report
     t0 = time.perf_counter()
     elapsed0 = float(state.get("seconds", 0.0))
 
+    def averaged():
+        """Evaluation, selection and checkpoints see the averaged weights (`finetune.average_decay`)."""
+        return stepper.average.swapped() if stepper.average is not None else contextlib.nullcontext()
+
     def evaluate(epoch: int, where: str) -> bool:
         """Evaluate, keep the best weights; True when early stopping says stop."""
+        with averaged():
+            return _evaluate(epoch, where)
+
+    def _evaluate(epoch: int, where: str) -> bool:
         nonlocal best_value, best_weights, bad_evals
         metrics = task.evaluate()
         value = float(metrics[task.monitor])
@@ -172,7 +182,8 @@ def fit(task: DocTask, stepper: GroupStepper, train_cfg, finetune_cfg, *, report
             if not (train_cfg.eval_every and out.steps % train_cfg.eval_every == 0):
                 if evaluate(epoch, f"epoch {epoch + 1}"):
                     stop = stop or "early_stopping"
-            save("last", _state(out, epoch + 1, best_value, bad_evals, elapsed0 + time.perf_counter() - t0))
+            with averaged():
+                save("last", _state(out, epoch + 1, best_value, bad_evals, elapsed0 + time.perf_counter() - t0))
             if stop:
                 break
     finally:

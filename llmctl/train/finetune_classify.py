@@ -175,7 +175,7 @@ def run(exp, reporter: Reporter, parent) -> Result:
                                                         "start_id": model.start_id})
     atomic.write_json(run_dir.labels, names)
     store = doc_run.checkpoint_store(run_dir, model, stepper, exp.train.keep_last)
-    start = doc_run.restore_start(store, model) if resuming else None
+    start = doc_run.restore_start(store, model, stepper.average) if resuming else None
     if start:
         reporter.info(f"resuming {run_dir.root} after epoch {start['epoch']} (step {start['step']})")
     reporter.table("finetune classify", [

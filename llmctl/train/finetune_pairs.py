@@ -143,7 +143,7 @@ def run(exp, reporter: Reporter, parent) -> Result:
     stepper = doc_trainer.build_stepper(task, exp.train, ft, jit_compile=exp.train.jit_compile is True)
     run_dir, resuming = doc_run.prepare_run(exp, ds, kind="pairs", parent=parent)
     store = doc_run.checkpoint_store(run_dir, model, stepper, exp.train.keep_last)
-    start = doc_run.restore_start(store, model) if resuming else None
+    start = doc_run.restore_start(store, model, stepper.average) if resuming else None
     if start:
         reporter.info(f"resuming {run_dir.root} after epoch {start['epoch']} (step {start['step']})")
     reporter.table("finetune pairs", [

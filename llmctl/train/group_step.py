@@ -9,7 +9,8 @@ would be exact for plain SGD but a no-op for Adam/AdamW, whose update m/√v doe
 multiplied by a constant. Frozen groups (gradual unfreezing) are not differentiated and not updated, so their
 optimizer moments do not drift. One `tf.function` is traced per distinct trainable mask (at most groups + 1).
 
-Gradient clipping is by global norm over the trainable groups' gradients (`train.clip_norm`).
+Gradient clipping is by global norm over the trainable groups' gradients (`train.clip_norm`). With
+`average_decay`, the step also updates a moving average of the weights (`weight_average.WeightAverage`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class GroupStepper:
     """Owns the per-group optimizers and the compiled steps (one per trainable mask)."""
 
     def __init__(self, groups: Sequence[tuple[str, list[Any]]], train_cfg, loss_fn: LossFn, *,
-                 multipliers: Sequence[float], input_signature: Sequence[Any], jit_compile: bool = False):
+                 multipliers: Sequence[float], input_signature: Sequence[Any], jit_compile: bool = False,
+                 average_decay: float | None = None):
         if len(multipliers) != len(groups):
             raise ValueError(f"{len(groups)} groups but {len(multipliers)} lr multipliers")
         self.names = [name for name, _ in groups]
@@ -41,6 +43,11 @@ class GroupStepper:
             optimizer = build_optimizer(train_cfg)
             optimizer.build(variables)
             self.optimizers.append(optimizer)
+        self.average = None
+        if average_decay:  # Polyak averaging over every group's weights, updated in the compiled step
+            from llmctl.train.weight_average import WeightAverage
+
+            self.average = WeightAverage([v for group in self.variables for v in group], average_decay)
         self._signature = list(input_signature)
         self._jit = bool(jit_compile)
         self._steps: dict[tuple[bool, ...], Any] = {}
@@ -81,6 +88,8 @@ class GroupStepper:
             for i, size in zip(active, sizes, strict=True):
                 self.optimizers[i].apply(grads[start:start + size], self.variables[i])
                 start += size
+            if self.average is not None:
+                self.average.apply()
             return loss, norm
 
         return tf.function(step, input_signature=self._signature, jit_compile=self._jit, reduce_retracing=True)
