@@ -196,6 +196,7 @@ def _build(plan: Plan, final: Path, reporter: Reporter, pool: Workers | None
         report = stats_mod.report({n: s.counts for n, s in sinks.items()}, tokenizer, label_names,
                                   skipped=skipped, filtered=sum(s.filtered for s in scans.values()))
         atomic.write_json(layout.stats, report)
+        _warn_label_skew(plan, report, reporter)
         normalize = plan.normalizer.settings()
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -249,6 +250,34 @@ def _tokenize(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, label_
     tokenizer.save(layout.tokenizer)
     sinks = encode_all(plan, scans, tokenizer, layout.tokenizer, layout, label_ids, reporter, pool)
     return tokenizer, sinks, {name: sink.finish() for name, sink in sinks.items()}
+
+
+SKEW_TOLERANCE = 0.2  # total variation distance between label distributions that earns a warning
+
+
+def _warn_label_skew(plan: Plan, report: dict[str, Any], reporter: Reporter) -> None:
+    """A `tail` split of labelled records takes the *last* rows: if the file is ordered by label, the carved split's
+    labels differ from train's. Warn (naming the fix) when their distributions are far apart."""
+    exp = plan.exp
+    if exp.data.task != "classify" or not plan.carve or exp.data.split.mode != "tail":
+        return
+    splits = report.get("splits", {})
+    train = splits.get("train", {}).get("labels") or {}
+    total = sum(train.values())
+    for name in plan.carve:
+        labels = splits.get(name, {}).get("labels") or {}
+        n = sum(labels.values())
+        if not total or not n:
+            continue
+        distance = 0.5 * sum(abs(train.get(k, 0) / total - labels.get(k, 0) / n) for k in set(train) | set(labels))
+        if distance > SKEW_TOLERANCE:
+            reporter.warn(f"the {name} split (the last rows of data.train) has other labels than train "
+                          f"({_shares(labels, n)} vs {_shares(train, total)}): the file looks ordered by label; "
+                          "set data.split.mode=documents for a random split")
+
+
+def _shares(counts: dict[str, int], total: int) -> str:
+    return ", ".join(f"{k} {v / total:.0%}" for k, v in counts.items())
 
 
 def _warn_normalize_mismatch(plan: Plan, reporter: Reporter) -> None:

@@ -227,6 +227,21 @@ def test_single_class_is_refused(tmp_path):
         _run(tmp_path, {"task": "classify", "train": ["train.csv"]})
 
 
+def test_a_tail_split_of_a_file_sorted_by_label_is_warned_about(tmp_path):
+    rows = [f"good text {i},pos" for i in range(30)] + [f"bad text {i},neg" for i in range(30)]
+    _write(tmp_path / "sorted.csv", "text,label\n" + "\n".join(rows) + "\n")
+    data = {"task": "classify", "train": ["sorted.csv"], "split": {"valid": 0.2}}
+    stream = io.StringIO()
+    _run(tmp_path, data, {"kind": "word"}, reporter=Reporter("jsonl", stream=stream))
+    warnings = [json.loads(line)["message"] for line in stream.getvalue().splitlines()
+                if json.loads(line).get("event") == "warning"]
+    assert any("looks ordered by label" in w and "data.split.mode=documents" in w for w in warnings), warnings
+    stream = io.StringIO()
+    _run(tmp_path, {**data, "dir": "random", "split": {"valid": 0.2, "mode": "documents"}}, {"kind": "word"},
+         reporter=Reporter("jsonl", stream=stream))
+    assert "ordered by label" not in stream.getvalue()
+
+
 def test_pairs_template_and_response_starts(tmp_path):
     assert preprocess.pair_template([7, 8], [9]) == ([BOS_ID, 7, 8, SEP_ID, 9, EOS_ID], 4)
     rows = [{"q": "hi", "a": "hello there"}, {"q": "", "a": "unprompted"}, {"q": "x", "a": " "}]
