@@ -252,6 +252,9 @@ class FinetuneConfig(Section):
         False, description="`lm`: allow a dataset whose tokenizer extends the parent's; new rows start at the mean "
                            "embedding.")
     min_class_examples: int = Field(2, ge=1, description="Refuse a class with fewer training examples than this.")
+    bidirectional: bool = Field(
+        False, description="`classify` from scratch: a second LSTM stack reads each document backwards; both "
+                           "directions are pooled (a language-model parent reads forward only).")
     average_decay: Optional[float] = Field(
         None, gt=0.0, lt=1.0,
         description="`classify`/`pairs`: evaluate, select and save an exponential moving average of the weights "
@@ -261,6 +264,9 @@ class FinetuneConfig(Section):
     def _average_for_documents(self):
         if self.average_decay is not None and self.task == "lm":
             raise ValueError("finetune.average_decay applies to task classify and pairs, not lm; remove it")
+        if self.bidirectional and (self.task != "classify" or self.parent is not None):
+            raise ValueError("finetune.bidirectional is for task classify trained from scratch (no parent: a "
+                             "language model reads forward only); remove it or finetune.parent")
         return self
 
 

@@ -14,8 +14,11 @@ Pooling looks at non-pad positions only (pads are id 0 and sequences are right-p
 positions never saw a pad): `last` = output at the last real token, `mean`/`max` over real tokens, `concat` = all
 three side by side (ULMFiT). A document with no real token pools to zeros.
 
+With `bidirectional` (classifiers trained from scratch: a language model reads forward only) a second LSTM stack
+reads every document backwards on the same embedding; both directions are pooled and concatenated.
+
 Layer groups, bottom to top, for gradual unfreezing and discriminative learning rates (ULMFiT):
-`[embedding, lstm_0, ..., lstm_{n-1}, head]`.
+`[embedding, lstm_0, ..., lstm_{n-1}, head]` (a bidirectional layer group holds both directions' layer).
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ class SequenceClassifier(keras.Model):
     """Embedding → LSTM × N (shared with `LSTMLanguageModel`) → masked pooling → Dense head → class logits."""
 
     def __init__(self, encoder: dict[str, Any], num_classes: int, pooling: str = "concat", head_units: int = 64,
-                 head_dropout: float = 0.2, start_id: int | None = None, **kwargs: Any):
+                 head_dropout: float = 0.2, start_id: int | None = None, bidirectional: bool = False,
+                 **kwargs: Any):
         super().__init__(**kwargs)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -78,7 +82,17 @@ class SequenceClassifier(keras.Model):
         self.head_units = int(head_units)
         self.head_dropout_rate = float(head_dropout)
         self.start_id = None if start_id is None else int(start_id)
+        self.bidirectional = bool(bidirectional)
+        if self.bidirectional and self.start_id is not None:
+            raise ValueError("a bidirectional classifier has no language-model parent (start_id must be None)")
         self.encoder = LSTMLanguageModel(**self.encoder_config, name="encoder")
+        # bidirectional: a second LSTM stack reads every document backwards, on the same embedding
+        self.backward_lstms = [
+            layers.LSTM(self.encoder.units, return_sequences=True, return_state=True,
+                        recurrent_dropout=self.encoder.recurrent_dropout, name=f"backward_lstm_{i}")
+            for i in range(self.encoder.num_layers)] if self.bidirectional else []
+        self.backward_dropouts = [layers.Dropout(self.encoder.dropout_rate, name=f"backward_dropout_{i}")
+                                  for i in range(len(self.backward_lstms) - 1)]
         self.pool_dropout = layers.Dropout(self.head_dropout_rate, name="pool_dropout")
         self.hidden = layers.Dense(self.head_units, activation="relu", name="head_hidden") if self.head_units else None
         self.hidden_dropout = layers.Dropout(self.head_dropout_rate, name="head_dropout")
@@ -86,7 +100,7 @@ class SequenceClassifier(keras.Model):
 
     @property
     def pooled_width(self) -> int:
-        return self.encoder.units * (3 if self.pooling == "concat" else 1)
+        return self.encoder.units * (3 if self.pooling == "concat" else 1) * (2 if self.bidirectional else 1)
 
     def build(self, input_shape=None):
         if self.built:
@@ -94,6 +108,10 @@ class SequenceClassifier(keras.Model):
         self.encoder.embedding.build((None, None))
         width = self.encoder.embedding_dim
         for lstm in self.encoder.lstms:
+            lstm.build((None, None, width))
+            width = self.encoder.units
+        width = self.encoder.embedding_dim
+        for lstm in self.backward_lstms:
             lstm.build((None, None, width))
             width = self.encoder.units
         width = self.pooled_width
@@ -112,7 +130,26 @@ class SequenceClassifier(keras.Model):
             start = ops.full((ops.shape(tokens)[0], 1), self.start_id, dtype="int32")
             hidden, _ = self.encoder.features(ops.concatenate([start, tokens], axis=1), None, training=training)
             hidden = hidden[:, 1:]
-        return masked_pool(hidden, ops.not_equal(tokens, PAD_ID), self.pooling)
+        mask = ops.not_equal(tokens, PAD_ID)
+        pooled = masked_pool(hidden, mask, self.pooling)
+        if not self.bidirectional:
+            return pooled
+        return ops.concatenate([pooled, masked_pool(self._backward(tokens, mask, training), mask, self.pooling)],
+                               axis=-1)
+
+    def _backward(self, tokens, mask, training: bool):
+        """Outputs of the backward stack [B, T, units], in reading order: each document's real tokens reversed in
+        place (`tf.reverse_sequence`), so the padding stays on the right and `masked_pool` applies unchanged (`last`
+        = the state after reading the whole document backwards)."""
+        lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
+        reversed_tokens = tf.reverse_sequence(tokens, lengths, seq_axis=1, batch_axis=0)
+        x = self.encoder.embedding_dropout(self.encoder.embedding(reversed_tokens), training=training)
+        zeros = ops.zeros((ops.shape(tokens)[0], self.encoder.units), dtype=x.dtype)
+        for i, lstm in enumerate(self.backward_lstms):
+            x, _, _ = lstm(x, initial_state=[zeros, zeros], training=training)
+            if i < len(self.backward_dropouts):
+                x = self.backward_dropouts[i](x, training=training)
+        return x
 
     def call(self, tokens, training: bool = False):
         x = self.pool_dropout(self.pooled(tokens, training=training), training=training)
@@ -124,14 +161,17 @@ class SequenceClassifier(keras.Model):
         """(name, variables) bottom to top: embedding, lstm_0 .. lstm_{n-1}, head."""
         head = self.logits_layer.trainable_weights + ([] if self.hidden is None else self.hidden.trainable_weights)
         groups = [("embedding", list(self.encoder.embedding.weights))]
-        groups += [(lstm.name, list(lstm.weights)) for lstm in self.encoder.lstms]
+        backward = self.backward_lstms or [None] * len(self.encoder.lstms)
+        groups += [(lstm.name, list(lstm.weights) + (list(back.weights) if back is not None else []))
+                   for lstm, back in zip(self.encoder.lstms, backward, strict=True)]
         groups.append(("head", head))
         return groups
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(encoder=dict(self.encoder_config), num_classes=self.num_classes, pooling=self.pooling,
-                      head_units=self.head_units, head_dropout=self.head_dropout_rate, start_id=self.start_id)
+                      head_units=self.head_units, head_dropout=self.head_dropout_rate, start_id=self.start_id,
+                      bidirectional=self.bidirectional)
         return config
 
 
@@ -147,7 +187,7 @@ def build_classifier(model_cfg, *, vocab_size: int, num_classes: int, finetune_c
     """A classifier (weights created) whose encoder matches `model_cfg` and whose head follows `finetune_cfg`."""
     model = SequenceClassifier(encoder_config(model_cfg, vocab_size), num_classes, pooling=finetune_cfg.pooling,
                                head_units=finetune_cfg.head_units, head_dropout=finetune_cfg.head_dropout,
-                               start_id=start_id, name="classifier")
+                               start_id=start_id, bidirectional=finetune_cfg.bidirectional, name="classifier")
     model.build()
     return model
 

@@ -66,3 +66,33 @@ def test_pairs_prompt_template_through_generate(tied):
         temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(1.0), seed=tf.constant(0, tf.int64))
     got = out["token_ids"].numpy()[0, : int(out["lengths"][0])].tolist()
     assert got == keras_greedy(model, prompt, 15)
+
+
+def test_bidirectional_classifier_exports_with_parity(tmp_path_factory):
+    """The backward stack (`tf.reverse_sequence`) converts to builtin TFLite ops and matches Keras."""
+    import keras
+
+    from llmctl.export.tflite import model_ops, signature_runner
+    from llmctl.models.classifier import load_classifier
+    from llmctl.tfenv import import_tf
+    from tests.export.tiny_runs import REVIEWS, make_classifier_run
+
+    tf = import_tf()
+    run = make_classifier_run(tmp_path_factory.mktemp("runs"), name="bi", steps=10,
+                              finetune={"bidirectional": True, "max_length": 16})
+    export_run(run)
+    model, _ = load_classifier(run, "best")
+    assert model.bidirectional
+    path = run.export / "classify.float32.tflite"
+    assert not [op for op in model_ops(path.read_bytes()) if op.startswith(("Flex", "CUSTOM"))]
+    runner = signature_runner(path, "classify")
+    saved = tf.saved_model.load(str(run.export / "saved_model"))
+    ids = np.zeros((len(REVIEWS), 16), np.int32)
+    for row, n in enumerate(range(2, 2 + len(REVIEWS))):
+        ids[row, : min(n, 16)] = np.arange(5, 5 + min(n, 16))
+    expected = np.asarray(keras.ops.softmax(model(ids, training=False), axis=-1))
+    for row in range(len(REVIEWS)):
+        got = runner(token_ids=ids[row:row + 1])["probabilities"]
+        assert max_abs_diff(got, expected[row:row + 1]) < TOL
+    names = list(saved.signatures)
+    assert "classify" in names

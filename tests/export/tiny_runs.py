@@ -134,8 +134,9 @@ def make_classifier_run(root: Path, name: str = "tiny_classifier", steps: int = 
     from llmctl.data.normalize import Normalizer
 
     normalize = {"lowercase": True, "collapse_whitespace": True, "stopwords": "english"}
-    exp = tiny_experiment(root, name, data={"task": "classify", "normalize": normalize},
-                          finetune={"task": "classify"}, **sections)
+    finetune = {"task": "classify", **sections.pop("finetune", {})}
+    exp = tiny_experiment(root, name, data={"task": "classify", "normalize": normalize}, finetune=finetune,
+                          **sections)
     normalizer = Normalizer(exp.data.normalize)
     texts = [normalizer(text) for text, _ in REVIEWS]
     tokenizer = _tokenizer(texts)

@@ -113,3 +113,55 @@ def test_a_start_token_is_read_first_but_never_pooled():
     assert np.allclose(pooled, np.concatenate([h[-1], h.mean(0), h.max(0)]), atol=1e-5)
     assert np.allclose(model(tokens).numpy(), model(tokens[:, :4]).numpy(), atol=1e-5)
     assert model.get_config()["start_id"] == 3
+
+
+# ---------------------------------------------------------------- bidirectional (from scratch)
+
+
+def _bidirectional(pooling="concat"):
+    model = SequenceClassifier(ENCODER, 3, pooling=pooling, head_units=4, head_dropout=0.1, bidirectional=True,
+                               name="classifier")
+    model.build()
+    return model
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "concat"])
+def test_bidirectional_logits_do_not_depend_on_padding(pooling):
+    model = _bidirectional(pooling)
+    doc = [5, 9, 11, 7]
+    short = np.asarray([doc + [0] * 2, [4, 8] + [0] * 4], dtype=np.int32)
+    long = np.asarray([doc + [0] * 20, [4, 8] + [0] * 22], dtype=np.int32)
+    assert np.allclose(model(short).numpy(), model(long).numpy(), atol=1e-5)
+
+
+def test_bidirectional_backward_half_reads_the_document_reversed():
+    model = _bidirectional("last")
+    tokens = np.asarray([[5, 9, 11, 0, 0]], dtype=np.int32)
+    pooled = model.pooled(tf.constant(tokens)).numpy()[0]
+    forward, _ = model.encoder.features(tf.constant([[5, 9, 11]]))
+    x = model.encoder.embedding(tf.constant([[11, 9, 5]]))
+    for lstm in model.backward_lstms:
+        x, _, _ = lstm(x)
+    assert np.allclose(pooled[:6], forward.numpy()[0, -1], atol=1e-6)
+    assert np.allclose(pooled[6:], x.numpy()[0, -1], atol=1e-6)  # after reading 11, 9, 5
+    assert model.pooled_width == 12
+
+
+def test_bidirectional_groups_save_and_load(tmp_path):
+    model = _bidirectional()
+    groups = model.layer_groups()
+    assert [name for name, _ in groups] == ["embedding", "lstm_0", "lstm_1", "head"]
+    grouped = [id(v) for _, vs in groups for v in vs]
+    assert len(grouped) == len(set(grouped)) and set(grouped) == {id(v) for v in model.trainable_variables}
+    tokens = np.asarray([[5, 9, 11, 0], [1, 2, 0, 0]], dtype=np.int32)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.bidirectional and np.allclose(model(tokens).numpy(), loaded(tokens).numpy(), atol=1e-6)
+
+
+def test_bidirectional_needs_no_parent_in_the_config():
+    from llmctl import config
+    from llmctl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="finetune.bidirectional is for task classify trained from scratch"):
+        config.validate({"finetune": {"task": "classify", "parent": "runs/lm", "bidirectional": True}})

@@ -307,6 +307,19 @@ def test_classify_from_scratch_learns_a_separable_task(sentiment):
     assert sum(map(sum, card["confusion"])) == 60 and run.confusion_plot.is_file()
 
 
+def test_bidirectional_classifier_from_scratch_learns_and_predicts(sentiment):
+    from llmctl.models.classifier import load_classifier
+    from llmctl.runs import RunDir
+    from llmctl.train import finetune
+
+    folder, exp = sentiment
+    bi = experiment(folder, CLASSIFY.format(run="bi", data="clf"), "bi.yaml", overrides=["finetune.bidirectional=true"])
+    result = finetune.run(bi)
+    assert result.values["valid_accuracy"] >= 0.95
+    model, _ = load_classifier(RunDir.of(bi), "best")
+    assert model.bidirectional and model.pooled_width == 2 * 3 * 24
+
+
 def test_classify_resumes_at_the_next_epoch(sentiment):
     from llmctl.train import finetune
 
