@@ -17,9 +17,28 @@ Measured (2 shared CPU cores, 3 min 49 s for all six runs; parent runs/sst2_pret
     mean:   scratch 63.38 %  finetune 58.41 %  gap  -5.0 points      (benchmarks/results/transfer_sst2.json)
 
 The transfer target (+3 points) is NOT met with this language model: its frozen features give a 57 % linear probe
-(a bag-of-words logistic regression on the same 1,000 phrases: 70 %), see configs/sst2_finetune.yaml. Variants
-tried on seed 0/1 (no gradual unfreezing, no discriminative lr, 30 epochs, frozen embedding) stayed within noise of
-the from-scratch baseline. An LM pretrained on much more in-domain text is what this benchmark needs.
+(a bag-of-words logistic regression on the same 1,000 phrases: 70 %), see configs/sst2_finetune.yaml.
+
+Follow-up (session 3, same script logic, seeds 0-2, dev accuracy at the best epoch / at the last epoch):
+
+    scratch (this recipe)                                          63.4 / 67.7 %
+    finetune, ULMFiT schedule (this recipe)                        58.4 / -
+    finetune, no gradual unfreezing, no discriminative lr          65.0 / 64.8 %
+      ... with the LM embedding frozen                             56.6 / 57.8 %
+      ... parent = an LM on the 6,886 de-duplicated train
+          sentences (held-out-sentence ppl 329)                    63.7 / 64.7 %
+      ... parent = an UNTRAINED LM (control: 1 step at lr 1e-12)   66.0 / 66.8 %  (= scratch: the transfer
+          machinery itself is neutral; the pretrained weights are what costs accuracy)
+    1,000 labelled full sentences instead of phrases:
+      scratch                                                      68.9 / 68.4 %
+      finetune, no gradual unfreezing / ULMFiT schedule            64.9 / 65.4 %,  56.0 / 60.8 %
+
+Every pretrained start is 3-8 points *below* training from scratch, and freezing the LM's embedding costs another
+8 points: what a word-level LSTM LM learns from SST-2's own ~134k distinct-sentence tokens (its held-out perplexity
+stays above 300) is syntax and topic, not sentiment, and the classifier has to unlearn it. ULMFiT's gains come from
+an LM trained on ~100M general tokens and then ~10M+ in-domain tokens; nothing comparable is available offline here
+(the only corpora are SST-2 itself and tiny Shakespeare), so this target is blocked on data, not on the mechanics,
+which the tests cover (weights, tokenizer and vocabulary transfer, unfreezing, discriminative rates).
 """
 
 from __future__ import annotations
