@@ -70,8 +70,8 @@ def main() -> int:
 
 def write_markdown(result: dict) -> None:
     lines = ["# Benchmarks", "",
-             "Measured by `make bench` (`benchmarks/run_all.py`); every ratio compares two things measured side by side "
-             "in one run on the same machine. Regenerated on each run — numbers below are from the last one.", "",
+             "Measured by `make bench` (`benchmarks/run_all.py`); every ratio compares two things measured side by "
+             "side in one run on the same machine. Regenerated on each run — numbers below are from the last one.", "",
              f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, Python "
              f"{result['machine']['python']}, {result['machine']['date']}.", ""]
     for name, data in result["details"].items():
