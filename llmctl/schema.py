@@ -255,6 +255,9 @@ class FinetuneConfig(Section):
     bidirectional: bool = Field(
         False, description="`classify` from scratch: a second LSTM stack reads each document backwards; both "
                            "directions are pooled (a language-model parent reads forward only).")
+    word_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="`classify`: during training, replace each token by `<unk>` with this "
+                                         "probability (trains the `<unk>` embedding that unseen words map to).")
     average_decay: Optional[float] = Field(
         None, gt=0.0, lt=1.0,
         description="`classify`/`pairs`: evaluate, select and save an exponential moving average of the weights "

@@ -14,6 +14,9 @@ Pooling looks at non-pad positions only (pads are id 0 and sequences are right-p
 positions never saw a pad): `last` = output at the last real token, `mean`/`max` over real tokens, `concat` = all
 three side by side (ULMFiT). A document with no real token pools to zeros.
 
+With `word_dropout` p, training replaces each real token by `<unk>` with probability p (Iyyer et al. 2015): a
+regulariser that also trains the `<unk>` embedding, which words unseen in training map to.
+
 With `bidirectional` (classifiers trained from scratch: a language model reads forward only) a second LSTM stack
 reads every document backwards on the same embedding; both directions are pooled and concatenated.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmctl.data.tokenizers import UNK_ID
 from llmctl.models.lstm_lm import LSTMLanguageModel
 from llmctl.tfenv import import_tf
 
@@ -72,7 +76,7 @@ class SequenceClassifier(keras.Model):
 
     def __init__(self, encoder: dict[str, Any], num_classes: int, pooling: str = "concat", head_units: int = 64,
                  head_dropout: float = 0.2, start_id: int | None = None, bidirectional: bool = False,
-                 **kwargs: Any):
+                 word_dropout: float = 0.0, **kwargs: Any):
         super().__init__(**kwargs)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -83,6 +87,9 @@ class SequenceClassifier(keras.Model):
         self.head_dropout_rate = float(head_dropout)
         self.start_id = None if start_id is None else int(start_id)
         self.bidirectional = bool(bidirectional)
+        self.word_dropout = float(word_dropout)
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout!r}")
         if self.bidirectional and self.start_id is not None:
             raise ValueError("a bidirectional classifier has no language-model parent (start_id must be None)")
         self.encoder = LSTMLanguageModel(**self.encoder_config, name="encoder")
@@ -93,6 +100,9 @@ class SequenceClassifier(keras.Model):
             for i in range(self.encoder.num_layers)] if self.bidirectional else []
         self.backward_dropouts = [layers.Dropout(self.encoder.dropout_rate, name=f"backward_dropout_{i}")
                                   for i in range(len(self.backward_lstms) - 1)]
+        # word dropout draws from its own seeded generator (created only when used: older checkpoints keep the
+        # order of their dropout generators)
+        self.word_seeds = keras.random.SeedGenerator(name="word_dropout_seed") if self.word_dropout else None
         self.pool_dropout = layers.Dropout(self.head_dropout_rate, name="pool_dropout")
         self.hidden = layers.Dense(self.head_units, activation="relu", name="head_hidden") if self.head_units else None
         self.hidden_dropout = layers.Dropout(self.head_dropout_rate, name="head_dropout")
@@ -124,6 +134,9 @@ class SequenceClassifier(keras.Model):
     def pooled(self, tokens, training: bool = False):
         """The pooled document representation [B, pooled_width]."""
         tokens = ops.cast(tokens, "int32")
+        if training and self.word_dropout:  # real tokens become <unk> at this rate (pads stay pads)
+            drop = keras.random.uniform(ops.shape(tokens), seed=self.word_seeds) < self.word_dropout
+            tokens = ops.where(ops.logical_and(drop, ops.not_equal(tokens, PAD_ID)), UNK_ID, tokens)
         if self.start_id is None:
             hidden, _ = self.encoder.features(tokens, None, training=training)
         else:
@@ -171,7 +184,7 @@ class SequenceClassifier(keras.Model):
         config = super().get_config()
         config.update(encoder=dict(self.encoder_config), num_classes=self.num_classes, pooling=self.pooling,
                       head_units=self.head_units, head_dropout=self.head_dropout_rate, start_id=self.start_id,
-                      bidirectional=self.bidirectional)
+                      bidirectional=self.bidirectional, word_dropout=self.word_dropout)
         return config
 
 
@@ -187,7 +200,8 @@ def build_classifier(model_cfg, *, vocab_size: int, num_classes: int, finetune_c
     """A classifier (weights created) whose encoder matches `model_cfg` and whose head follows `finetune_cfg`."""
     model = SequenceClassifier(encoder_config(model_cfg, vocab_size), num_classes, pooling=finetune_cfg.pooling,
                                head_units=finetune_cfg.head_units, head_dropout=finetune_cfg.head_dropout,
-                               start_id=start_id, bidirectional=finetune_cfg.bidirectional, name="classifier")
+                               start_id=start_id, bidirectional=finetune_cfg.bidirectional,
+                               word_dropout=finetune_cfg.word_dropout, name="classifier")
     model.build()
     return model
 

@@ -165,3 +165,24 @@ def test_bidirectional_needs_no_parent_in_the_config():
 
     with pytest.raises(ConfigError, match="finetune.bidirectional is for task classify trained from scratch"):
         config.validate({"finetune": {"task": "classify", "parent": "runs/lm", "bidirectional": True}})
+
+
+def test_word_dropout_only_in_training_and_never_on_pads():
+    model = SequenceClassifier(ENCODER, 3, pooling="mean", head_units=0, head_dropout=0.0, word_dropout=0.5,
+                               name="classifier")
+    model.build()
+    tokens = np.asarray([[5, 9, 11, 7, 0, 0]] * 64, dtype=np.int32)
+    assert np.allclose(model(tokens).numpy(), model(tokens[:, :4]).numpy(), atol=1e-5)  # inference: no dropout
+    seen = []
+    original = model.encoder.features
+
+    def spy(t, states=None, training=False):
+        seen.append(np.asarray(t))
+        return original(t, states, training=training)
+
+    model.encoder.features = spy
+    model.pooled(tf.constant(tokens), training=True)
+    dropped = seen[-1]
+    assert set(np.unique(dropped[:, :4])) <= {1, 5, 9, 11, 7} and 0.3 < (dropped[:, :4] == 1).mean() < 0.7
+    assert (dropped[:, 4:] == 0).all()  # pads stay pads
+    assert model.get_config()["word_dropout"] == 0.5
