@@ -38,9 +38,9 @@ def test_masked_pool_matches_a_manual_computation(pooling):
     assert np.allclose(got, _manual(hidden, lengths)[pooling], atol=1e-5)
 
 
-def _classifier(pooling="concat", head_units=4):
+def _classifier(pooling="concat", head_units=4, **options):
     model = SequenceClassifier(ENCODER, 3, pooling=pooling, head_units=head_units, head_dropout=0.1,
-                               name="classifier")
+                               name="classifier", **options)
     model.build()
     return model
 
@@ -119,10 +119,7 @@ def test_a_start_token_is_read_first_but_never_pooled():
 
 
 def _bidirectional(pooling="concat"):
-    model = SequenceClassifier(ENCODER, 3, pooling=pooling, head_units=4, head_dropout=0.1, bidirectional=True,
-                               name="classifier")
-    model.build()
-    return model
+    return _classifier(pooling, bidirectional=True)
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean", "max", "concat"])
