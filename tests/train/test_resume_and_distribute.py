@@ -53,15 +53,22 @@ def _weights(run_root: Path, which: str = "last") -> dict[str, np.ndarray]:
     return dict(np.load(out))
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, dataset):
-    sections = dict(run={"deterministic": True},
-                    train={"epochs": 4, "checkpoint_every": 20, "log_every": 5, "jit_compile": "auto"})
+def _reference_then_victim(tmp_path, dataset, sections):
+    """Train the uninterrupted reference run `ref` to the end; return the config of the run to interrupt (`victim`,
+    same settings) and the environment both use."""
     ref = tiny_config(tmp_path, dataset, name="ref", **sections)
     victim = tiny_config(tmp_path, dataset, name="victim", **sections)
     env = _env(tmp_path)
     done = subprocess.run([sys.executable, "-m", "llmctl", "pretrain", str(ref)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
+    return victim, env
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, dataset):
+    sections = dict(run={"deterministic": True},
+                    train={"epochs": 4, "checkpoint_every": 20, "log_every": 5, "jit_compile": "auto"})
+    victim, env = _reference_then_victim(tmp_path, dataset, sections)
 
     checkpoints = tmp_path / "runs" / "victim" / "checkpoints"
     proc = subprocess.Popen([sys.executable, "-m", "llmctl", "pretrain", str(victim)], cwd=ROOT, env=env,
@@ -99,12 +106,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, dataset):
 
 def test_ctrl_c_saves_at_a_step_boundary_and_resume_is_exact(tmp_path, dataset):
     sections = dict(run={"deterministic": True}, train={"epochs": 3, "checkpoint_every": 1000, "log_every": 5})
-    ref = tiny_config(tmp_path, dataset, name="ref", **sections)
-    victim = tiny_config(tmp_path, dataset, name="victim", **sections)
-    env = _env(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "llmctl", "pretrain", str(ref)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr
+    victim, env = _reference_then_victim(tmp_path, dataset, sections)
     proc = subprocess.Popen([sys.executable, "-m", "llmctl", "pretrain", str(victim)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     checkpoints = tmp_path / "runs" / "victim" / "checkpoints"
