@@ -11,8 +11,10 @@ Measured side by side in one process, each after warm-up (tracing / XLA compilat
 rounds — every case runs once per round, so load from other processes hits all of them — keeping each case's best
 round; `train_vs_keras_fit` and the sampled-softmax speed-up are medians of ratios taken within the same round:
 - llmctl's compiled step (explicit state carried between windows, per-step host sync as in `pretrain`), with and
-  without XLA; `train_tokens_per_s` is the one `jit_compile: auto` picks (`llmctl.train.xla_choice`);
-- Keras `model.fit` of the same architecture (Sequential Embedding → LSTM → Dropout → LSTM → Dropout → Dense,
+  without XLA; `train_tokens_per_s` is the one `jit_compile: auto` picks (`llmctl.train.xla_choice`); both run
+  the LSTM kernel `train.lstm_kernel: auto` picks (`llmctl.models.fused_lstm` on CPU), and the graph step also runs
+  with the Keras LSTM layer (`fused_lstm_speedup`);
+- Keras `model.fit` of the same architecture (Sequential Embedding → Dropout → LSTM → Dropout → LSTM → Dropout → Dense,
   sparse categorical cross-entropy from logits, same optimizer) on the same windows, default compile settings,
   steady-state batches timed with a callback (fit's per-call set-up excluded);
 - sampled softmax (1024 negatives) vs full softmax at a 32k vocabulary, both with llmctl's step.
@@ -43,13 +45,16 @@ from llmctl.data.batching import StreamSteps, step_arrays  # noqa: E402
 from llmctl.models.lstm_lm import build_language_model  # noqa: E402
 from llmctl.schema import ModelConfig, TrainConfig  # noqa: E402
 from llmctl.train.distribution import Distribution  # noqa: E402
-from llmctl.train.loop import SampledSoftmax, Trainer  # noqa: E402
+from llmctl.train.loop import SampledSoftmax, Trainer, decide_lstm_kernel  # noqa: E402
 from llmctl.train.optimizers import build_optimizer  # noqa: E402
 from llmctl.train.peak_flops import matmul_peak  # noqa: E402
 from llmctl.train.xla_choice import choose_xla  # noqa: E402
 
 BATCH, BPTT, EMB, UNITS, LAYERS = 20, 35, 200, 200, 2
 MODEL = dict(embedding_dim=EMB, layers=LAYERS, units=UNITS, dropout=0.2, output_dropout=0.2)
+# the kernel `pretrain` runs for this configuration (train.lstm_kernel: auto)
+LSTM_KERNEL, LSTM_KERNEL_REASON = decide_lstm_kernel("auto", gpus=len(tf.config.list_logical_devices("GPU")),
+                                                     mixed_precision="none", variable_bptt=False)
 
 
 def zipf_stream(path: Path, n_tokens: int, vocab: int, seed: int = 0) -> np.memmap:
@@ -66,10 +71,12 @@ def zipf_stream(path: Path, n_tokens: int, vocab: int, seed: int = 0) -> np.memm
 class LlmctlRunner:
     """llmctl's compiled step on the stream, state carried, host sync every step (as `pretrain` does)."""
 
-    def __init__(self, tokens, vocab: int, *, jit: bool, output: str = "full", seed: int = 0):
+    def __init__(self, tokens, vocab: int, *, jit: bool, output: str = "full", seed: int = 0,
+                 lstm_kernel: str = LSTM_KERNEL):
         keras.utils.set_random_seed(seed)
         cfg = TrainConfig(optimizer="sgd", lr=20.0, clip_norm=0.25, batch_size=BATCH, bptt=BPTT)
         self.model = build_language_model(ModelConfig(**MODEL, output=output), vocab)
+        self.model.lstm_kernel = lstm_kernel
         self.optimizer = build_optimizer(cfg)
         self.optimizer.build(self.model.trainable_variables)
         self.sampled = SampledSoftmax(SampledSoftmax.count_tokens(tokens, vocab), 1024) if output == "sampled" \
@@ -126,6 +133,7 @@ class KerasFitRunner:
         self.model = keras.Sequential([
             keras.Input((None,), dtype="int32"),
             keras.layers.Embedding(vocab, EMB),
+            keras.layers.Dropout(0.2),  # llmctl's `dropout` also applies to the embeddings (as word_language_model)
             keras.layers.LSTM(UNITS, return_sequences=True),
             keras.layers.Dropout(0.2),
             keras.layers.LSTM(UNITS, return_sequences=True),
@@ -190,14 +198,16 @@ def main() -> int:
 
     peak = matmul_peak()["flops"]
     train_cfg = TrainConfig(optimizer="sgd", lr=20.0, clip_norm=0.25, batch_size=BATCH, bptt=BPTT)
-    auto10, why10 = choose_xla(ModelConfig(**MODEL), train_cfg, 10_000, BPTT, BATCH)
+    auto10, why10 = choose_xla(ModelConfig(**MODEL), train_cfg, 10_000, BPTT, BATCH, lstm_kernel=LSTM_KERNEL)
     print(f"peak float32 matmul: {peak / 1e9:.1f} GFLOP/s", flush=True)
     print(f"jit_compile=auto at 10k: {'XLA' if auto10 else 'graph'} ({why10})", flush=True)
+    print(f"lstm_kernel=auto: {LSTM_KERNEL} ({LSTM_KERNEL_REASON})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         n_fit = 2 + args.rounds * (args.steps + 1)
         need = (4 + args.rounds * args.steps + n_fit) * BATCH * BPTT
         small = zipf_stream(Path(tmp) / "v10k.tokens", need, 10_000)
         runners = {"graph": LlmctlRunner(small, 10_000, jit=False), "xla": LlmctlRunner(small, 10_000, jit=True),
+                   "graph_keras_lstm": LlmctlRunner(small, 10_000, jit=False, lstm_kernel="keras"),
                    "keras_fit": KerasFitRunner(small, 10_000, max_steps=n_fit)}
         if runners["xla"].probe_failure:
             print(f"XLA probe failed: {runners['xla'].probe_failure}", flush=True)
@@ -208,16 +218,18 @@ def main() -> int:
         ratio_cpu = paired_ratio(history, ours_name, "keras_fit", which=1)
         flops = runners[ours_name].flops_per_token
         mfu = ours * 3 * flops / peak
+        fused_gain = paired_ratio(history, "graph", "graph_keras_lstm")
+        print(f"fused LSTM kernel vs the Keras layer inside llmctl's graph step: {fused_gain:.2f}x", flush=True)
         print(f"llmctl ({ours_name}, the auto choice) best {ours:,.0f} tok/s, keras fit best {fit:,.0f}; "
               f"paired ratio {ratio:.2f}x wall, {ratio_cpu:.2f}x CPU time   MFU {mfu:.1%} "
               f"({3 * flops / 1e6:.1f} MFLOP/token trained)", flush=True)
 
         samp_cfg = ModelConfig(**MODEL, output="sampled", sampled_negatives=1024)
-        auto_full, _ = choose_xla(ModelConfig(**MODEL), train_cfg, 32_000, BPTT, BATCH)
+        auto_full, _ = choose_xla(ModelConfig(**MODEL), train_cfg, 32_000, BPTT, BATCH, lstm_kernel=LSTM_KERNEL)
         large = zipf_stream(Path(tmp) / "v32k.tokens", (6 + args.sampled_rounds * args.sampled_steps) * BATCH * BPTT
                             + BATCH * BPTT * 4, 32_000, seed=1)
         sampled_counts = SampledSoftmax(SampledSoftmax.count_tokens(large, 32_000), 1024)
-        auto_samp, _ = choose_xla(samp_cfg, train_cfg, 32_000, BPTT, BATCH, sampled_counts)
+        auto_samp, _ = choose_xla(samp_cfg, train_cfg, 32_000, BPTT, BATCH, sampled_counts, lstm_kernel=LSTM_KERNEL)
         big = {"full": LlmctlRunner(large, 32_000, jit=auto_full),
                "sampled": LlmctlRunner(large, 32_000, jit=auto_samp, output="sampled")}
         history32 = best_of(big, args.sampled_rounds, args.sampled_steps, "32k")
@@ -232,6 +244,9 @@ def main() -> int:
         "sampled_softmax_speedup": round(speedup, 2),
         "train_tokens_per_s_graph": round(best(history, "graph"), 1),
         "train_tokens_per_s_xla": round(best(history, "xla"), 1),
+        "train_tokens_per_s_keras_lstm": round(best(history, "graph_keras_lstm"), 1),
+        "fused_lstm_speedup": round(fused_gain, 3),
+        "lstm_kernel": LSTM_KERNEL,
         "keras_fit_tokens_per_s": round(fit, 1),
         "train_vs_keras_fit_cpu_time": round(ratio_cpu, 3),
         "tokens_per_cpu_s": {k: round(best(history, k, 1), 1) for k in history},

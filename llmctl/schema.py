@@ -228,6 +228,11 @@ class TrainConfig(Section):
         "none", description="Compute precision (weights stay float32).")
     jit_compile: Union[Literal["auto"], bool] = Field(
         "auto", description="XLA-compile the train step; `auto`: on for CPU, off when cuDNN LSTM kernels are used.")
+    lstm_kernel: Literal["auto", "keras"] = Field(
+        "auto", description="How LSTM layers run: `auto` — on GPUs the Keras layer (cuDNN kernel); on CPU llmctl's "
+                            "fused kernel (whole-window matmuls for inputs and weight gradients, XLA-compiled "
+                            "recurrence for fixed-length windows), same weights and results; `keras` — the Keras "
+                            "layer everywhere.")
 
 
 class FinetuneConfig(Section):

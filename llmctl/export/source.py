@@ -56,7 +56,11 @@ def load_source(exp) -> ExportSource:
         raise ArtifactError(f"{run.info} records no num_classes for this classifier run",
                             hint="the run directory is damaged; run finetune again")
     model, checkpoint = _load_float32(opened)
-    vocab = model.encoder.vocab_size if kind == "classify" else model.vocab_size
+    language_model = model.encoder if kind == "classify" else model
+    # exported graphs run the Keras LSTM layers: standard ops that SavedModel and TFLite serve (the fused CPU
+    # kernel's custom gradient cannot be saved, and inference gains little from it)
+    language_model.lstm_kernel = "keras"
+    vocab = language_model.vocab_size
     if vocab != opened.tokenizer.vocab_size:
         raise ArtifactError(f"model of {run.root} has a {vocab}-token vocabulary but its tokenizer has "
                             f"{opened.tokenizer.vocab_size}", hint="the run's tokenizer/ does not belong to its model; "

@@ -11,6 +11,7 @@ can be checkpointed, reset per column, and carried inside a `tf.while_loop`.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from llmctl.tfenv import import_tf
@@ -18,6 +19,8 @@ from llmctl.tfenv import import_tf
 tf = import_tf()
 import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
+
+from llmctl.models.fused_lstm import fusable, lstm_sequence  # noqa: E402
 
 
 def cudnn_reasons(*, recurrent_dropout: float, activation: str = "tanh", recurrent_activation: str = "sigmoid",
@@ -35,6 +38,11 @@ def cudnn_reasons(*, recurrent_dropout: float, activation: str = "tanh", recurre
     if not use_bias:
         reasons.append("use_bias=False")
     return reasons
+
+
+@cache
+def _has_gpu() -> bool:
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 @keras.saving.register_keras_serializable(package="llmctl")
@@ -56,6 +64,7 @@ class LSTMLanguageModel(keras.Model):
         self.recurrent_dropout = float(recurrent_dropout)
         self.tie_embeddings = bool(tie_embeddings)
         self.freeze_embeddings = bool(freeze_embeddings)
+        self.lstm_kernel = "auto"  # how LSTM layers run (`kernel_for`); a runtime choice, not saved with the model
 
         self.embedding = layers.Embedding(self.vocab_size, self.embedding_dim, name="embedding",
                                           trainable=not self.freeze_embeddings)
@@ -108,11 +117,25 @@ class LSTMLanguageModel(keras.Model):
         new_states = []
         for i, lstm in enumerate(self.lstms):
             h0, c0 = states[i]
-            x, h, c = lstm(x, initial_state=[h0, c0], training=training)
+            kernel = self.kernel_for(lstm)
+            if kernel == "keras":
+                x, h, c = lstm(x, initial_state=[h0, c0], training=training)
+            else:
+                cell = lstm.cell
+                x, h, c = lstm_sequence(x, h0, c0, cell.kernel.value, cell.recurrent_kernel.value, cell.bias.value,
+                                        xla=kernel == "fused_xla")
             new_states.append((h, c))
             if i < self.num_layers - 1:
                 x = self.between_dropouts[i](x, training=training)
         return x, new_states
+
+    def kernel_for(self, lstm) -> str:
+        """The kernel that runs `lstm` over a window: `keras` (the layer itself; cuDNN on GPUs), `fused` or
+        `fused_xla` (`llmctl.models.fused_lstm`, CPU only). `self.lstm_kernel` asks for one; `auto` → fused on
+        CPU (its XLA recurrence only when the trainer knows windows have one length: `fused_xla`)."""
+        if self.lstm_kernel == "keras" or not fusable(lstm) or _has_gpu():
+            return "keras"
+        return "fused" if self.lstm_kernel == "auto" else self.lstm_kernel
 
     def output_weights(self):
         """(kernel [dim, vocab] as used by `project`, bias [vocab]) — for sampled-softmax training losses."""

@@ -57,6 +57,19 @@ def decide_jit(setting, *, gpus: int, mixed_precision: str, variable_bptt: bool,
     return None, "auto: measure XLA against the graph step on this CPU"
 
 
+def decide_lstm_kernel(setting: str, *, gpus: int, mixed_precision: str, variable_bptt: bool) -> tuple[str, str]:
+    """(kernel, why) for `train.lstm_kernel` — a value of `LSTMLanguageModel.lstm_kernel`."""
+    if setting == "keras":
+        return "keras", "train.lstm_kernel=keras: the Keras layer"
+    if gpus:
+        return "keras", "auto: GPUs present — the Keras layer, which runs the cuDNN kernel"
+    if variable_bptt:
+        return "fused", "auto: fused CPU kernel, graph recurrence (variable bptt: XLA would recompile per length)"
+    if mixed_precision != "none":
+        return "fused", f"auto: fused CPU kernel, graph recurrence ({mixed_precision})"
+    return "fused_xla", "auto: fused CPU kernel with an XLA-compiled recurrence (fixed window length)"
+
+
 # ---------------------------------------------------------------- losses
 
 
@@ -134,6 +147,11 @@ class Trainer:
     # -- compilation
     def _build(self, jit: bool) -> None:
         self.jit = bool(jit)
+        if not hasattr(self, "_lstm_kernel"):
+            self._lstm_kernel = getattr(self.model, "lstm_kernel", None)  # the kernel asked for
+        if self._lstm_kernel == "fused_xla":
+            # an XLA step compiles the fused recurrence itself; a nested XLA function inside it runs ~15x slower
+            self.model.lstm_kernel = "fused" if self.jit else "fused_xla"
         if self.dist.distributed:
             grads = tf.function(self._grads, jit_compile=True) if jit else self._grads
             self._grads_fn = grads

@@ -189,7 +189,7 @@ class PretrainSession:
 
         from llmctl.models.lstm_lm import build_language_model
         from llmctl.train.checkpoints import CheckpointStore
-        from llmctl.train.loop import SampledSoftmax, StreamEvaluator, Trainer, decide_jit
+        from llmctl.train.loop import SampledSoftmax, StreamEvaluator, Trainer, decide_jit, decide_lstm_kernel
         from llmctl.train.optimizers import build_optimizer
         from llmctl.train.schedules import build_schedule
 
@@ -217,13 +217,16 @@ class PretrainSession:
             counts = SampledSoftmax.count_tokens(self.train_tokens, self.ds.vocab_size)
             sampled = SampledSoftmax(counts, exp.model.sampled_negatives)
         self.sampled = sampled
+        kernel, self.kernel_reason = decide_lstm_kernel(cfg.lstm_kernel, gpus=gpus, variable_bptt=cfg.variable_bptt,
+                                                        mixed_precision=cfg.mixed_precision)
+        self.model.lstm_kernel = kernel
         jit, why = decide_jit(cfg.jit_compile, gpus=gpus, mixed_precision=cfg.mixed_precision,
                               variable_bptt=cfg.variable_bptt, distributed=self.dist.distributed)
         if jit is None:
             from llmctl.train.xla_choice import choose_xla
 
             jit, why = choose_xla(exp.model, cfg, self.ds.vocab_size, self.steps.fixed_width or cfg.bptt,
-                                  self.steps.replica_batch, sampled)
+                                  self.steps.replica_batch, sampled, lstm_kernel=kernel)
         self.jit_reason = why
         self.trainer = Trainer(self.model, self.optimizer, self.dist, clip_norm=cfg.clip_norm,
                                carry_state=self.steps.carry_state, jit=jit, sampled=sampled, seed=exp.run.seed,
@@ -267,6 +270,7 @@ class PretrainSession:
                         + (f" on {self.dist.num_workers} workers" if self.dist.num_workers > 1 else "")),
             ("precision", f"{cfg.mixed_precision} (policy {PRECISION_POLICIES[cfg.mixed_precision]}, loss float32)"),
             ("XLA", f"{'on' if self.trainer.jit else 'off'} — {self.jit_reason}"),
+            ("LSTM kernel", self.kernel_reason),
             ("model", f"{exp.model.layers}×{exp.model.units} LSTM, emb {exp.model.embedding_dim}, "
                       f"{self.model.count_params():,} params, output {exp.model.output}"),
             ("batching", f"{self.steps.mode}, {cfg.batch_size} × {cfg.bptt}"

@@ -24,15 +24,18 @@ from llmctl.train.peak_flops import cache_dir, machine_key
 ROUNDS = 3
 
 
-def shape_key(model_cfg, train_cfg, vocab_size: int, width: int, replica_batch: int) -> str:
+def shape_key(model_cfg, train_cfg, vocab_size: int, width: int, replica_batch: int, lstm_kernel: str = "auto"
+              ) -> str:
     return json.dumps({"emb": model_cfg.embedding_dim, "layers": model_cfg.layers, "units": model_cfg.units,
                        "vocab": vocab_size, "output": model_cfg.output, "neg": model_cfg.sampled_negatives,
                        "tie": model_cfg.tie_embeddings, "rdrop": model_cfg.recurrent_dropout > 0,
                        "batch": replica_batch, "bptt": width, "accum": train_cfg.grad_accum,
-                       "opt": train_cfg.optimizer, "carry": train_cfg.batching == "stream"}, sort_keys=True)
+                       "opt": train_cfg.optimizer, "carry": train_cfg.batching == "stream",
+                       "lstm": lstm_kernel}, sort_keys=True)
 
 
-def _measure(model_cfg, train_cfg, vocab_size: int, width: int, replica_batch: int, sampled) -> dict[str, Any]:
+def _measure(model_cfg, train_cfg, vocab_size: int, width: int, replica_batch: int, sampled, lstm_kernel: str
+             ) -> dict[str, Any]:
     tf = import_tf()
     from llmctl.models.lstm_lm import build_language_model
     from llmctl.train.distribution import Distribution
@@ -50,6 +53,7 @@ def _measure(model_cfg, train_cfg, vocab_size: int, width: int, replica_batch: i
     failure = None
     for jit in (True, False):
         model = build_language_model(model_cfg, vocab_size)
+        model.lstm_kernel = lstm_kernel
         optimizer = build_optimizer(train_cfg, mixed_precision=train_cfg.mixed_precision)
         optimizer.build(model.trainable_variables)
         trainer = Trainer(model, optimizer, dist, clip_norm=train_cfg.clip_norm,
@@ -76,11 +80,12 @@ def _measure(model_cfg, train_cfg, vocab_size: int, width: int, replica_batch: i
     return {"xla": tokens / best["xla"], "graph": tokens / best["graph"], "failure": failure}
 
 
-def choose_xla(model_cfg, train_cfg, vocab_size: int, width: int, replica_batch: int, sampled=None
-               ) -> tuple[bool, str]:
+def choose_xla(model_cfg, train_cfg, vocab_size: int, width: int, replica_batch: int, sampled=None,
+               lstm_kernel: str = "auto") -> tuple[bool, str]:
     """(use XLA?, reason) for the single-device CPU step, measured once per machine + shape and cached."""
     tf = import_tf()
-    key = machine_key(tf, "/cpu:0") + "|" + shape_key(model_cfg, train_cfg, vocab_size, width, replica_batch)
+    key = (machine_key(tf, "/cpu:0") + "|"
+           + shape_key(model_cfg, train_cfg, vocab_size, width, replica_batch, lstm_kernel))
     path = cache_dir() / "xla_choice.json"
     try:
         cache = json.loads(path.read_text(encoding="utf-8"))
@@ -89,7 +94,7 @@ def choose_xla(model_cfg, train_cfg, vocab_size: int, width: int, replica_batch:
     entry = cache.get(key)
     cached = isinstance(entry, dict)
     if not cached:
-        entry = _measure(model_cfg, train_cfg, vocab_size, width, replica_batch, sampled)
+        entry = _measure(model_cfg, train_cfg, vocab_size, width, replica_batch, sampled, lstm_kernel)
         entry["measured"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         cache[key] = entry
         try:
