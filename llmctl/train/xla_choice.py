@@ -22,6 +22,9 @@ from llmctl.tfenv import import_tf
 from llmctl.train.peak_flops import cache_dir, machine_key
 
 ROUNDS = 3
+# Revision of what is measured: bump it when the train step or the LSTM kernels change, so that cached decisions
+# measured on an older implementation are measured again (2: fused CPU LSTM kernel).
+REVISION = 2
 
 
 def shape_key(model_cfg, train_cfg, vocab_size: int, width: int, replica_batch: int, lstm_kernel: str = "auto"
@@ -31,7 +34,7 @@ def shape_key(model_cfg, train_cfg, vocab_size: int, width: int, replica_batch: 
                        "tie": model_cfg.tie_embeddings, "rdrop": model_cfg.recurrent_dropout > 0,
                        "batch": replica_batch, "bptt": width, "accum": train_cfg.grad_accum,
                        "opt": train_cfg.optimizer, "carry": train_cfg.batching == "stream",
-                       "lstm": lstm_kernel}, sort_keys=True)
+                       "lstm": lstm_kernel, "revision": REVISION}, sort_keys=True)
 
 
 def _measure(model_cfg, train_cfg, vocab_size: int, width: int, replica_batch: int, sampled, lstm_kernel: str
