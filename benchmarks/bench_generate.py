@@ -7,6 +7,9 @@ batch 1, a 16-token prompt, 256 new tokens with EOS disabled so every run produc
   reading its result back, `Generation.decode_s`), the end-to-end rate adds the 16-token prefill;
 * naive greedy: a `tf.function` over the growing prefix (input signature [1, None], traced once), one call per
   token, argmax in Python — the 14 ms/token baseline of design.md;
+* bound: the two halves of a greedy step (LSTM cells; output matmul + argmax), each timed alone in an XLA loop —
+  they cannot overlap, so their sum bounds any batch-1 fp32 greedy decoder of this model on this machine
+  (`generate_bound_tokens_per_s`; `generate_vs_bound` says how close llmctl gets);
 * top-p (0.9, temperature 1) sampling and beam search (width 4) with the same decoder machinery; greedy on a batch
   of 8 prompts (tokens of all rows per second).
 
@@ -103,6 +106,59 @@ def bench_naive(model, prompt, tokens: int) -> dict:
             "ms_per_token": 1e3 * seconds / tokens, "output": output}
 
 
+def bench_bound(model, tokens: int, repeats: int) -> dict:
+    """Seconds per token of the two halves of a greedy step, each alone in an XLA while-loop over the model's own
+    weights: `lstm` (embedding row → both LSTM cells) and `output` (embedding row → output matmul → argmax), and an
+    `empty` loop (embedding row → argmax). Greedy decoding cannot overlap them — the output needs this step's LSTM
+    state, the next LSTM step needs this step's argmax — so 1 / (lstm + output − empty) bounds batch-1 greedy
+    tokens/s of this fp32 model on this machine from above (see the module docstring)."""
+    embedding = tf.convert_to_tensor(model.embedding.embeddings)
+    cells = [(tf.convert_to_tensor(lstm.cell.kernel), tf.convert_to_tensor(lstm.cell.recurrent_kernel),
+              tf.convert_to_tensor(lstm.cell.bias)) for lstm in model.lstms]
+    # the bias as an extra kernel row: XLA:CPU fuses "matmul then bias add" into a loop ~1.8x slower than the bare
+    # matmul (0.29 vs 0.15-0.17 ms here), so this is the fastest exact-up-to-rounding form of the output layer
+    head = tf.concat([tf.convert_to_tensor(model.head.kernel), tf.convert_to_tensor(model.head.bias)[None, :]], 0)
+    zeros = tf.zeros([1, model.units])
+
+    def lstm_part(x, states):
+        new = []
+        for (kernel, recurrent, bias), (h, c) in zip(cells, states, strict=True):
+            zi, zf, zg, zo = tf.split(tf.matmul(x, kernel) + tf.matmul(h, recurrent) + bias, 4, axis=1)
+            c = tf.sigmoid(zf) * c + tf.sigmoid(zi) * tf.tanh(zg)
+            x = h = tf.sigmoid(zo) * tf.tanh(c)
+            new.append((h, c))
+        return x, new
+
+    def loop_of(part):
+        @tf.function(jit_compile=True)
+        def loop(token):
+            def body(i, token, states):
+                x = tf.gather(embedding, token)
+                if part == "lstm":
+                    x, states = lstm_part(x, states)
+                elif part == "output":
+                    x = tf.matmul(tf.concat([x, tf.ones([1, 1])], 1), head)
+                return i + 1, tf.argmax(x, axis=-1, output_type=tf.int32), states
+
+            return tf.while_loop(lambda i, *_: i < tokens, body, (0, token, [(zeros, zeros)] * len(cells)))[1]
+        return loop
+
+    start = tf.constant([5], tf.int32)
+    loops = {part: loop_of(part) for part in ("empty", "lstm", "output")}
+    for loop in loops.values():
+        loop(start).numpy()  # compile
+    times: dict[str, list[float]] = {part: [] for part in loops}
+    for _ in range(repeats):
+        for part, loop in loops.items():
+            t0 = time.perf_counter()
+            loop(start).numpy()
+            times[part].append((time.perf_counter() - t0) / tokens)
+    best = {part: min(values) for part, values in times.items()}
+    bound = best["lstm"] + best["output"] - best["empty"]
+    return {"ms_per_token": {part: round(1e3 * value, 4) for part, value in best.items()},
+            "bound_tokens_per_s": 1.0 / bound}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
@@ -126,7 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
             case.run()
     cases["greedy"].run()
     naive = bench_naive(model, prompt, n)
-    cases["greedy"].run()  # greedy timed right before and after the naive loop too
+    cases["greedy"].run()  # greedy timed right before and after the naive loop and the floor too
+    bound = bench_bound(model, n, args.repeats)
+    cases["greedy"].run()
     greedy, greedy_graph, top_p, beam4, batch8 = (cases[k].report() for k in
                                                   ("greedy", "greedy_graph", "top_p", "beam4", "batch8"))
     same = cases["greedy"].decoder.generate([prompt], n).sequences[0][0] == naive.pop("output")
@@ -141,9 +199,12 @@ def main(argv: list[str] | None = None) -> dict:
         "generate_no_xla_tokens_per_s": greedy_graph["tokens_per_s"],
         "generate_end_to_end_tokens_per_s": greedy["end_to_end_tokens_per_s"],
         "generate_batch8_tokens_per_s": batch8["tokens_per_s"],
+        "generate_bound_tokens_per_s": bound["bound_tokens_per_s"],
+        "generate_vs_bound": greedy["tokens_per_s"] / bound["bound_tokens_per_s"],
         "greedy_matches_naive": same,
         "details": {"greedy_xla": greedy, "greedy_graph": greedy_graph, "top_p_0.9": top_p, "beam4": beam4,
-                    "greedy_batch8": batch8, "naive": naive},
+                    "greedy_batch8": batch8, "naive": naive,
+                    "bound": bound},
         "setup": {"model": "emb 200, LSTM 200 x 2, vocab 10k, random weights", "batch": 1,
                   "prompt_tokens": PROMPT_TOKENS, "new_tokens": n, "repeats": args.repeats,
                   "tensorflow": tf.__version__},
@@ -153,6 +214,10 @@ def main(argv: list[str] | None = None) -> dict:
           f"first call {greedy['first_call_s']:.2f} s)")
     print(f"greedy (graph loop) {greedy_graph['tokens_per_s']:8.0f} tok/s  (first call "
           f"{greedy_graph['first_call_s']:.2f} s)")
+    parts = bound["ms_per_token"]
+    print(f"bound (fp32 math)   {bound['bound_tokens_per_s']:8.0f} tok/s  (LSTM cells {parts['lstm']:.3f} + output "
+          f"{parts['output']:.3f} - empty loop {parts['empty']:.3f} ms/token, each alone; greedy reaches "
+          f"{results['generate_vs_bound']:.0%})")
     print(f"naive (prefix)      {naive['tokens_per_s']:8.0f} tok/s  ({naive['ms_per_token']:.2f} ms/token)")
     print(f"in-graph vs naive   {results['generate_vs_naive']:8.1f} x   (same greedy tokens: {same})")
     print(f"top-p 0.9           {top_p['tokens_per_s']:8.0f} tok/s  (cost vs greedy "
