@@ -85,6 +85,9 @@ def _better(value: float, best: float | None, mode: str, loss: float, best_loss:
 
 def build_stepper(task: DocTask, train_cfg, finetune_cfg, *, jit_compile: bool = False) -> GroupStepper:
     """The per-group optimizers and compiled steps for `task` (discriminative lr multipliers applied)."""
+    language_model = getattr(task.model, "encoder", task.model)
+    if train_cfg.lstm_kernel == "keras" and hasattr(language_model, "lstm_kernel"):
+        language_model.lstm_kernel = "keras"  # else `auto`: the fused CPU kernel (graph recurrence: lengths vary)
     multipliers = ulmfit.lr_multipliers(len(task.groups), finetune_cfg.discriminative_lr)
     return GroupStepper(task.groups, train_cfg, task.loss_fn, multipliers=multipliers,
                         input_signature=task.input_signature, jit_compile=jit_compile,
