@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 # Re-installs only when pyproject.toml changes (fast no-op otherwise).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py llmctl/data/_wordscan.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"

@@ -11,6 +11,12 @@ to `split_words`. Both are exactly `Counter(split_words(t))` / `WordTokenizer.en
 `WordCounter.slots` serves preprocess's single word pass: it counts the words of the train split while it gives
 every token the slot of its word, so token files can be written before the vocabulary exists (`writing`).
 
+With the native scanner (`llmctl/data/_wordscan.c`, built by `pip install` where a C compiler exists) a unit's
+token bounds and hashes come from one C loop and tokens are looked up in an open-addressing hash table of the stored
+words, each checked code point by code point as above; a unit the scanner declines (a complex character, a hash
+standing for two strings) goes through the numpy path, so results are the same with or without it. Measured on
+the 20 MB benchmark corpus (one process): numpy path 0.73 s, native 0.24 s.
+
 The vectorised rule covers whitespace-delimited spans without a combining mark, skin-tone modifier, regional
 indicator or ZERO WIDTH JOINER: there a token is a maximal run of word characters (`\\w` outside the CJK ranges) or
 any other single non-space character. A span with one of those characters is split by `split_words` itself, in
@@ -38,8 +44,15 @@ from llmctl.data.tokenizers import (
     split_words,
 )
 
+try:  # the native scanner (llmctl/data/_wordscan.c), built at install time when a C compiler is present
+    from llmctl.data import _wordscan as native
+except ImportError:  # pragma: no cover - depends on the build
+    native = None
+
 UNIT_CHARS = 1 << 16        # text per vectorised step: its arrays stay in the CPU caches
 MAX_UNIT = 1 << 17          # longest unit; longer texts are cut after whitespace
+NATIVE_UNIT_CHARS = 1 << 18  # the same for the native scanner (measured best: 0.24 s for 20 MB vs 0.29 at 1 << 16)
+NATIVE_MAX_UNIT = 1 << 19
 DENSE_SPAN_CHARS = 64       # fewer characters per complex span than this: split_words the whole unit
 _BASE = 0x100000001B3       # odd, so invertible modulo 2**64
 _UTF32, _POINT = "utf-32-le", np.dtype("<u4")  # code points as little-endian uint32
@@ -176,21 +189,27 @@ def _complex_spans(cls: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(lo[keep].tolist(), hi[keep].tolist(), strict=True))
 
 
-def _units(texts: Sequence[str], size: int = UNIT_CHARS) -> Iterator[tuple[str, int, list[int] | None]]:
+def _unit_sizes() -> tuple[int, int]:
+    """(unit size, longest unit) for `_units`: the native scanner takes larger units (less per-unit overhead)."""
+    return (NATIVE_UNIT_CHARS, NATIVE_MAX_UNIT) if native is not None else (UNIT_CHARS, MAX_UNIT)
+
+
+def _units(texts: Sequence[str], size: int = UNIT_CHARS, limit: int = MAX_UNIT
+           ) -> Iterator[tuple[str, int, list[int] | None]]:
     """Texts grouped into units of about `size` characters: `(unit, index of its first text, offsets)`. Short texts
     are joined with a space (no token spans whitespace) and `offsets` is where each starts in the unit; a text longer
-    than `MAX_UNIT` is cut after whitespace into units of its own (`offsets` None)."""
+    than `limit` is cut after whitespace into units of its own (`offsets` None)."""
     batch: list[str] = []
     chars = first = 0
     for i, text in enumerate(texts):
-        if len(text) > MAX_UNIT:
+        if len(text) > limit:
             if batch:
                 yield _joined(batch, first)
                 batch, chars = [], 0
-            for piece in _cut(text, size):
+            for piece in _cut(text, size, limit):
                 yield piece, i, None
             continue
-        if batch and chars + len(text) > MAX_UNIT:
+        if batch and chars + len(text) > limit:
             yield _joined(batch, first)
             batch, chars = [], 0
         if not batch:
@@ -212,12 +231,12 @@ def _joined(batch: list[str], first: int) -> tuple[str, int, list[int]]:
     return " ".join(batch), first, offsets
 
 
-def _cut(text: str, size: int) -> Iterator[str]:
-    """`text` in pieces of at most `MAX_UNIT` characters, each cut right after a space or newline; the rest in one
+def _cut(text: str, size: int, limit: int = MAX_UNIT) -> Iterator[str]:
+    """`text` in pieces of at most `limit` characters, each cut right after a space or newline; the rest in one
     piece if there is none (`split_words` handles it)."""
     start = 0
-    while len(text) - start > MAX_UNIT:
-        lo, hi = start + size // 2, start + MAX_UNIT
+    while len(text) - start > limit:
+        lo, hi = start + size // 2, start + limit
         cut = max(text.rfind(" ", lo, hi), text.rfind("\n", lo, hi))
         if cut < 0:
             break
@@ -256,30 +275,27 @@ class WordCounter:
         self._used = 0  # code points stored
         self._known = [(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))] * 2  # (hashes, slots): main, recent
         self._python: Counter = Counter()  # words split by split_words in `add` (kept by string)
+        # the native scanner's hash table of the stored words: entries (hash, slot, start, length), at most half full
+        self._table = _empty_table(1 << 12)
 
     def add(self, texts: Sequence[str]) -> None:
         """Count the tokens of `texts`."""
-        for unit, _, _ in _units(texts):
-            tok = _scan(unit) if len(unit) <= MAX_UNIT else None
-            grouped = self._register(tok) if tok is not None else None
-            if grouped is None:
+        for unit, _, _ in _units(texts, *_unit_sizes()):
+            found = self._unit_slots(unit)
+            if found is None:
                 self._python.update(split_words(unit))
-                continue
-            slots, group = grouped
-            self._counts[slots] += np.bincount(group, minlength=slots.size)
-            for _, words in tok.span_tokens():
-                self._python.update(words)
+            elif found[0].size:
+                self._counts += np.bincount(found[0], minlength=self._counts.size)
 
     def slots(self, texts: Sequence[str], counted: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
         """`(slots of all tokens of all texts concatenated, number of tokens of each text)`; the tokens of the texts
         flagged in `counted` are counted. Raises `HashCollision` if two words split by `split_words` share a hash."""
         parts: list[np.ndarray] = []
         lengths = np.zeros(len(texts), dtype=np.int64)
-        for unit, first, offsets in _units(texts):
+        for unit, first, offsets in _units(texts, *_unit_sizes()):
             n_texts = len(offsets) if offsets is not None else 1
-            tok = _scan(unit) if len(unit) <= MAX_UNIT else None
-            grouped = self._register(tok) if tok is not None else None
-            if grouped is None:  # split_words, text by text
+            found = self._unit_slots(unit)
+            if found is None:  # split_words, text by text
                 for k in range(first, first + n_texts):
                     slots = self._register_words(split_words(texts[k] if offsets is not None else unit))
                     if counted[k]:
@@ -287,17 +303,7 @@ class WordCounter:
                     parts.append(slots)
                     lengths[k] += slots.size
                 continue
-            distinct, group = grouped
-            slots = distinct[group]
-            positions = tok.starts
-            if tok.spans:
-                at, words = [], []
-                for a, span_words in tok.span_tokens():
-                    at.extend(repeat(a, len(span_words)))
-                    words.extend(span_words)
-                where = np.searchsorted(positions, at)
-                slots = np.insert(slots, where, self._register_words(words))
-                positions = np.insert(positions, where, at)
+            slots, positions = found
             if offsets is None:
                 per_text = np.asarray([slots.size], dtype=np.int64)
             else:
@@ -306,12 +312,84 @@ class WordCounter:
             lengths[first:first + n_texts] += per_text
             flags = np.asarray(counted[first:first + n_texts], dtype=bool)
             if flags.all():
-                np.add.at(self._counts, slots, 1)
-            elif flags.any():
-                np.add.at(self._counts, slots[np.repeat(flags, per_text)], 1)
+                counted_slots = slots
+            else:
+                counted_slots = slots[np.repeat(flags, per_text)]
+            if counted_slots.size:
+                self._counts += np.bincount(counted_slots, minlength=self._counts.size)
             parts.append(slots)
         flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         return flat, lengths
+
+    def _unit_slots(self, unit: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """`(slot of every token, start of every token)` of `unit`, storing new words: by the native scanner, else
+        vectorised piece by piece (pieces of at most `MAX_UNIT` characters cut after whitespace); None if neither
+        applies (split_words then)."""
+        found = self._native_slots(unit)
+        if found is not None:
+            return found
+        all_slots, all_positions, offset = [], [], 0
+        for piece in _cut(unit, UNIT_CHARS, MAX_UNIT):
+            tok = _scan(piece) if len(piece) <= MAX_UNIT else None
+            grouped = self._register(tok) if tok is not None else None
+            if grouped is None:
+                return None
+            distinct, group = grouped
+            slots, positions = distinct[group], tok.starts
+            if tok.spans:
+                at, words = [], []
+                for a, span_words in tok.span_tokens():
+                    at.extend(repeat(a, len(span_words)))
+                    words.extend(span_words)
+                where = np.searchsorted(positions, at)
+                slots = np.insert(slots, where, self._register_words(words))
+                positions = np.insert(positions, where, at)
+            all_slots.append(slots)
+            all_positions.append(positions + offset)
+            offset += len(piece)
+        if len(all_slots) == 1:
+            return all_slots[0], all_positions[0]
+        return np.concatenate(all_slots), np.concatenate(all_positions)
+
+    def _native_slots(self, unit: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """`(slot of every token, start of every token)` of `unit` by the native scanner, storing new words; None
+        when it does not apply (no native module, a complex character, a hash standing for two strings)."""
+        if native is None:
+            return None
+        points = np.frombuffer(unit.encode(_UTF32), dtype=_POINT)
+        starts, ends = np.empty(points.size, dtype=np.int64), np.empty(points.size, dtype=np.int64)
+        hashes = np.empty(points.size, dtype=np.uint64)
+        n = native.scan(points, _classes(), starts, ends, hashes)
+        if n < 0:
+            return None
+        starts, ends, hashes = starts[:n], ends[:n], hashes[:n]
+        slots = np.empty(n, dtype=np.int64)
+        missing = self._native_lookup(points, starts, ends, hashes, slots)
+        if missing > 0:  # new words: store one token of each new hash, then check all of them against it
+            index = np.flatnonzero(slots < 0)
+            new_hashes, first, inverse = np.unique(hashes[index], return_index=True, return_inverse=True)
+            tok = _Tokens(unit, points, np.zeros(0, dtype=np.int64), starts, ends, hashes, [])
+            stored = index[first]
+            slots[index] = self._new_words(tok, stored, new_hashes, (ends - starts)[stored])[inverse]
+            missing = self._native_lookup(points, starts[index], ends[index], hashes[index], slots[index].copy())
+        return None if missing < 0 else (slots, starts)
+
+    def _native_lookup(self, points, starts, ends, hashes, out) -> int:
+        return native.lookup(points, starts, ends, hashes, self._table, self._points, out)
+
+    def _remember(self, slots: np.ndarray) -> None:
+        """Add new words (their slots) to the native hash table, rebuilt twice as large when it would be over half
+        full."""
+        if native is None:
+            return
+        n = len(self._words)
+        entries = self._table.size // 4
+        if 2 * n > entries:
+            while 2 * n > entries:
+                entries *= 2
+            self._table = _empty_table(entries)
+            slots = np.arange(n, dtype=np.int64)
+        native.insert(self._table, self._hashes[slots], slots, self._starts[slots], self._lengths[slots])
 
     def _register(self, tok: _Tokens) -> tuple[np.ndarray, np.ndarray] | None:
         """`(slot of each distinct token, group of each token)`, storing new words; None if a hash stands for two
@@ -371,6 +449,7 @@ class WordCounter:
             main, main_slots = merged[order], np.concatenate([main_slots, recent_slots])[order]
             recent, recent_slots = recent[:0], recent_slots[:0]
         self._known = [(main, main_slots), (recent, recent_slots)]
+        self._remember(slots)
         return slots
 
     def counts(self) -> Counter:
@@ -422,6 +501,13 @@ def _from_words(words: list[str]) -> _Tokens:
                    _hashes(points, starts, ends), [])
 
 
+def _empty_table(entries: int) -> np.ndarray:
+    """A native hash table of `entries` free entries (four uint64 each; slot field all ones = free)."""
+    table = np.zeros(4 * entries, dtype=np.uint64)
+    table[1::4] = np.iinfo(np.uint64).max
+    return table
+
+
 def _grown(array: np.ndarray, size: int) -> np.ndarray:
     if size <= array.size:
         return array
@@ -464,19 +550,51 @@ class WordEncoder:
         self._hashes, self._ids = hashes[order], ids[order].astype(np.int32)
         # two vocabulary tokens with one hash: look every token up in Python (never seen in practice)
         self._vectorised = bool(self._hashes.size) and bool(np.all(self._hashes[1:] != self._hashes[:-1]))
+        self._table = None  # the native scanner's hash table of the vocabulary (entries: hash, id, start, length)
+        if native is not None and self._vectorised:
+            self._table = _empty_table(1 << max(12, (2 * ids.size).bit_length()))
+            native.insert(self._table, self._hashes, self._ids.astype(np.int64), self._starts[self._ids],
+                          self._lengths[self._ids])
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         parts: list[np.ndarray] = []
         lengths = np.zeros(len(texts), dtype=np.int64)
-        for unit, first, offsets in _units(texts):
-            tok = _scan(unit) if self._vectorised and len(unit) <= MAX_UNIT else None
-            ids = self._lookup(tok) if tok is not None else None
-            if ids is None:  # split_words, text by text
+        for unit, first, offsets in _units(texts, *_unit_sizes()):
+            found = self._unit_ids(unit) if self._vectorised else None
+            if found is None:  # split_words, text by text
                 for k in range(first, first + len(offsets)) if offsets is not None else [first]:
                     part = self._python(texts[k] if offsets is not None else unit)
                     parts.append(part)
                     lengths[k] += part.size
                 continue
+            ids, positions = found
+            parts.append(ids)
+            if offsets is None:
+                lengths[first] += ids.size
+            else:
+                bounds = np.asarray(offsets + [len(unit) + 1], dtype=np.int64)
+                lengths[first:first + len(offsets)] += np.diff(np.searchsorted(positions, bounds))
+        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+        return flat, lengths
+
+    def _unit_ids(self, unit: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """`(id of every token, start of every token)` of `unit`: by the native scanner, else vectorised piece by
+        piece; None if neither applies (split_words then)."""
+        if self._table is not None:
+            points = np.frombuffer(unit.encode(_UTF32), dtype=_POINT)
+            starts, ends = np.empty(points.size, dtype=np.int64), np.empty(points.size, dtype=np.int64)
+            hashes = np.empty(points.size, dtype=np.uint64)
+            n = native.scan(points, _classes(), starts, ends, hashes)
+            if n >= 0:
+                out = np.empty(n, dtype=np.int64)
+                if native.lookup(points, starts[:n], ends[:n], hashes[:n], self._table, self._points, out) >= 0:
+                    return np.where(out < 0, UNK_ID, out).astype(np.int32), starts[:n]
+        all_ids, all_positions, offset = [], [], 0
+        for piece in _cut(unit, UNIT_CHARS, MAX_UNIT):
+            tok = _scan(piece) if len(piece) <= MAX_UNIT else None
+            ids = self._lookup(tok) if tok is not None else None
+            if ids is None:
+                return None
             positions = tok.starts
             if tok.spans:
                 at, extra = [], []
@@ -486,14 +604,12 @@ class WordEncoder:
                 where = np.searchsorted(positions, at)
                 ids = np.insert(ids, where, extra)
                 positions = np.insert(positions, where, at)
-            parts.append(ids)
-            if offsets is None:
-                lengths[first] += ids.size
-            else:
-                bounds = np.asarray(offsets + [len(unit) + 1], dtype=np.int64)
-                lengths[first:first + len(offsets)] += np.diff(np.searchsorted(positions, bounds))
-        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-        return flat, lengths
+            all_ids.append(ids)
+            all_positions.append(positions + offset)
+            offset += len(piece)
+        if len(all_ids) == 1:
+            return all_ids[0], all_positions[0]
+        return np.concatenate(all_ids), np.concatenate(all_positions)
 
     def _python(self, text: str) -> np.ndarray:
         words = split_words(text)

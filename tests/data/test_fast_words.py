@@ -1,8 +1,10 @@
-"""The vectorised word rules (`fast_words`) give exactly `split_words` counts and `WordTokenizer.encode` ids."""
+"""The vectorised word rules (`fast_words`) give exactly `split_words` counts and `WordTokenizer.encode` ids —
+with the native scanner (`llmctl/data/_wordscan.c`) and with the numpy path alike."""
 
 from __future__ import annotations
 
 import random
+import shutil
 from collections import Counter
 
 import numpy as np
@@ -20,6 +22,21 @@ ALPHABET = list("ab1_ ,.!'\"-\n\t\x1céж²½\u0301\u0302\u093f你好ー。，\u
                 "\U000e0100\U00020000\u2028・゙")
 
 
+@pytest.fixture(params=["native", "numpy"])
+def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the native scanner, then with the numpy path only."""
+    if request.param == "native" and fw.native is None:
+        pytest.skip("the native scanner is not built (no C compiler at install time)")
+    if request.param == "numpy":
+        monkeypatch.setattr(fw, "native", None)
+    return request.param
+
+
+def test_the_native_scanner_is_built_where_a_compiler_is() -> None:
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert fw.native is not None, "pip install -e . should have built llmctl.data._wordscan (setup.py)"
+
+
 def _texts(seed: int) -> list[str]:
     """Texts dense in complex characters, texts with a few, plain ones, empty ones and long ones (cut into units,
     with and without whitespace)."""
@@ -29,6 +46,7 @@ def _texts(seed: int) -> list[str]:
     sparse = [" ".join(rng.choices(WORDS, weights, k=rng.randint(0, 1500))) for _ in range(12)]
     plain = ["Plain ascii text, with punctuation! and_words 123 " * rng.randint(1, 300) for _ in range(6)]
     long = [" ".join(rng.choices(WORDS, weights, k=40_000)), "x" * (fw.MAX_UNIT + 10), "ab " * 50_000,
+            " ".join(rng.choices(WORDS, weights, k=fw.NATIVE_MAX_UNIT // 3)),  # cut into native units, some complex
             "你好" * (fw.MAX_UNIT // 2 + 10), "", "   \n\t "]
     texts = dense + sparse + plain + long
     rng.shuffle(texts)
@@ -43,7 +61,7 @@ def _reference(texts: list[str]) -> Counter:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_counts_are_split_words_counts(seed: int) -> None:
+def test_counts_are_split_words_counts(seed: int, scanner: str) -> None:
     texts = _texts(seed)
     assert fw.count_words(texts) == _reference(texts)
     counter = fw.WordCounter()  # added in several calls, like worker tasks
@@ -53,7 +71,7 @@ def test_counts_are_split_words_counts(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_encoder_gives_the_ids_of_encode(seed: int) -> None:
+def test_encoder_gives_the_ids_of_encode(seed: int, scanner: str) -> None:
     texts = _texts(seed)
     tokenizer = tokenizer_from_counts("word", _reference(texts[::2]), 2)  # many words unknown
     flat, lengths = fw.WordEncoder(tokenizer)(texts)
@@ -63,7 +81,7 @@ def test_encoder_gives_the_ids_of_encode(seed: int) -> None:
     assert flat.dtype == np.int32 and UNK_ID in flat.tolist()
 
 
-def test_slots_count_the_counted_texts_and_name_every_word() -> None:
+def test_slots_count_the_counted_texts_and_name_every_word(scanner: str) -> None:
     texts = _texts(2)
     counted = [i % 3 != 0 for i in range(len(texts))]
     counters = [fw.WordCounter(), fw.WordCounter()]  # two processes, each with its own slots
@@ -91,6 +109,7 @@ def _weak_hash(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
 def test_hash_collisions_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     texts = _texts(3)
     tokenizer = tokenizer_from_counts("word", _reference(texts), 1)
+    monkeypatch.setattr(fw, "native", None)  # the weak hash replaces the numpy path's; the native one is below
     monkeypatch.setattr(fw, "_hashes", _weak_hash)
     # counting and encoding check every token against the word it was matched with, and fall back to split_words
     assert fw.count_words(texts) == _reference(texts)
@@ -114,3 +133,39 @@ def test_units_cut_long_texts_after_whitespace_only() -> None:
     assert all(first == 0 and offsets is None for _, first, offsets in units)
     joined = list(fw._units(["a", "", "b c"]))
     assert joined == [("a  b c", 0, [0, 2, 3])]
+
+
+def test_native_hashes_and_bounds_equal_the_numpy_ones() -> None:
+    if fw.native is None:
+        pytest.skip("the native scanner is not built")
+    text = " ".join(_texts(4)[:40])
+    text = "".join(c for c in text if fw._classes()[ord(c)] != fw.WORD_COMPLEX)  # the vectorised rule's domain
+    tok = fw._scan(text)
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    starts, ends = np.empty(points.size, np.int64), np.empty(points.size, np.int64)
+    hashes = np.empty(points.size, np.uint64)
+    n = fw.native.scan(points, fw._classes(), starts, ends, hashes)
+    assert n == tok.starts.size > 1000
+    assert starts[:n].tolist() == tok.starts.tolist() and ends[:n].tolist() == tok.ends.tolist()
+    assert hashes[:n].tolist() == tok.hashes.tolist()
+    assert fw.native.scan(np.frombuffer("a e\u0301".encode("utf-32-le"), np.uint32), fw._classes(), starts, ends,
+                          hashes) == -1  # a combining mark: the numpy path takes the unit
+
+
+def test_native_lookup_checks_every_token_against_its_word() -> None:
+    """A hash that stands for another string is a mismatch (-1), never a silent wrong slot."""
+    if fw.native is None:
+        pytest.skip("the native scanner is not built")
+    words = np.frombuffer("ba".encode("utf-32-le"), np.uint32)
+    points = np.frombuffer("ab ab".encode("utf-32-le"), np.uint32)
+    starts, ends = np.array([0, 3], np.int64), np.array([2, 5], np.int64)
+    hashes = np.array([7, 7], np.uint64)
+    table = fw._empty_table(16)
+    fw.native.insert(table, np.array([7], np.uint64), np.array([0], np.int64), np.array([0], np.int64),
+                     np.array([2], np.int64))
+    out = np.empty(2, np.int64)
+    assert fw.native.lookup(points, starts, ends, hashes, table, words, out) == -1
+    same = np.frombuffer("ab".encode("utf-32-le"), np.uint32)
+    assert fw.native.lookup(points, starts, ends, hashes, table, same, out) == 0 and out.tolist() == [0, 0]
+    assert fw.native.lookup(points, starts, ends, np.array([8, 7], np.uint64), table, same, out) == 1
+    assert out.tolist() == [-1, 0]
