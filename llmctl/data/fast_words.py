@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from itertools import repeat
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -323,47 +323,24 @@ class WordCounter:
 
     def _unit_slots(self, unit: str) -> tuple[np.ndarray, np.ndarray] | None:
         """`(slot of every token, start of every token)` of `unit`, storing new words: by the native scanner, else
-        vectorised piece by piece (pieces of at most `MAX_UNIT` characters cut after whitespace); None if neither
-        applies (split_words then)."""
+        by the numpy path (`_by_pieces`); None if neither applies (split_words then)."""
         found = self._native_slots(unit)
         if found is not None:
             return found
-        all_slots, all_positions, offset = [], [], 0
-        for piece in _cut(unit, UNIT_CHARS, MAX_UNIT):
-            tok = _scan(piece) if len(piece) <= MAX_UNIT else None
-            grouped = self._register(tok) if tok is not None else None
-            if grouped is None:
-                return None
-            distinct, group = grouped
-            slots, positions = distinct[group], tok.starts
-            if tok.spans:
-                at, words = [], []
-                for a, span_words in tok.span_tokens():
-                    at.extend(repeat(a, len(span_words)))
-                    words.extend(span_words)
-                where = np.searchsorted(positions, at)
-                slots = np.insert(slots, where, self._register_words(words))
-                positions = np.insert(positions, where, at)
-            all_slots.append(slots)
-            all_positions.append(positions + offset)
-            offset += len(piece)
-        if len(all_slots) == 1:
-            return all_slots[0], all_positions[0]
-        return np.concatenate(all_slots), np.concatenate(all_positions)
+        return _by_pieces(unit, self._vectorised_slots, self._register_words)
+
+    def _vectorised_slots(self, tok: _Tokens) -> np.ndarray | None:
+        grouped = self._register(tok)
+        return None if grouped is None else grouped[0][grouped[1]]
 
     def _native_slots(self, unit: str) -> tuple[np.ndarray, np.ndarray] | None:
         """`(slot of every token, start of every token)` of `unit` by the native scanner, storing new words; None
         when it does not apply (no native module, a complex character, a hash standing for two strings)."""
-        if native is None:
+        scanned = _native_scan(unit)
+        if scanned is None:
             return None
-        points = np.frombuffer(unit.encode(_UTF32), dtype=_POINT)
-        starts, ends = np.empty(points.size, dtype=np.int64), np.empty(points.size, dtype=np.int64)
-        hashes = np.empty(points.size, dtype=np.uint64)
-        n = native.scan(points, _classes(), starts, ends, hashes)
-        if n < 0:
-            return None
-        starts, ends, hashes = starts[:n], ends[:n], hashes[:n]
-        slots = np.empty(n, dtype=np.int64)
+        points, starts, ends, hashes = scanned
+        slots = np.empty(starts.size, dtype=np.int64)
         missing = self._native_lookup(points, starts, ends, hashes, slots)
         if missing > 0:  # new words: store one token of each new hash, then check all of them against it
             index = np.flatnonzero(slots < 0)
@@ -501,6 +478,47 @@ def _from_words(words: list[str]) -> _Tokens:
                    _hashes(points, starts, ends), [])
 
 
+def _native_scan(unit: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """`(code points, token starts, token ends, token hashes)` of `unit` by the native scanner; None without it or
+    when `unit` holds a complex character."""
+    if native is None:
+        return None
+    points = np.frombuffer(unit.encode(_UTF32), dtype=_POINT)
+    starts, ends = np.empty(points.size, dtype=np.int64), np.empty(points.size, dtype=np.int64)
+    hashes = np.empty(points.size, dtype=np.uint64)
+    n = native.scan(points, _classes(), starts, ends, hashes)
+    return None if n < 0 else (points, starts[:n], ends[:n], hashes[:n])
+
+
+def _by_pieces(unit: str, values: Callable[[_Tokens], np.ndarray | None],
+               span_values: Callable[[list[str]], Sequence[int] | np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """`(value of every token, start of every token)` of `unit` by the numpy path, piece by piece (at most `MAX_UNIT`
+    characters, cut after whitespace): `values(tok)` gives the values of a piece's vectorised tokens (None: give
+    up), `span_values(words)` those of the words `split_words` makes of its complex spans. None if a piece cannot be
+    vectorised."""
+    all_values, all_positions, offset = [], [], 0
+    for piece in _cut(unit, UNIT_CHARS, MAX_UNIT):
+        tok = _scan(piece) if len(piece) <= MAX_UNIT else None
+        got = values(tok) if tok is not None else None
+        if got is None:
+            return None
+        positions = tok.starts
+        if tok.spans:
+            at, words = [], []
+            for a, span_words in tok.span_tokens():
+                at.extend(repeat(a, len(span_words)))
+                words.extend(span_words)
+            where = np.searchsorted(positions, at)
+            got = np.insert(got, where, span_values(words))
+            positions = np.insert(positions, where, at)
+        all_values.append(got)
+        all_positions.append(positions + offset)
+        offset += len(piece)
+    if len(all_values) == 1:
+        return all_values[0], all_positions[0]
+    return np.concatenate(all_values), np.concatenate(all_positions)
+
+
 def _empty_table(entries: int) -> np.ndarray:
     """A native hash table of `entries` free entries (four uint64 each; slot field all ones = free)."""
     table = np.zeros(4 * entries, dtype=np.uint64)
@@ -578,38 +596,15 @@ class WordEncoder:
         return flat, lengths
 
     def _unit_ids(self, unit: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """`(id of every token, start of every token)` of `unit`: by the native scanner, else vectorised piece by
-        piece; None if neither applies (split_words then)."""
-        if self._table is not None:
-            points = np.frombuffer(unit.encode(_UTF32), dtype=_POINT)
-            starts, ends = np.empty(points.size, dtype=np.int64), np.empty(points.size, dtype=np.int64)
-            hashes = np.empty(points.size, dtype=np.uint64)
-            n = native.scan(points, _classes(), starts, ends, hashes)
-            if n >= 0:
-                out = np.empty(n, dtype=np.int64)
-                if native.lookup(points, starts[:n], ends[:n], hashes[:n], self._table, self._points, out) >= 0:
-                    return np.where(out < 0, UNK_ID, out).astype(np.int32), starts[:n]
-        all_ids, all_positions, offset = [], [], 0
-        for piece in _cut(unit, UNIT_CHARS, MAX_UNIT):
-            tok = _scan(piece) if len(piece) <= MAX_UNIT else None
-            ids = self._lookup(tok) if tok is not None else None
-            if ids is None:
-                return None
-            positions = tok.starts
-            if tok.spans:
-                at, extra = [], []
-                for a, words in tok.span_tokens():
-                    at.extend(repeat(a, len(words)))
-                    extra.extend(map(self._stoi.get, words, repeat(UNK_ID)))
-                where = np.searchsorted(positions, at)
-                ids = np.insert(ids, where, extra)
-                positions = np.insert(positions, where, at)
-            all_ids.append(ids)
-            all_positions.append(positions + offset)
-            offset += len(piece)
-        if len(all_ids) == 1:
-            return all_ids[0], all_positions[0]
-        return np.concatenate(all_ids), np.concatenate(all_positions)
+        """`(id of every token, start of every token)` of `unit`: by the native scanner, else by the numpy path
+        (`_by_pieces`); None if neither applies (split_words then)."""
+        scanned = _native_scan(unit) if self._table is not None else None
+        if scanned is not None:
+            points, starts, ends, hashes = scanned
+            out = np.empty(starts.size, dtype=np.int64)
+            if native.lookup(points, starts, ends, hashes, self._table, self._points, out) >= 0:
+                return np.where(out < 0, UNK_ID, out).astype(np.int32), starts
+        return _by_pieces(unit, self._lookup, lambda words: list(map(self._stoi.get, words, repeat(UNK_ID))))
 
     def _python(self, text: str) -> np.ndarray:
         words = split_words(text)
