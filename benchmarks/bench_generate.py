@@ -6,7 +6,8 @@ batch 1, a 16-token prompt, 256 new tokens with EOS disabled so every run produc
 * in-graph greedy: `Decoder.generate`; the headline rate is the decode loop (the XLA-compiled while-loop and
   reading its result back, `Generation.decode_s`), the end-to-end rate adds the 16-token prefill;
 * naive greedy: a `tf.function` over the growing prefix (input signature [1, None], traced once), one call per
-  token, argmax in Python — the 14 ms/token baseline of design.md;
+  token, argmax in Python, the model's Keras LSTM layers doing the work (`lstm_kernel = "keras"`: what a plain
+  Keras model does, not llmctl's fused training kernel) — the 14 ms/token baseline of design.md;
 * bound: the two halves of a greedy step (LSTM cells; output matmul + argmax), each timed alone in an XLA loop —
   they cannot overlap, so their sum bounds any batch-1 fp32 greedy decoder of this model on this machine
   (`generate_bound_tokens_per_s`; `generate_vs_bound` says how close llmctl gets);
@@ -85,6 +86,8 @@ class Case:
 
 
 def bench_naive(model, prompt, tokens: int) -> dict:
+    kernel, model.lstm_kernel = model.lstm_kernel, "keras"  # the plain Keras layers (restored below)
+
     @tf.function(input_signature=[tf.TensorSpec([1, None], tf.int32)])
     def last_logits(prefix):
         logits, _ = model(prefix, model.initial_state(1))
@@ -102,6 +105,7 @@ def bench_naive(model, prompt, tokens: int) -> dict:
     t0 = time.perf_counter()
     output = run(tokens)
     seconds = time.perf_counter() - t0
+    model.lstm_kernel = kernel
     return {"tokens_per_s": tokens / seconds, "seconds": seconds, "first_call_s": first,
             "ms_per_token": 1e3 * seconds / tokens, "output": output}
 
