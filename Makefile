@@ -27,6 +27,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find llmctl -name "*.so" -delete
 
 # The whole pipeline on the embedded default (the Python Language Reference from pydoc_data): no download.
 LLMCTL := $(VENV)/bin/llmctl
