@@ -284,8 +284,8 @@ class WordCounter:
             found = self._unit_slots(unit)
             if found is None:
                 self._python.update(split_words(unit))
-            elif found[0].size:
-                self._counts += np.bincount(found[0], minlength=self._counts.size)
+            else:
+                np.add.at(self._counts, found[0], 1)
 
     def slots(self, texts: Sequence[str], counted: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
         """`(slots of all tokens of all texts concatenated, number of tokens of each text)`; the tokens of the texts
@@ -315,8 +315,7 @@ class WordCounter:
                 counted_slots = slots
             else:
                 counted_slots = slots[np.repeat(flags, per_text)]
-            if counted_slots.size:
-                self._counts += np.bincount(counted_slots, minlength=self._counts.size)
+            np.add.at(self._counts, counted_slots, 1)  # O(tokens), whatever the number of words stored
             parts.append(slots)
         flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         return flat, lengths
