@@ -1,27 +1,231 @@
-/* Native word scanning for llmctl.data.fast_words (optional: without a C compiler the numpy path runs).
+/* Native word store for llmctl.data.fast_words (optional: without a C compiler the numpy path runs).
 
-   scan(points, classes, starts, ends, hashes) -> n tokens, or -1 if a complex character occurs
-       Token bounds and 64-bit polynomial hashes of a text's code points under the vectorised rule of fast_words:
-       a token is a maximal run of WORD_CHAR code points, or one WORD_SINGLE code point; WORD_SPACE separates.
-       The hash of points[a:b] is sum(points[a + k] * BASE**k) modulo 2**64, as fast_words._hashes computes it.
-   lookup(points, starts, ends, hashes, table, word_points, out) -> missing, or -1
-       For every token, the slot of the stored word with its hash (open-addressing `table`, below) after checking
-       code point by code point that the token *is* that word (-1 returned on a mismatch: two strings share a
-       hash); out[i] = -1 where no word has the hash. Returns how many tokens were missing.
-   insert(table, hashes, slots, word_starts, word_lengths) -> None
-       Add words to the table; the caller keeps it at most half full (probing needs free entries).
+   Words(classes) is a store of distinct words: their code points, 64-bit hashes and counts, and an open-addressing
+   hash table over them. `classes` is the class of every code point (bytes, fast_words' WORD_* values).
 
-   Buffers are C-contiguous numpy arrays of the documented dtypes (checked by item size).
+   unit(text, slots, starts, insert=True) -> number of tokens, or -1 / -2
+       Splits `text` (a str, read in place) under the vectorised rule of fast_words — a token is a maximal run of
+       WORD_CHAR code points, or one WORD_SINGLE code point; WORD_SPACE separates — and writes every token's slot
+       (the index of its word in the store; -1 for a word not stored when `insert` is false) and start. New words
+       are stored (`insert`). Every token is checked code point by code point against the word of its hash.
+       -1: a WORD_COMPLEX code point occurs (nothing looked up: take the numpy path); -2: a token and a stored word
+       share a hash but differ (a hash collision: fast_words gives up on hashing).
+   tokens(points, starts, ends, hashes, slots, insert=True) -> 0 or -2
+       The same lookup for tokens already split (uint32 code points, int64 bounds, uint64 hashes): the numpy path.
+   count(slots)        counts[slot] += 1 for every slot (int64).
+   export()            (hashes, code points, starts, lengths, counts) of the stored words, as bytes (uint64, uint32,
+                       int64, int64, int64), in slot order.
+   len(words)          the number of words stored.
+
+   The hash of code points p[a:b] is sum(p[a + k] * BASE**k) modulo 2**64, as fast_words._hashes computes it (the
+   numpy path and this store must agree: a word hashed both ways gets one slot). The GIL is released while a text
+   is split and looked up; a lock keeps one store's calls apart.
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pythread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define WORD_SPACE 0
 #define WORD_CHAR 1
 #define WORD_SINGLE 2
 #define HASH_BASE 0x100000001B3ULL
+#define EMPTY UINT64_MAX
+
+enum { COMPLEX = -1, COLLISION = -2, NOMEM = -3 };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *classes_obj;
+    const uint8_t *classes;
+    Py_ssize_t n_classes;
+    /* the table: `cap` (a power of 2) entries of four uint64 — hash, slot (EMPTY: free), start, length — so that
+       one probe touches one cache line; kept at most half full */
+    uint64_t *table;
+    size_t cap;
+    uint64_t *hashes;
+    int64_t *starts, *lengths, *counts;
+    size_t n, room;
+    uint32_t *points;
+    size_t used, points_room;
+    int64_t *ends_tmp;
+    uint64_t *hashes_tmp;
+    size_t tmp_room;
+    PyThread_type_lock lock;
+} Words;
+
+/* ------------------------------------------------------------------ storage (called with the lock held) */
+
+static int grow(void **p, size_t room, size_t item) {
+    void *q = realloc(*p, room * item);
+    if (!q) return NOMEM;
+    *p = q;
+    return 0;
+}
+
+static int reserve_words(Words *w, size_t need) {
+    if (need <= w->room) return 0;
+    size_t room = w->room * 2 > need ? w->room * 2 : need;
+    if (grow((void **)&w->hashes, room, 8) || grow((void **)&w->starts, room, 8) || grow((void **)&w->lengths, room, 8)
+        || grow((void **)&w->counts, room, 8))
+        return NOMEM;
+    w->room = room;
+    return 0;
+}
+
+static int reserve_points(Words *w, size_t need) {
+    if (need <= w->points_room) return 0;
+    size_t room = w->points_room * 2 > need ? w->points_room * 2 : need;
+    if (grow((void **)&w->points, room, 4)) return NOMEM;
+    w->points_room = room;
+    return 0;
+}
+
+static int reserve_tmp(Words *w, size_t need) {
+    if (need <= w->tmp_room) return 0;
+    if (grow((void **)&w->ends_tmp, need, 8) || grow((void **)&w->hashes_tmp, need, 8)) return NOMEM;
+    w->tmp_room = need;
+    return 0;
+}
+
+static inline uint64_t *probe(uint64_t *table, size_t cap, uint64_t h) {
+    uint64_t mask = (uint64_t)cap - 1, at = (h ^ (h >> 29)) & mask;
+    uint64_t *e = table + 4 * at;
+    while (e[1] != EMPTY && e[0] != h) {
+        at = (at + 1) & mask;
+        e = table + 4 * at;
+    }
+    return e;
+}
+
+static int rehash(Words *w, size_t cap) {
+    uint64_t *table = malloc(cap * 32);
+    if (!table) return NOMEM;
+    memset(table, 0xff, cap * 32);
+    for (size_t s = 0; s < w->n; s++) {
+        uint64_t *e = probe(table, cap, w->hashes[s]);
+        e[0] = w->hashes[s];
+        e[1] = s;
+        e[2] = (uint64_t)w->starts[s];
+        e[3] = (uint64_t)w->lengths[s];
+    }
+    free(w->table);
+    w->table = table;
+    w->cap = cap;
+    return 0;
+}
+
+static inline uint32_t point(int kind, const void *data, Py_ssize_t i) {
+    return kind == 1 ? ((const uint8_t *)data)[i] : kind == 2 ? ((const uint16_t *)data)[i] : ((const uint32_t *)data)[i];
+}
+
+/* The slot of the word data[a:a + len] (hash h), stored first if new and `insert` (else -1). */
+static int find_or_add(Words *w, int kind, const void *data, Py_ssize_t a, Py_ssize_t len, uint64_t h, int insert,
+                       int64_t *slot) {
+    uint64_t *e = probe(w->table, w->cap, h);
+    if (e[1] != EMPTY) {
+        if (e[3] != (uint64_t)len) return COLLISION;
+        const uint32_t *p = w->points + e[2];
+        if (kind == 4) {
+            if (memcmp((const uint32_t *)data + a, p, (size_t)len * 4)) return COLLISION;
+        } else {
+            for (Py_ssize_t k = 0; k < len; k++)
+                if (point(kind, data, a + k) != p[k]) return COLLISION;
+        }
+        *slot = (int64_t)e[1];
+        return 0;
+    }
+    if (!insert) {
+        *slot = -1;
+        return 0;
+    }
+    if (2 * (w->n + 1) > w->cap) {
+        if (rehash(w, w->cap * 2)) return NOMEM;
+        e = probe(w->table, w->cap, h);
+    }
+    if (reserve_words(w, w->n + 1) || reserve_points(w, w->used + (size_t)len)) return NOMEM;
+    uint32_t *p = w->points + w->used;
+    for (Py_ssize_t k = 0; k < len; k++) p[k] = point(kind, data, a + k);
+    size_t s = w->n++;
+    w->hashes[s] = h;
+    w->starts[s] = (int64_t)w->used;
+    w->lengths[s] = len;
+    w->counts[s] = 0;
+    w->used += (size_t)len;
+    e[0] = h;
+    e[1] = s;
+    e[2] = (uint64_t)w->starts[s];
+    e[3] = (uint64_t)len;
+    *slot = (int64_t)s;
+    return 0;
+}
+
+/* Token bounds and hashes of data[0:n] (code units of type T); the number of tokens, or COMPLEX. */
+#define SPLIT(NAME, T)                                                                                             \
+    static Py_ssize_t NAME(const uint8_t *classes, uint64_t n_classes, const T *data, Py_ssize_t n,             \
+                           int64_t *starts, int64_t *ends, uint64_t *hashes) {                                    \
+        Py_ssize_t tokens = 0, i = 0;                                                                             \
+        while (i < n) {                                                                                           \
+            uint32_t p = data[i];                                                                                 \
+            uint8_t c = (uint64_t)p < n_classes ? classes[p] : WORD_SINGLE;                                       \
+            if (c == WORD_SPACE) {                                                                                \
+                i++;                                                                                              \
+                continue;                                                                                         \
+            }                                                                                                     \
+            if (c == WORD_SINGLE) {                                                                               \
+                starts[tokens] = i;                                                                               \
+                ends[tokens] = i + 1;                                                                             \
+                hashes[tokens++] = p;                                                                             \
+                i++;                                                                                              \
+                continue;                                                                                         \
+            }                                                                                                     \
+            if (c != WORD_CHAR) return COMPLEX;                                                                   \
+            Py_ssize_t a = i;                                                                                     \
+            uint64_t h = 0, power = 1;                                                                            \
+            while (i < n) {                                                                                       \
+                p = data[i];                                                                                      \
+                if (((uint64_t)p < n_classes ? classes[p] : WORD_SINGLE) != WORD_CHAR) break;                     \
+                h += (uint64_t)p * power;                                                                         \
+                power *= HASH_BASE;                                                                               \
+                i++;                                                                                              \
+            }                                                                                                     \
+            starts[tokens] = a;                                                                                   \
+            ends[tokens] = i;                                                                                     \
+            hashes[tokens++] = h;                                                                                 \
+        }                                                                                                         \
+        return tokens;                                                                                            \
+    }
+SPLIT(split_1, uint8_t)
+SPLIT(split_2, uint16_t)
+SPLIT(split_4, uint32_t)
+
+static Py_ssize_t split(const Words *w, int kind, const void *data, Py_ssize_t n, int64_t *starts, int64_t *ends,
+                        uint64_t *hashes) {
+    uint64_t n_classes = (uint64_t)w->n_classes;
+    if (kind == 1) return split_1(w->classes, n_classes, data, n, starts, ends, hashes);
+    if (kind == 2) return split_2(w->classes, n_classes, data, n, starts, ends, hashes);
+    return split_4(w->classes, n_classes, data, n, starts, ends, hashes);
+}
+
+/* Slots of tokens [0, n) (bounds in starts/ends, hashes), prefetching the table entries a few tokens ahead: the
+   table is larger than the CPU caches for large vocabularies, and the probes are random. */
+#define AHEAD 8
+static int find_all(Words *w, int kind, const void *data, Py_ssize_t n, const int64_t *starts, const int64_t *ends,
+                    const uint64_t *hashes, int insert, int64_t *slots) {
+    for (Py_ssize_t t = 0; t < n; t++) {
+        if (t + AHEAD < n) {
+            uint64_t h = hashes[t + AHEAD];
+            __builtin_prefetch(w->table + 4 * ((h ^ (h >> 29)) & ((uint64_t)w->cap - 1)));
+        }
+        int r = find_or_add(w, kind, data, starts[t], ends[t] - starts[t], hashes[t], insert, slots + t);
+        if (r < 0) return r;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ buffers */
 
 typedef struct {
     Py_buffer view;
@@ -29,7 +233,7 @@ typedef struct {
 } Buf;
 
 static int get(PyObject *obj, Buf *b, Py_ssize_t itemsize, int writable, const char *name) {
-    if (PyObject_GetBuffer(obj, &b->view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0) {
+    if (PyObject_GetBuffer(obj, &b->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0) {
         b->held = 0;
         return -1;
     }
@@ -46,141 +250,204 @@ static void release(Buf *bufs, int n) {
         if (bufs[i].held) PyBuffer_Release(&bufs[i].view);
 }
 
-static Py_ssize_t count(Buf *b) { return b->view.len / b->view.itemsize; }
+static Py_ssize_t count_of(Buf *b) { return b->view.len / b->view.itemsize; }
 
-static PyObject *scan(PyObject *self, PyObject *args) {
-    PyObject *o[5];
-    Buf b[5];
-    memset(b, 0, sizeof b);
-    if (!PyArg_ParseTuple(args, "OOOOO", &o[0], &o[1], &o[2], &o[3], &o[4])) return NULL;
-    static const Py_ssize_t sizes[5] = {4, 1, 8, 8, 8};
-    static const char *names[5] = {"points", "classes", "starts", "ends", "hashes"};
-    for (int i = 0; i < 5; i++)
-        if (get(o[i], &b[i], sizes[i], i >= 2, names[i]) < 0) { release(b, 5); return NULL; }
-    const uint32_t *points = b[0].view.buf;
-    const uint8_t *classes = b[1].view.buf;
-    int64_t *starts = b[2].view.buf, *ends = b[3].view.buf;
-    uint64_t *hashes = b[4].view.buf;
-    Py_ssize_t n = count(&b[0]), n_classes = count(&b[1]), room = count(&b[2]);
-    if (count(&b[3]) < room) room = count(&b[3]);
-    if (count(&b[4]) < room) room = count(&b[4]);
-    Py_ssize_t tokens = 0, i = 0;
-    int complex = 0;
-    Py_BEGIN_ALLOW_THREADS
-    while (i < n) {
-        uint32_t p = points[i];
-        uint8_t c = p < (uint64_t)n_classes ? classes[p] : WORD_SINGLE;
-        if (c == WORD_SPACE) { i++; continue; }
-        if (tokens >= room) { complex = 2; break; }
-        if (c == WORD_SINGLE) {
-            starts[tokens] = i; ends[tokens] = i + 1; hashes[tokens] = p; tokens++; i++;
-            continue;
-        }
-        if (c != WORD_CHAR) { complex = 1; break; }
-        Py_ssize_t a = i;
-        uint64_t h = 0, power = 1;
-        while (i < n) {
-            p = points[i];
-            if ((p < (uint64_t)n_classes ? classes[p] : WORD_SINGLE) != WORD_CHAR) break;
-            h += (uint64_t)p * power;
-            power *= HASH_BASE;
-            i++;
-        }
-        starts[tokens] = a; ends[tokens] = i; hashes[tokens] = h; tokens++;
-    }
-    Py_END_ALLOW_THREADS
-    release(b, 5);
-    if (complex == 2) { PyErr_SetString(PyExc_ValueError, "scan: output buffers too small"); return NULL; }
-    return PyLong_FromSsize_t(complex ? -1 : tokens);
+static PyObject *failed(Py_ssize_t result) {
+    if (result == NOMEM) return PyErr_NoMemory();
+    return PyLong_FromSsize_t(result);
 }
 
-/* The hash table: `cap` (a power of 2) entries of four uint64 each — key (the word's hash), slot (EMPTY: a free
-   entry), start of the word's code points in word_points, its length — so that one probe touches one cache line. */
-#define EMPTY UINT64_MAX
+/* ------------------------------------------------------------------ the type */
 
-static PyObject *lookup(PyObject *self, PyObject *args) {
-    PyObject *o[7];
-    Buf b[7];
+static int Words_init(Words *w, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"classes", NULL};
+    PyObject *classes;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "S", kwlist, &classes)) return -1;
+    if (w->lock) {
+        PyErr_SetString(PyExc_RuntimeError, "Words is already initialised");
+        return -1;
+    }
+    Py_INCREF(classes);
+    w->classes_obj = classes;
+    w->classes = (const uint8_t *)PyBytes_AS_STRING(classes);
+    w->n_classes = PyBytes_GET_SIZE(classes);
+    w->lock = PyThread_allocate_lock();
+    if (!w->lock || rehash(w, 1 << 12) || reserve_words(w, 1 << 12) || reserve_points(w, 1 << 16)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void Words_dealloc(Words *w) {
+    Py_XDECREF(w->classes_obj);
+    free(w->table);
+    free(w->hashes);
+    free(w->starts);
+    free(w->lengths);
+    free(w->counts);
+    free(w->points);
+    free(w->ends_tmp);
+    free(w->hashes_tmp);
+    if (w->lock) PyThread_free_lock(w->lock);
+    Py_TYPE(w)->tp_free((PyObject *)w);
+}
+
+static int ready(Words *w) {
+    if (!w->lock) PyErr_SetString(PyExc_RuntimeError, "Words is not initialised");
+    return w->lock != NULL;
+}
+
+static PyObject *Words_unit(Words *w, PyObject *args) {
+    PyObject *text, *o[2];
+    int insert = 1;
+    Buf b[2];
     memset(b, 0, sizeof b);
-    if (!PyArg_ParseTuple(args, "OOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6])) return NULL;
-    static const Py_ssize_t sizes[7] = {4, 8, 8, 8, 8, 4, 8};
-    static const char *names[7] = {"points", "starts", "ends", "hashes", "table", "word_points", "out"};
-    for (int i = 0; i < 7; i++)
-        if (get(o[i], &b[i], sizes[i], i == 6, names[i]) < 0) { release(b, 7); return NULL; }
-    const uint32_t *points = b[0].view.buf, *word_points = b[5].view.buf;
-    const int64_t *starts = b[1].view.buf, *ends = b[2].view.buf;
-    const uint64_t *hashes = b[3].view.buf, *table = b[4].view.buf;
-    int64_t *out = b[6].view.buf;
-    Py_ssize_t n = count(&b[3]), cap = count(&b[4]) / 4, n_word_points = count(&b[5]);
-    if (cap == 0 || (cap & (cap - 1)) || count(&b[4]) != 4 * cap || count(&b[6]) < n || count(&b[1]) < n
-        || count(&b[2]) < n) {
-        release(b, 7);
-        PyErr_SetString(PyExc_ValueError, "lookup: inconsistent buffer sizes (table capacity must be a power of 2)");
+    if (!ready(w) || !PyArg_ParseTuple(args, "UOO|p", &text, &o[0], &o[1], &insert)) return NULL;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) return NULL;
+#endif
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    if (get(o[0], &b[0], 8, 1, "slots") < 0 || get(o[1], &b[1], 8, 1, "starts") < 0) {
+        release(b, 2);
         return NULL;
     }
-    Py_ssize_t missing = 0;
+    if (count_of(&b[0]) < n || count_of(&b[1]) < n) {
+        release(b, 2);
+        PyErr_SetString(PyExc_ValueError, "unit: slots and starts need room for len(text) tokens");
+        return NULL;
+    }
+    int64_t *slots = b[0].view.buf, *starts = b[1].view.buf;
+    Py_ssize_t result;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(w->lock, WAIT_LOCK);
+    result = reserve_tmp(w, (size_t)n + 1);
+    if (result == 0) result = split(w, kind, data, n, starts, w->ends_tmp, w->hashes_tmp);
+    if (result > 0) {
+        int r = find_all(w, kind, data, result, starts, w->ends_tmp, w->hashes_tmp, insert, slots);
+        if (r < 0) result = r;
+    }
+    PyThread_release_lock(w->lock);
+    Py_END_ALLOW_THREADS
+    release(b, 2);
+    return failed(result);
+}
+
+static PyObject *Words_tokens(Words *w, PyObject *args) {
+    PyObject *o[5];
+    int insert = 1;
+    Buf b[5];
+    memset(b, 0, sizeof b);
+    if (!ready(w) || !PyArg_ParseTuple(args, "OOOOO|p", &o[0], &o[1], &o[2], &o[3], &o[4], &insert)) return NULL;
+    static const Py_ssize_t sizes[5] = {4, 8, 8, 8, 8};
+    static const char *names[5] = {"points", "starts", "ends", "hashes", "slots"};
+    for (int i = 0; i < 5; i++)
+        if (get(o[i], &b[i], sizes[i], i == 4, names[i]) < 0) {
+            release(b, 5);
+            return NULL;
+        }
+    const uint32_t *points = b[0].view.buf;
+    const int64_t *starts = b[1].view.buf, *ends = b[2].view.buf;
+    const uint64_t *hashes = b[3].view.buf;
+    int64_t *slots = b[4].view.buf;
+    Py_ssize_t n = count_of(&b[3]), n_points = count_of(&b[0]);
+    int bad = count_of(&b[1]) < n || count_of(&b[2]) < n || count_of(&b[4]) < n;
+    for (Py_ssize_t t = 0; t < n && !bad; t++)
+        bad = starts[t] < 0 || ends[t] < starts[t] || ends[t] > n_points;
+    if (bad) {
+        release(b, 5);
+        PyErr_SetString(PyExc_ValueError, "tokens: inconsistent buffer sizes or token bounds");
+        return NULL;
+    }
+    Py_ssize_t result = 0;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(w->lock, WAIT_LOCK);
+    result = find_all(w, 4, points, n, starts, ends, hashes, insert, slots);
+    PyThread_release_lock(w->lock);
+    Py_END_ALLOW_THREADS
+    release(b, 5);
+    return failed(result);
+}
+
+static PyObject *Words_count(Words *w, PyObject *arg) {
+    Buf b;
+    memset(&b, 0, sizeof b);
+    if (!ready(w) || get(arg, &b, 8, 0, "slots") < 0) {
+        if (b.held) PyBuffer_Release(&b.view);
+        return NULL;
+    }
+    const int64_t *slots = b.view.buf;
+    Py_ssize_t n = count_of(&b);
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
-    uint64_t mask = (uint64_t)cap - 1;
-    for (Py_ssize_t t = 0; t < n && !bad; t++) {
-        uint64_t h = hashes[t], at = (h ^ (h >> 29)) & mask;
-        const uint64_t *e = table + 4 * at;
-        while (e[1] != EMPTY && e[0] != h) {
-            at = (at + 1) & mask;
-            e = table + 4 * at;
-        }
-        if (e[1] == EMPTY) { out[t] = -1; missing++; continue; }
-        out[t] = (int64_t)e[1];
-        uint64_t a = (uint64_t)starts[t], len = (uint64_t)(ends[t] - starts[t]);
-        if (e[3] != len || e[2] + len > (uint64_t)n_word_points
-            || memcmp(points + a, word_points + e[2], (size_t)len * 4) != 0)
+    PyThread_acquire_lock(w->lock, WAIT_LOCK);
+    for (Py_ssize_t t = 0; t < n; t++) {
+        if (slots[t] < 0 || (size_t)slots[t] >= w->n) {
             bad = 1;
+            break;
+        }
+        w->counts[slots[t]]++;
     }
+    PyThread_release_lock(w->lock);
     Py_END_ALLOW_THREADS
-    release(b, 7);
-    return PyLong_FromSsize_t(bad ? -1 : missing);
-}
-
-static PyObject *insert(PyObject *self, PyObject *args) {
-    PyObject *o[5];
-    Buf b[5];
-    memset(b, 0, sizeof b);
-    if (!PyArg_ParseTuple(args, "OOOOO", &o[0], &o[1], &o[2], &o[3], &o[4])) return NULL;
-    static const char *names[5] = {"table", "hashes", "slots", "word_starts", "word_lengths"};
-    for (int i = 0; i < 5; i++)
-        if (get(o[i], &b[i], 8, i == 0, names[i]) < 0) { release(b, 5); return NULL; }
-    uint64_t *table = b[0].view.buf;
-    const uint64_t *hashes = b[1].view.buf;
-    const int64_t *slots = b[2].view.buf, *word_starts = b[3].view.buf, *word_lengths = b[4].view.buf;
-    Py_ssize_t cap = count(&b[0]) / 4, n = count(&b[1]);
-    if (cap == 0 || (cap & (cap - 1)) || count(&b[0]) != 4 * cap || count(&b[2]) < n || count(&b[3]) < n
-        || count(&b[4]) < n) {
-        release(b, 5);
-        PyErr_SetString(PyExc_ValueError, "insert: inconsistent buffer sizes (table capacity must be a power of 2)");
+    PyBuffer_Release(&b.view);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "count: a slot out of range");
         return NULL;
     }
-    uint64_t mask = (uint64_t)cap - 1;
-    for (Py_ssize_t t = 0; t < n; t++) {
-        uint64_t h = hashes[t], at = (h ^ (h >> 29)) & mask;
-        while (table[4 * at + 1] != EMPTY && table[4 * at] != h) at = (at + 1) & mask;
-        uint64_t *e = table + 4 * at;
-        e[0] = h;
-        e[1] = (uint64_t)slots[t];
-        e[2] = (uint64_t)word_starts[t];
-        e[3] = (uint64_t)word_lengths[t];
-    }
-    release(b, 5);
     Py_RETURN_NONE;
 }
 
-static PyMethodDef methods[] = {
-    {"scan", scan, METH_VARARGS, "Token bounds and hashes of code points (-1: a complex character occurs)."},
-    {"lookup", lookup, METH_VARARGS, "Slots of tokens in a hash table, checked code point by code point."},
-    {"insert", insert, METH_VARARGS, "Add (hash, slot) pairs to a hash table."},
+static PyObject *Words_export(Words *w, PyObject *unused) {
+    if (!ready(w)) return NULL;
+    PyThread_acquire_lock(w->lock, WAIT_LOCK);
+    PyObject *out = Py_BuildValue("(y#y#y#y#y#)", (const char *)w->hashes, (Py_ssize_t)(w->n * 8),
+                                  (const char *)w->points, (Py_ssize_t)(w->used * 4), (const char *)w->starts,
+                                  (Py_ssize_t)(w->n * 8), (const char *)w->lengths, (Py_ssize_t)(w->n * 8),
+                                  (const char *)w->counts, (Py_ssize_t)(w->n * 8));
+    PyThread_release_lock(w->lock);
+    return out;
+}
+
+static Py_ssize_t Words_len(Words *w) { return (Py_ssize_t)w->n; }
+
+static PyMethodDef Words_methods[] = {
+    {"unit", (PyCFunction)Words_unit, METH_VARARGS,
+     "unit(text, slots, starts, insert=True) -> tokens (-1: complex character, -2: hash collision)"},
+    {"tokens", (PyCFunction)Words_tokens, METH_VARARGS,
+     "tokens(points, starts, ends, hashes, slots, insert=True) -> 0 (-2: hash collision)"},
+    {"count", (PyCFunction)Words_count, METH_O, "count(slots): add one to the count of every slot"},
+    {"export", (PyCFunction)Words_export, METH_NOARGS, "(hashes, points, starts, lengths, counts) as bytes"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_wordscan", "Native word scanning for fast_words.", -1,
-                                    methods};
+static PySequenceMethods Words_sequence = {.sq_length = (lenfunc)Words_len};
 
-PyMODINIT_FUNC PyInit__wordscan(void) { return PyModule_Create(&module); }
+static PyTypeObject WordsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "llmctl.data._wordscan.Words",
+    .tp_doc = "A store of distinct words with a hash table, counts and a native splitter.",
+    .tp_basicsize = sizeof(Words),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Words_init,
+    .tp_dealloc = (destructor)Words_dealloc,
+    .tp_methods = Words_methods,
+    .tp_as_sequence = &Words_sequence,
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_wordscan", "Native word store for fast_words.", -1, NULL};
+
+PyMODINIT_FUNC PyInit__wordscan(void) {
+    if (PyType_Ready(&WordsType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&WordsType);
+    if (PyModule_AddObject(m, "Words", (PyObject *)&WordsType) < 0) {
+        Py_DECREF(&WordsType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -51,6 +51,7 @@ except ImportError:  # pragma: no cover - depends on the build
 
 UNIT_CHARS = 1 << 16        # text per vectorised step: its arrays stay in the CPU caches
 MAX_UNIT = 1 << 17          # longest unit; longer texts are cut after whitespace
+NATIVE_COMPLEX = -1          # the native scanner's answer for a unit with a complex character
 NATIVE_UNIT_CHARS = 1 << 18  # the same for the native scanner (measured best: 0.24 s for 20 MB vs 0.29 at 1 << 16)
 NATIVE_MAX_UNIT = 1 << 19
 DENSE_SPAN_CHARS = 64       # fewer characters per complex span than this: split_words the whole unit
@@ -275,37 +276,43 @@ class WordCounter:
         self._used = 0  # code points stored
         self._known = [(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))] * 2  # (hashes, slots): main, recent
         self._python: Counter = Counter()  # words split by split_words in `add` (kept by string)
-        # the native scanner's hash table of the stored words: entries (hash, slot, start, length), at most half full
-        self._table = _empty_table(1 << 12)
+        # with the native scanner the words are stored there instead (the arrays above stay empty)
+        self._native = native.Words(_word_classes()) if native is not None else None
+        self._positions = np.empty(0, dtype=np.int64)  # token starts of a unit (the native scanner's, reused)
 
     def add(self, texts: Sequence[str]) -> None:
         """Count the tokens of `texts`."""
         for unit, _, _ in _units(texts, *_unit_sizes()):
-            found = self._unit_slots(unit)
+            out = np.empty(len(unit), dtype=np.int64)
+            found = self._unit_slots(unit, out)
             if found is None:
                 self._python.update(split_words(unit))
             else:
-                np.add.at(self._counts, found[0], 1)
+                self._count(out[:found[0]])
 
     def slots(self, texts: Sequence[str], counted: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
         """`(slots of all tokens of all texts concatenated, number of tokens of each text)`; the tokens of the texts
         flagged in `counted` are counted. Raises `HashCollision` if two words split by `split_words` share a hash."""
-        parts: list[np.ndarray] = []
+        flat = np.empty(sum(map(len, texts)) + len(texts), dtype=np.int64)  # no more tokens than characters
+        at = 0
         lengths = np.zeros(len(texts), dtype=np.int64)
         for unit, first, offsets in _units(texts, *_unit_sizes()):
             n_texts = len(offsets) if offsets is not None else 1
-            found = self._unit_slots(unit)
+            found = self._unit_slots(unit, flat[at:])
             if found is None:  # split_words, text by text
                 for k in range(first, first + n_texts):
                     slots = self._register_words(split_words(texts[k] if offsets is not None else unit))
                     if counted[k]:
-                        np.add.at(self._counts, slots, 1)
-                    parts.append(slots)
+                        self._count(slots)
+                    flat[at:at + slots.size] = slots
+                    at += slots.size
                     lengths[k] += slots.size
                 continue
-            slots, positions = found
+            n, positions = found
+            slots = flat[at:at + n]
+            at += n
             if offsets is None:
-                per_text = np.asarray([slots.size], dtype=np.int64)
+                per_text = np.asarray([n], dtype=np.int64)
             else:
                 bounds = np.asarray(offsets + [len(unit) + 1], dtype=np.int64)
                 per_text = np.diff(np.searchsorted(positions, bounds))
@@ -315,57 +322,39 @@ class WordCounter:
                 counted_slots = slots
             else:
                 counted_slots = slots[np.repeat(flags, per_text)]
-            np.add.at(self._counts, counted_slots, 1)  # O(tokens), whatever the number of words stored
-            parts.append(slots)
-        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        return flat, lengths
+            self._count(counted_slots)
+        return flat[:at], lengths
 
-    def _unit_slots(self, unit: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """`(slot of every token, start of every token)` of `unit`, storing new words: by the native scanner, else
-        by the numpy path (`_by_pieces`); None if neither applies (split_words then)."""
-        found = self._native_slots(unit)
-        if found is not None:
-            return found
-        return _by_pieces(unit, self._vectorised_slots, self._register_words)
+    def _count(self, slots: np.ndarray) -> None:
+        """Count one more of the word of every slot (O(tokens), whatever the number of words stored)."""
+        if self._native is not None:
+            self._native.count(slots)
+        else:
+            np.add.at(self._counts, slots, 1)
+
+    def _unit_slots(self, unit: str, out: np.ndarray) -> tuple[int, np.ndarray] | None:
+        """`(n, start of every token)` of `unit`, the slot of every token written to `out[:n]`, storing new words:
+        by the native scanner, else by the numpy path (`_by_pieces`); None if neither applies (split_words then)."""
+        if self._native is not None:
+            if self._positions.size < len(unit):
+                self._positions = np.empty(max(len(unit), NATIVE_MAX_UNIT), dtype=np.int64)
+            n = self._native.unit(unit, out, self._positions)
+            if n >= 0:
+                return n, self._positions[:n]
+            if n != NATIVE_COMPLEX:  # a hash standing for two strings
+                return None
+        found = _by_pieces(unit, self._vectorised_slots, self._register_words)
+        if found is None:
+            return None
+        out[:found[0].size] = found[0]
+        return found[0].size, found[1]
 
     def _vectorised_slots(self, tok: _Tokens) -> np.ndarray | None:
+        if self._native is not None:
+            slots = np.empty(tok.starts.size, dtype=np.int64)
+            return None if self._native.tokens(tok.points, tok.starts, tok.ends, tok.hashes, slots) < 0 else slots
         grouped = self._register(tok)
         return None if grouped is None else grouped[0][grouped[1]]
-
-    def _native_slots(self, unit: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """`(slot of every token, start of every token)` of `unit` by the native scanner, storing new words; None
-        when it does not apply (no native module, a complex character, a hash standing for two strings)."""
-        scanned = _native_scan(unit)
-        if scanned is None:
-            return None
-        points, starts, ends, hashes = scanned
-        slots = np.empty(starts.size, dtype=np.int64)
-        missing = self._native_lookup(points, starts, ends, hashes, slots)
-        if missing > 0:  # new words: store one token of each new hash, then check all of them against it
-            index = np.flatnonzero(slots < 0)
-            new_hashes, first, inverse = np.unique(hashes[index], return_index=True, return_inverse=True)
-            tok = _Tokens(unit, points, np.zeros(0, dtype=np.int64), starts, ends, hashes, [])
-            stored = index[first]
-            slots[index] = self._new_words(tok, stored, new_hashes, (ends - starts)[stored])[inverse]
-            missing = self._native_lookup(points, starts[index], ends[index], hashes[index], slots[index].copy())
-        return None if missing < 0 else (slots, starts)
-
-    def _native_lookup(self, points, starts, ends, hashes, out) -> int:
-        return native.lookup(points, starts, ends, hashes, self._table, self._points, out)
-
-    def _remember(self, slots: np.ndarray) -> None:
-        """Add new words (their slots) to the native hash table, rebuilt twice as large when it would be over half
-        full."""
-        if native is None:
-            return
-        n = len(self._words)
-        entries = self._table.size // 4
-        if 2 * n > entries:
-            while 2 * n > entries:
-                entries *= 2
-            self._table = _empty_table(entries)
-            slots = np.arange(n, dtype=np.int64)
-        native.insert(self._table, self._hashes[slots], slots, self._starts[slots], self._lengths[slots])
 
     def _register(self, tok: _Tokens) -> tuple[np.ndarray, np.ndarray] | None:
         """`(slot of each distinct token, group of each token)`, storing new words; None if a hash stands for two
@@ -393,11 +382,10 @@ class WordCounter:
         """Slots of `words` (split by `split_words`), storing new ones."""
         if not words:
             return np.zeros(0, dtype=np.int64)
-        grouped = self._register(_from_words(words))
-        if grouped is None:
+        slots = self._vectorised_slots(_from_words(words))
+        if slots is None:
             raise HashCollision("two words share a hash")
-        slots, group = grouped
-        return slots[group]
+        return slots
 
     def _new_words(self, tok: _Tokens, index: np.ndarray, hashes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Store new words (distinct, increasing hashes) and return their slots."""
@@ -425,18 +413,24 @@ class WordCounter:
             main, main_slots = merged[order], np.concatenate([main_slots, recent_slots])[order]
             recent, recent_slots = recent[:0], recent_slots[:0]
         self._known = [(main, main_slots), (recent, recent_slots)]
-        self._remember(slots)
         return slots
 
     def counts(self) -> Counter:
         """Counts of the counted words (words only seen in texts not counted are left out)."""
-        n = len(self._words)
-        total = Counter({w: c for w, c in zip(self._words, self._counts[:n].tolist(), strict=True) if c})
+        _, words, counts = self.export()
+        total = Counter({w: c for w, c in zip(words, counts.tolist(), strict=True) if c})
         total.update(self._python)
         return total
 
     def export(self) -> tuple[np.ndarray, list[str], np.ndarray]:
         """`(hashes, words, counts)` of every slot, for `merge_exports`."""
+        if self._native is not None:
+            hashes, points, starts, lengths, counts = self._native.export()
+            text = points.decode(_UTF32, "surrogatepass")
+            ends = np.cumsum(np.frombuffer(lengths, dtype=np.int64))
+            words = [text[a:b] for a, b in zip(np.frombuffer(starts, dtype=np.int64).tolist(), ends.tolist(),
+                                                strict=True)]
+            return np.frombuffer(hashes, dtype=np.uint64).copy(), words, np.frombuffer(counts, dtype=np.int64).copy()
         n = len(self._words)
         return self._hashes[:n].copy(), list(self._words), self._counts[:n].copy()
 
@@ -477,18 +471,6 @@ def _from_words(words: list[str]) -> _Tokens:
                    _hashes(points, starts, ends), [])
 
 
-def _native_scan(unit: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """`(code points, token starts, token ends, token hashes)` of `unit` by the native scanner; None without it or
-    when `unit` holds a complex character."""
-    if native is None:
-        return None
-    points = np.frombuffer(unit.encode(_UTF32), dtype=_POINT)
-    starts, ends = np.empty(points.size, dtype=np.int64), np.empty(points.size, dtype=np.int64)
-    hashes = np.empty(points.size, dtype=np.uint64)
-    n = native.scan(points, _classes(), starts, ends, hashes)
-    return None if n < 0 else (points, starts[:n], ends[:n], hashes[:n])
-
-
 def _by_pieces(unit: str, values: Callable[[_Tokens], np.ndarray | None],
                span_values: Callable[[list[str]], Sequence[int] | np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
     """`(value of every token, start of every token)` of `unit` by the numpy path, piece by piece (at most `MAX_UNIT`
@@ -516,13 +498,6 @@ def _by_pieces(unit: str, values: Callable[[_Tokens], np.ndarray | None],
     if len(all_values) == 1:
         return all_values[0], all_positions[0]
     return np.concatenate(all_values), np.concatenate(all_positions)
-
-
-def _empty_table(entries: int) -> np.ndarray:
-    """A native hash table of `entries` free entries (four uint64 each; slot field all ones = free)."""
-    table = np.zeros(4 * entries, dtype=np.uint64)
-    table[1::4] = np.iinfo(np.uint64).max
-    return table
 
 
 def _grown(array: np.ndarray, size: int) -> np.ndarray:
@@ -567,11 +542,13 @@ class WordEncoder:
         self._hashes, self._ids = hashes[order], ids[order].astype(np.int32)
         # two vocabulary tokens with one hash: look every token up in Python (never seen in practice)
         self._vectorised = bool(self._hashes.size) and bool(np.all(self._hashes[1:] != self._hashes[:-1]))
-        self._table = None  # the native scanner's hash table of the vocabulary (entries: hash, id, start, length)
+        self._native = None  # the native store of those tokens: token i of `ids` at slot i
         if native is not None and self._vectorised:
-            self._table = _empty_table(1 << max(12, (2 * ids.size).bit_length()))
-            native.insert(self._table, self._hashes, self._ids.astype(np.int64), self._starts[self._ids],
-                          self._lengths[self._ids])
+            store, slots = native.Words(_word_classes()), np.empty(ids.size, dtype=np.int64)
+            if store.tokens(self._points, self._starts[ids], ends[ids], hashes, slots) == 0:
+                self._native = store
+                self._slot_ids = np.full(len(store) + 1, UNK_ID, dtype=np.int32)  # the last one is slot -1's
+                self._slot_ids[slots] = ids
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         parts: list[np.ndarray] = []
@@ -597,12 +574,13 @@ class WordEncoder:
     def _unit_ids(self, unit: str) -> tuple[np.ndarray, np.ndarray] | None:
         """`(id of every token, start of every token)` of `unit`: by the native scanner, else by the numpy path
         (`_by_pieces`); None if neither applies (split_words then)."""
-        scanned = _native_scan(unit) if self._table is not None else None
-        if scanned is not None:
-            points, starts, ends, hashes = scanned
-            out = np.empty(starts.size, dtype=np.int64)
-            if native.lookup(points, starts, ends, hashes, self._table, self._points, out) >= 0:
-                return np.where(out < 0, UNK_ID, out).astype(np.int32), starts
+        if self._native is not None:
+            slots, starts = np.empty(len(unit), dtype=np.int64), np.empty(len(unit), dtype=np.int64)
+            n = self._native.unit(unit, slots, starts, False)
+            if n >= 0:
+                return self._slot_ids[slots[:n]], starts[:n]
+            if n != NATIVE_COMPLEX:  # a text token and a vocabulary token share a hash
+                return None
         return _by_pieces(unit, self._lookup, lambda words: list(map(self._stoi.get, words, repeat(UNK_ID))))
 
     def _python(self, text: str) -> np.ndarray:

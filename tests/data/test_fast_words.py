@@ -136,36 +136,48 @@ def test_units_cut_long_texts_after_whitespace_only() -> None:
 
 
 def test_native_hashes_and_bounds_equal_the_numpy_ones() -> None:
+    """The native store splits like the numpy path and stores the same hashes (a word hashed both ways, as when a
+    unit with a complex character takes the numpy path, must find one slot), reading 1-, 2- and 4-byte strs."""
     if fw.native is None:
         pytest.skip("the native scanner is not built")
-    text = " ".join(_texts(4)[:40])
-    text = "".join(c for c in text if fw._classes()[ord(c)] != fw.WORD_COMPLEX)  # the vectorised rule's domain
-    tok = fw._scan(text)
-    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    starts, ends = np.empty(points.size, np.int64), np.empty(points.size, np.int64)
-    hashes = np.empty(points.size, np.uint64)
-    n = fw.native.scan(points, fw._classes(), starts, ends, hashes)
-    assert n == tok.starts.size > 1000
-    assert starts[:n].tolist() == tok.starts.tolist() and ends[:n].tolist() == tok.ends.tolist()
-    assert hashes[:n].tolist() == tok.hashes.tolist()
-    assert fw.native.scan(np.frombuffer("a e\u0301".encode("utf-32-le"), np.uint32), fw._classes(), starts, ends,
-                          hashes) == -1  # a combining mark: the numpy path takes the unit
+    base = " ".join(_texts(4)[:40])
+    base = "".join(c for c in base if fw._classes()[ord(c)] != fw.WORD_COMPLEX)  # the vectorised rule's domain
+    for text in (base.encode("ascii", "ignore").decode(), base, base + " \U0001F600"):
+        tok = fw._scan(text)
+        words = fw.native.Words(fw._word_classes())
+        slots, starts = np.empty(len(text), np.int64), np.empty(len(text), np.int64)
+        n = words.unit(text, slots, starts)
+        assert n == tok.starts.size > 1000
+        assert starts[:n].tolist() == tok.starts.tolist()
+        hashes, _, _, lengths, _ = words.export()
+        stored = np.frombuffer(hashes, np.uint64)
+        assert stored[slots[:n]].tolist() == tok.hashes.tolist()
+        assert np.frombuffer(lengths, np.int64)[slots[:n]].tolist() == (tok.ends - tok.starts).tolist()
+        again = np.empty(n, np.int64)  # the numpy path's tokens find the same slots
+        assert words.tokens(tok.points, tok.starts, tok.ends, tok.hashes, again) == 0 and again.tolist() == \
+            slots[:n].tolist()
+        assert len(words) == len(set(tok.strings(np.arange(n))))
+    complex_text = "a e\u0301"  # a combining mark: the numpy path takes the unit
+    assert fw.native.Words(fw._word_classes()).unit(complex_text, np.empty(9, np.int64), np.empty(9, np.int64)) == -1
 
 
-def test_native_lookup_checks_every_token_against_its_word() -> None:
-    """A hash that stands for another string is a mismatch (-1), never a silent wrong slot."""
+def test_native_store_checks_every_token_against_its_word() -> None:
+    """A hash that stands for another string is a collision (-2), never a silent wrong slot; a store that does not
+    insert gives -1 for unknown words; counts and export follow the slots."""
     if fw.native is None:
         pytest.skip("the native scanner is not built")
-    words = np.frombuffer("ba".encode("utf-32-le"), np.uint32)
-    points = np.frombuffer("ab ab".encode("utf-32-le"), np.uint32)
-    starts, ends = np.array([0, 3], np.int64), np.array([2, 5], np.int64)
-    hashes = np.array([7, 7], np.uint64)
-    table = fw._empty_table(16)
-    fw.native.insert(table, np.array([7], np.uint64), np.array([0], np.int64), np.array([0], np.int64),
-                     np.array([2], np.int64))
-    out = np.empty(2, np.int64)
-    assert fw.native.lookup(points, starts, ends, hashes, table, words, out) == -1
-    same = np.frombuffer("ab".encode("utf-32-le"), np.uint32)
-    assert fw.native.lookup(points, starts, ends, hashes, table, same, out) == 0 and out.tolist() == [0, 0]
-    assert fw.native.lookup(points, starts, ends, np.array([8, 7], np.uint64), table, same, out) == 1
-    assert out.tolist() == [-1, 0]
+    words = fw.native.Words(fw._word_classes())
+    points = np.frombuffer("ab ba ab".encode("utf-32-le"), np.uint32)
+    starts, ends = np.array([0, 3, 6], np.int64), np.array([2, 5, 8], np.int64)
+    out = np.empty(3, np.int64)
+    assert words.tokens(points, starts, ends, np.array([7, 7, 7], np.uint64), out) == -2  # "ba" is not "ab"
+    assert words.tokens(points, starts, ends, np.array([7, 8, 7], np.uint64), out) == 0 and out.tolist() == [0, 1, 0]
+    found, at = np.empty(8, np.int64), np.empty(8, np.int64)
+    assert words.unit("ab", found, at) == 1 and found[0] == 2  # its real hash is not 7: a word of its own
+    assert words.unit("ab zz", found, at, False) == 2 and found[:2].tolist() == [2, -1] and len(words) == 3
+    words.count(np.array([0, 0, 2], np.int64))
+    with pytest.raises(ValueError):
+        words.count(np.array([3], np.int64))
+    hashes, stored, _, _, counts = words.export()
+    assert np.frombuffer(hashes, np.uint64).tolist()[:2] == [7, 8] and stored.decode("utf-32-le") == "abbaab"
+    assert np.frombuffer(counts, np.int64).tolist() == [2, 0, 1]
