@@ -17,6 +17,11 @@
                        int64, int64, int64), in slot order.
    len(words)          the number of words stored.
 
+   remap(source, target, table, counts, wide) -> tokens, or -1
+       Every int32 id of the file `source` as table[id] (int64 table) in the file `target` (uint32 if `wide`, else
+       uint16), counting counts[table[id]] += 1: the token files of preprocess's single word pass get their final
+       ids (-1: an id outside the table or a value outside counts — the target is then incomplete).
+
    The hash of code points p[a:b] is sum(p[a + k] * BASE**k) modulo 2**64, as fast_words._hashes computes it (the
    numpy path and this store must agree: a word hashed both ways gets one slot). The GIL is released while a text
    is split and looked up; a lock keeps one store's calls apart.
@@ -24,7 +29,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <pythread.h>
+#include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -257,6 +264,100 @@ static PyObject *failed(Py_ssize_t result) {
     return PyLong_FromSsize_t(result);
 }
 
+/* ------------------------------------------------------------------ remap */
+
+/* remap(source, target, table, counts, wide) -> tokens, or -1 if an id is outside the table or a value outside the
+   counts: every int32 id of the file `source` becomes table[id] in the file `target` (uint32 if `wide`, else
+   uint16), and counts[table[id]] += 1. The whole file is done without the GIL (a thread doing it does not wait
+   for the interpreter between blocks). */
+#define REMAP_BLOCK (1 << 18)
+static PyObject *remap(PyObject *self, PyObject *args) {
+    PyObject *source = NULL, *target = NULL, *o[2];
+    int wide;
+    Buf b[2];
+    memset(b, 0, sizeof b);
+    if (!PyArg_ParseTuple(args, "O&O&OOp", PyUnicode_FSConverter, &source, PyUnicode_FSConverter, &target, &o[0],
+                          &o[1], &wide))
+        goto fail;
+    if (get(o[0], &b[0], 8, 0, "table") < 0 || get(o[1], &b[1], 8, 1, "counts") < 0) goto fail;
+    const int64_t *table = b[0].view.buf;
+    int64_t *counts = b[1].view.buf;
+    int64_t n_table = count_of(&b[0]), n_counts = count_of(&b[1]), limit = wide ? UINT32_MAX : UINT16_MAX;
+    const char *source_path = PyBytes_AS_STRING(source), *target_path = PyBytes_AS_STRING(target);
+    int64_t tokens = 0;
+    int error = 0, bad = 0;
+    const char *failed_path = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    int32_t *ids = malloc(REMAP_BLOCK * 4);
+    void *out = malloc(REMAP_BLOCK * 4);
+    FILE *in = fopen(source_path, "rb");
+    FILE *dst = in ? fopen(target_path, "wb") : NULL;
+    if (!ids || !out) {
+        error = ENOMEM;
+    } else if (!in || !dst) {
+        error = errno;
+        failed_path = in ? target_path : source_path;
+    } else {
+        size_t n;
+        while (!bad && (n = fread(ids, 4, REMAP_BLOCK, in)) > 0) {
+            for (size_t i = 0; i < n; i++) {
+                int32_t id = ids[i];
+                int64_t v = id >= 0 && id < n_table ? table[id] : -1;
+                if (v < 0 || v >= n_counts || v > limit) {
+                    bad = 1;
+                    break;
+                }
+                counts[v]++;
+                if (wide)
+                    ((uint32_t *)out)[i] = (uint32_t)v;
+                else
+                    ((uint16_t *)out)[i] = (uint16_t)v;
+            }
+            if (!bad && fwrite(out, wide ? 4 : 2, n, dst) != n) {
+                error = errno;
+                failed_path = target_path;
+                break;
+            }
+            tokens += (int64_t)n;
+        }
+        if (!error && ferror(in)) {
+            error = errno ? errno : EIO;
+            failed_path = source_path;
+        }
+    }
+    if (dst && fclose(dst) != 0 && !error) {
+        error = errno;
+        failed_path = target_path;
+    }
+    if (in) fclose(in);
+    free(ids);
+    free(out);
+    Py_END_ALLOW_THREADS
+    if (error) {
+        errno = error;
+        if (failed_path)
+            PyErr_SetFromErrnoWithFilename(PyExc_OSError, failed_path);
+        else
+            PyErr_NoMemory();
+        goto fail;
+    }
+    release(b, 2);
+    Py_DECREF(source);
+    Py_DECREF(target);
+    return PyLong_FromLongLong(bad ? -1 : tokens);
+fail:
+    release(b, 2);
+    Py_XDECREF(source);
+    Py_XDECREF(target);
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"remap", remap, METH_VARARGS,
+     "remap(source, target, table, counts, wide) -> tokens: int32 ids -> table[id], counted (-1: out of range)"},
+    {NULL, NULL, 0, NULL},
+};
+
 /* ------------------------------------------------------------------ the type */
 
 static int Words_init(Words *w, PyObject *args, PyObject *kwds) {
@@ -437,7 +538,8 @@ static PyTypeObject WordsType = {
     .tp_as_sequence = &Words_sequence,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_wordscan", "Native word store for fast_words.", -1, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_wordscan", "Native word store for fast_words.", -1,
+                                    module_methods};
 
 PyMODINIT_FUNC PyInit__wordscan(void) {
     if (PyType_Ready(&WordsType) < 0) return NULL;

@@ -440,6 +440,10 @@ def merge_exports(parts: Sequence[tuple[np.ndarray, list[str], np.ndarray]]
     """Merge several `WordCounter.export`s (by hash, checking that one hash is one word: else `HashCollision`):
     `(count of every counted word, the distinct words, for each part the index of each of its slots' words in
     the distinct words)`."""
+    if len(parts) == 1:  # one store's words are distinct (one hash is one word there)
+        _, words, counts = parts[0]
+        counted = {w: c for w, c in zip(words, counts.tolist(), strict=True) if c}
+        return counted, list(words), [np.arange(len(words), dtype=np.int64)]
     hashes = np.concatenate([p[0] for p in parts])
     words = [w for p in parts for w in p[1]]
     counts = np.concatenate([p[2] for p in parts])

@@ -234,9 +234,7 @@ def _tokenize(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, label_
     words cannot be told apart by hash, `HashCollision`) train, then encode."""
     if plan.reused is None and plan.kind == "word":
         try:
-            tokenizer, sinks, splits = encode_counting(plan, scans, layout, label_ids, reporter, pool)
-            tokenizer.save(layout.tokenizer)
-            return tokenizer, sinks, splits
+            return encode_counting(plan, scans, layout, label_ids, reporter, pool)  # saves the tokenizer too
         except HashCollision:
             pool = None  # the workers' state is spent: two passes in this process (never needed in practice)
     if plan.reused is not None and plan.exp.tokenizer.extend:

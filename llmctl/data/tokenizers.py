@@ -489,17 +489,20 @@ def _metadata_json(metadata: dict[str, Any]) -> str:
 class _VocabTokenizer(Tokenizer):
     """Shared implementation of the vocabulary-list kinds (``char`` and ``word``)."""
 
-    def __init__(self, vocab: Sequence[str]) -> None:
-        """Build from ``vocab``, the token of every id; it must start with :data:`SPECIAL_TOKENS`."""
+    def __init__(self, vocab: Sequence[str], *, check: bool = True) -> None:
+        """Build from ``vocab``, the token of every id; it must start with :data:`SPECIAL_TOKENS`. ``check=False``
+        skips checking that every token is a string this kind's splitting produces (for tokens counted from split
+        text); duplicates are always rejected."""
         super().__init__()
         vocab = list(vocab)
         if vocab[:_NUM_SPECIAL] != SPECIAL_TOKENS:
             raise ValueError(f"vocabulary must start with the special tokens {SPECIAL_TOKENS}")
-        tokens = vocab[_NUM_SPECIAL:]
-        for token in tokens:
-            if not isinstance(token, str):
-                raise ValueError(f"vocabulary entries must be strings, got {token!r}")
-        self._check_tokens(tokens)
+        if check:
+            tokens = vocab[_NUM_SPECIAL:]
+            for token in tokens:
+                if not isinstance(token, str):
+                    raise ValueError(f"vocabulary entries must be strings, got {token!r}")
+            self._check_tokens(tokens)
         self._itos: list[str] = vocab
         self._stoi: dict[str, int] = {token: i for i, token in enumerate(vocab)}
         if len(self._stoi) != len(vocab):
@@ -732,7 +735,7 @@ def train_tokenizer(
 
 
 def tokenizer_from_counts(
-    kind: str, counts: Mapping[str, int], min_freq: int = 1, max_vocab: int | None = None
+    kind: str, counts: Mapping[str, int], min_freq: int = 1, max_vocab: int | None = None, *, split: bool = False
 ) -> Tokenizer:
     """Build a ``char``/``word`` tokenizer from token counts with :func:`train_tokenizer`'s vocabulary rule.
 
@@ -746,7 +749,9 @@ def tokenizer_from_counts(
 
     Raises ``ValueError`` for a kind other than ``char``/``word``,
     ``min_freq < 1``, a ``max_vocab`` too small for one non-special token or
-    empty ``counts``, and for a token the kind cannot produce.
+    empty ``counts``, and for a token the kind cannot produce (not checked
+    with ``split``: the tokens were counted from text split by the kind's own
+    rule).
     """
     if kind not in _TOKENIZER_CLASSES:
         raise ValueError(f"cannot build a {kind!r} tokenizer from counts; expected one of "
@@ -761,7 +766,7 @@ def tokenizer_from_counts(
     kept.sort(key=counts.__getitem__, reverse=True)
     if max_vocab is not None:
         kept = kept[: max_vocab - _NUM_SPECIAL]
-    return _TOKENIZER_CLASSES[kind](SPECIAL_TOKENS + kept)
+    return _TOKENIZER_CLASSES[kind](SPECIAL_TOKENS + kept, check=not split)
 
 
 def extend_tokenizer(base: Tokenizer, counts: Mapping[str, int], min_freq: int = 1,

@@ -13,6 +13,7 @@ Classification documents are the text's ids (label id per document); pairs docum
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -129,15 +130,22 @@ class Sink:
                                        characters=self.counts.characters, label_counts=self.counts.label_counts)
         path = self.writer.layout.tokens(self.writer.split)
         target = path.with_name(path.name + ".ids")
-        # plain reads, block by block: a memory map would keep the pages read in this process's resident memory
-        with open(path, "rb") as source, open(target, "wb") as handle:
-            while (block := np.fromfile(source, dtype=np.int32, count=REMAP_BLOCK)).size:
-                if int(block.max()) >= table.size:
-                    raise ResourceError("a worker process died while encoding (out of memory?)",
-                                        hint="run again, or set data.workers=1")
-                ids = table[block]
-                handle.write(ids.astype(dtype).tobytes())
-                counts.add_tokens(ids)
+        lost = ResourceError("a worker process died while encoding (out of memory?)",
+                             hint="run again, or set data.workers=1")
+        if fast_words.native is not None:  # the whole file in C, without the GIL
+            tokens = fast_words.native.remap(path, target, table, counts.token_counts, dtype.itemsize == 4)
+            if tokens < 0:
+                raise lost
+            counts.tokens += tokens
+        else:
+            # plain reads, block by block: a memory map would keep the pages read in this process's resident memory
+            with open(path, "rb") as source, open(target, "wb") as handle:
+                while (block := np.fromfile(source, dtype=np.int32, count=REMAP_BLOCK)).size:
+                    if int(block.max()) >= table.size:
+                        raise lost
+                    ids = table[block]
+                    handle.write(ids.astype(dtype).tobytes())
+                    counts.add_tokens(ids)
         os.replace(target, path)
         self.counts, self.provisional = counts, False
 
@@ -191,7 +199,8 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
                     reporter: Reporter, workers: Workers | None):
     """The single pass of a word tokenizer trained here: encode every group to provisional ids while counting the
     train split's words, build the tokenizer from the counts (`tokenizer_from_counts`, the rule of
-    `train_tokenizer`) and replace the provisional ids by its ids. Returns the tokenizer, the sinks and their
+    `train_tokenizer`), save it to the layout's tokenizer folder and replace the provisional ids by its ids (in a
+    thread, while the tokenizer is saved). Returns the tokenizer, the sinks and their
     manifest entries. Raises `fast_words.HashCollision` if words cannot be told apart by hash (take the two-pass
     path then)."""
     tok = plan.exp.tokenizer
@@ -227,23 +236,51 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
             sink.writer.close()
         raise
     try:
-        tokenizer = tokenizer_from_counts("word", counts, tok.min_freq, tok.max_vocab)
+        tokenizer = tokenizer_from_counts("word", counts, tok.min_freq, tok.max_vocab, split=True)
     except ValueError as exc:
         raise DataError(f"cannot train the word tokenizer on data.train: {exc}",
                         hint="check tokenizer.* settings and that the training text is not empty") from None
     # provisional id → id: the specials are themselves, worker i's slot s is at specials + s * n + i
     ids = np.asarray(tokenizer.tokens_to_ids(distinct), dtype=np.int32)
     first = len(SPECIAL_TOKENS)
-    table = np.full(first + n * max(part.size for part in where), UNK_ID, dtype=np.int32)
+    table = np.full(first + n * max(part.size for part in where), UNK_ID, dtype=np.int64)
     table[:first] = np.arange(first)
     for (index, *_), part in zip(exports, where, strict=True):
         table[first + index::n][:part.size] = ids[part]
     dtype = token_dtype(tokenizer.vocab_size)
-    splits = {}
-    for name, sink in sinks.items():
-        splits[name] = sink.finish()
-        sink.remap(table, tokenizer.vocab_size, dtype)
+    splits = {name: sink.finish() for name, sink in sinks.items()}
+
+    def remap_all() -> None:
+        for sink in sinks.values():
+            sink.remap(table, tokenizer.vocab_size, dtype)
+
+    remapped = in_background(remap_all)
+    try:
+        tokenizer.save(layout.tokenizer)  # meanwhile (the remap runs mostly without the GIL)
+    finally:
+        remapped()
     return tokenizer, sinks, splits
+
+
+def in_background(fn: Callable[[], None]) -> Callable[[], None]:
+    """Start `fn` in a thread; the function returned waits for it and raises what it raised."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="llmctl-background", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if failure:
+            raise failure[0]
+
+    return wait
 
 
 def _encode_groups(plan: Plan, scans: dict[str, ScanInfo], runner: Ordered, task: Task, sinks: dict[str, Sink],

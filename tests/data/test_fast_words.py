@@ -99,6 +99,12 @@ def test_slots_count_the_counted_texts_and_name_every_word(scanner: str) -> None
     assert len(set(distinct)) == len(distinct)
     for (_, part_words, _), part in zip(exports, where, strict=True):
         assert [distinct[i] for i in part.tolist()] == part_words
+    # one process: its words as they are (one store holds no word twice)
+    first = [t for k, start in enumerate(range(0, len(texts), 5)) if k % 2 == 0
+             for t, c in zip(texts[start:start + 5], counted[start:start + 5], strict=True) if c]
+    counts, distinct, where = fw.merge_exports(exports[:1])
+    assert counts == _reference(first) and distinct == exports[0][1] and len(set(distinct)) == len(distinct)
+    assert where[0].tolist() == list(range(len(distinct)))
 
 
 def _weak_hash(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -181,3 +187,24 @@ def test_native_store_checks_every_token_against_its_word() -> None:
     hashes, stored, _, _, counts = words.export()
     assert np.frombuffer(hashes, np.uint64).tolist()[:2] == [7, 8] and stored.decode("utf-32-le") == "abbaab"
     assert np.frombuffer(counts, np.int64).tolist() == [2, 0, 1]
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_native_remap_rewrites_a_token_file_and_counts(tmp_path, wide: bool) -> None:
+    """The single word pass's last step: provisional int32 ids → final ids (uint16 or uint32), counted."""
+    if fw.native is None:
+        pytest.skip("the native scanner is not built")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 1000, size=(1 << 18) + 7).astype(np.int32)  # more than one of the C loop's blocks
+    source, target = tmp_path / "train.bin", tmp_path / "train.bin.ids"
+    ids.tofile(source)
+    table = rng.permutation(1000).astype(np.int64) + (70_000 if wide else 0)
+    counts = np.zeros(71_000, dtype=np.int64)
+    assert fw.native.remap(source, target, table, counts, wide) == ids.size
+    out = np.fromfile(target, dtype=np.uint32 if wide else np.uint16)
+    assert out.tolist() == table[ids].tolist()
+    assert counts.tolist() == np.bincount(table[ids], minlength=counts.size).tolist()
+    np.array([1000], np.int32).tofile(source)  # an id outside the table (a worker's slots lost)
+    assert fw.native.remap(source, target, table, counts, wide) == -1
+    with pytest.raises(OSError):
+        fw.native.remap(tmp_path / "missing.bin", target, table, counts, wide)

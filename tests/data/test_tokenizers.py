@@ -290,6 +290,8 @@ def test_tokenizer_from_counts_is_train_tokenizers_rule(kind: str, min_freq: int
     built = tokenizer_from_counts(kind, counts, min_freq, max_vocab)
     trained = train_tokenizer(kind, stream(CORPUS), min_freq=min_freq, max_vocab=max_vocab)
     assert vocab_of(built) == vocab_of(trained) and built.fingerprint() == trained.fingerprint()
+    unchecked = tokenizer_from_counts(kind, counts, min_freq, max_vocab, split=True)  # counted from split text
+    assert vocab_of(unchecked) == vocab_of(built) and unchecked.fingerprint() == built.fingerprint()
     # descending count, ties by token string
     kept = vocab_of(built)[len(SPECIAL_TOKENS):]
     assert [(-counts[t], t) for t in kept] == sorted((-counts[t], t) for t in kept)
