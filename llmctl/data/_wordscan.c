@@ -15,6 +15,9 @@
    count(slots)        counts[slot] += 1 for every slot (int64).
    export()            (hashes, code points, starts, lengths, counts) of the stored words, as bytes (uint64, uint32,
                        int64, int64, int64), in slot order.
+   ranked(min_count=1) the slots (int64, as bytes) of the words counted at least `min_count` times, by descending
+                       count, ties by word (code point by code point: Python's str order) — the vocabulary rule of
+                       tokenizers.tokenizer_from_counts.
    len(words)          the number of words stored.
 
    remap(source, target, table, counts, wide) -> tokens, or -1
@@ -40,6 +43,9 @@
 #define WORD_SINGLE 2
 #define HASH_BASE 0x100000001B3ULL
 #define EMPTY UINT64_MAX
+#define BYTES (1ULL << 63)
+#define MAX_SLOT 0xFFFFFFFEULL
+#define MAX_LENGTH 0x7FFFFFFFULL
 
 enum { COMPLEX = -1, COLLISION = -2, NOMEM = -3 };
 
@@ -48,8 +54,10 @@ typedef struct {
     PyObject *classes_obj;
     const uint8_t *classes;
     Py_ssize_t n_classes;
-    /* the table: `cap` (a power of 2) entries of four uint64 — hash, slot (EMPTY: free), start, length — so that
-       one probe touches one cache line; kept at most half full */
+    /* the table: `cap` (a power of 2) entries of four uint64 so that one probe touches one cache line — hash;
+       slot | length << 32 | BYTES (EMPTY: a free entry); start of the word's code points; and for a word of at
+       most 8 code points all below 256 (BYTES set) those code points packed little-endian, so that most tokens
+       of 1-byte strs are checked with one comparison. Kept at most half full. */
     uint64_t *table;
     size_t cap;
     uint64_t *hashes;
@@ -107,17 +115,25 @@ static inline uint64_t *probe(uint64_t *table, size_t cap, uint64_t h) {
     return e;
 }
 
+static void fill(uint64_t *e, uint64_t h, size_t slot, uint64_t start, uint64_t len, const uint32_t *p) {
+    uint64_t packed = 0, bytes = len <= 8 ? BYTES : 0;
+    for (uint64_t k = 0; k < len && bytes; k++) {
+        if (p[k] > 255) bytes = 0;
+        packed |= (uint64_t)p[k] << (8 * k);
+    }
+    e[0] = h;
+    e[1] = (uint64_t)slot | len << 32 | bytes;
+    e[2] = start;
+    e[3] = bytes ? packed : 0;
+}
+
 static int rehash(Words *w, size_t cap) {
     uint64_t *table = malloc(cap * 32);
     if (!table) return NOMEM;
     memset(table, 0xff, cap * 32);
-    for (size_t s = 0; s < w->n; s++) {
-        uint64_t *e = probe(table, cap, w->hashes[s]);
-        e[0] = w->hashes[s];
-        e[1] = s;
-        e[2] = (uint64_t)w->starts[s];
-        e[3] = (uint64_t)w->lengths[s];
-    }
+    for (size_t s = 0; s < w->n; s++)
+        fill(probe(table, cap, w->hashes[s]), w->hashes[s], s, (uint64_t)w->starts[s], (uint64_t)w->lengths[s],
+             w->points + w->starts[s]);
     free(w->table);
     w->table = table;
     w->cap = cap;
@@ -128,26 +144,45 @@ static inline uint32_t point(int kind, const void *data, Py_ssize_t i) {
     return kind == 1 ? ((const uint8_t *)data)[i] : kind == 2 ? ((const uint16_t *)data)[i] : ((const uint32_t *)data)[i];
 }
 
-/* The slot of the word data[a:a + len] (hash h), stored first if new and `insert` (else -1). */
-static int find_or_add(Words *w, int kind, const void *data, Py_ssize_t a, Py_ssize_t len, uint64_t h, int insert,
-                       int64_t *slot) {
+/* Whether the stored word of entry `e` (its length is `len`) is data[a:a + len] (`n` code units in data). */
+static inline int same(const Words *w, const uint64_t *e, int kind, const void *data, Py_ssize_t n, Py_ssize_t a,
+                       Py_ssize_t len) {
+    if (kind == 1 && len <= 8) {
+        if (!(e[1] & BYTES)) return 0;
+        const uint8_t *d = (const uint8_t *)data + a;
+        uint64_t v = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (a + 8 <= n) {
+            memcpy(&v, d, 8);
+            if (len < 8) v &= (1ULL << (8 * len)) - 1;
+            return v == e[3];
+        }
+#endif
+        for (Py_ssize_t k = 0; k < len; k++) v |= (uint64_t)d[k] << (8 * k);
+        return v == e[3];
+    }
+    const uint32_t *p = w->points + e[2];
+    if (kind == 4) return memcmp((const uint32_t *)data + a, p, (size_t)len * 4) == 0;
+    for (Py_ssize_t k = 0; k < len; k++)
+        if (point(kind, data, a + k) != p[k]) return 0;
+    return 1;
+}
+
+/* The slot of the word data[a:a + len] (hash h; `n` code units in data), stored first if new and `insert` (else
+   -1). */
+static int find_or_add(Words *w, int kind, const void *data, Py_ssize_t n, Py_ssize_t a, Py_ssize_t len, uint64_t h,
+                       int insert, int64_t *slot) {
     uint64_t *e = probe(w->table, w->cap, h);
     if (e[1] != EMPTY) {
-        if (e[3] != (uint64_t)len) return COLLISION;
-        const uint32_t *p = w->points + e[2];
-        if (kind == 4) {
-            if (memcmp((const uint32_t *)data + a, p, (size_t)len * 4)) return COLLISION;
-        } else {
-            for (Py_ssize_t k = 0; k < len; k++)
-                if (point(kind, data, a + k) != p[k]) return COLLISION;
-        }
-        *slot = (int64_t)e[1];
+        if (((e[1] >> 32) & MAX_LENGTH) != (uint64_t)len || !same(w, e, kind, data, n, a, len)) return COLLISION;
+        *slot = (int64_t)(e[1] & 0xFFFFFFFFULL);
         return 0;
     }
     if (!insert) {
         *slot = -1;
         return 0;
     }
+    if (w->n >= MAX_SLOT || (uint64_t)len > MAX_LENGTH) return COLLISION;  /* beyond the entry's fields: two passes */
     if (2 * (w->n + 1) > w->cap) {
         if (rehash(w, w->cap * 2)) return NOMEM;
         e = probe(w->table, w->cap, h);
@@ -161,10 +196,7 @@ static int find_or_add(Words *w, int kind, const void *data, Py_ssize_t a, Py_ss
     w->lengths[s] = len;
     w->counts[s] = 0;
     w->used += (size_t)len;
-    e[0] = h;
-    e[1] = s;
-    e[2] = (uint64_t)w->starts[s];
-    e[3] = (uint64_t)len;
+    fill(e, h, s, (uint64_t)w->starts[s], (uint64_t)len, p);
     *slot = (int64_t)s;
     return 0;
 }
@@ -219,14 +251,14 @@ static Py_ssize_t split(const Words *w, int kind, const void *data, Py_ssize_t n
 /* Slots of tokens [0, n) (bounds in starts/ends, hashes), prefetching the table entries a few tokens ahead: the
    table is larger than the CPU caches for large vocabularies, and the probes are random. */
 #define AHEAD 8
-static int find_all(Words *w, int kind, const void *data, Py_ssize_t n, const int64_t *starts, const int64_t *ends,
-                    const uint64_t *hashes, int insert, int64_t *slots) {
+static int find_all(Words *w, int kind, const void *data, Py_ssize_t n_data, Py_ssize_t n, const int64_t *starts,
+                    const int64_t *ends, const uint64_t *hashes, int insert, int64_t *slots) {
     for (Py_ssize_t t = 0; t < n; t++) {
         if (t + AHEAD < n) {
             uint64_t h = hashes[t + AHEAD];
             __builtin_prefetch(w->table + 4 * ((h ^ (h >> 29)) & ((uint64_t)w->cap - 1)));
         }
-        int r = find_or_add(w, kind, data, starts[t], ends[t] - starts[t], hashes[t], insert, slots + t);
+        int r = find_or_add(w, kind, data, n_data, starts[t], ends[t] - starts[t], hashes[t], insert, slots + t);
         if (r < 0) return r;
     }
     return 0;
@@ -427,7 +459,7 @@ static PyObject *Words_unit(Words *w, PyObject *args) {
     result = reserve_tmp(w, (size_t)n + 1);
     if (result == 0) result = split(w, kind, data, n, starts, w->ends_tmp, w->hashes_tmp);
     if (result > 0) {
-        int r = find_all(w, kind, data, result, starts, w->ends_tmp, w->hashes_tmp, insert, slots);
+        int r = find_all(w, kind, data, n, result, starts, w->ends_tmp, w->hashes_tmp, insert, slots);
         if (r < 0) result = r;
     }
     PyThread_release_lock(w->lock);
@@ -465,7 +497,7 @@ static PyObject *Words_tokens(Words *w, PyObject *args) {
     Py_ssize_t result = 0;
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(w->lock, WAIT_LOCK);
-    result = find_all(w, 4, points, n, starts, ends, hashes, insert, slots);
+    result = find_all(w, 4, points, n_points, n, starts, ends, hashes, insert, slots);
     PyThread_release_lock(w->lock);
     Py_END_ALLOW_THREADS
     release(b, 5);
@@ -512,6 +544,51 @@ static PyObject *Words_export(Words *w, PyObject *unused) {
     return out;
 }
 
+/* Whether slot x ranks before slot y: a higher count, or an equal count and a smaller word (code point by code
+   point, a prefix first: Python's str order). */
+static inline int before(const Words *w, int64_t x, int64_t y) {
+    if (w->counts[x] != w->counts[y]) return w->counts[x] > w->counts[y];
+    const uint32_t *a = w->points + w->starts[x], *b = w->points + w->starts[y];
+    int64_t la = w->lengths[x], lb = w->lengths[y], m = la < lb ? la : lb;
+    for (int64_t k = 0; k < m; k++)
+        if (a[k] != b[k]) return a[k] < b[k];
+    return la < lb;
+}
+
+static PyObject *Words_ranked(Words *w, PyObject *args) {
+    long long min_count = 1;
+    if (!ready(w) || !PyArg_ParseTuple(args, "|L", &min_count)) return NULL;
+    PyThread_acquire_lock(w->lock, WAIT_LOCK);
+    size_t n = 0;
+    int64_t *order = malloc((w->n + 1) * 8), *tmp = malloc((w->n + 1) * 8);
+    if (order && tmp) {
+        Py_BEGIN_ALLOW_THREADS
+        for (size_t s = 0; s < w->n; s++)
+            if (w->counts[s] >= min_count) order[n++] = (int64_t)s;
+        /* bottom-up merge sort (stable, n log n) */
+        int64_t *src = order, *dst = tmp;
+        for (size_t width = 1; width < n; width *= 2) {
+            for (size_t lo = 0; lo < n; lo += 2 * width) {
+                size_t mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
+                size_t i = lo, j = mid, k = lo;
+                while (i < mid && j < hi) dst[k++] = before(w, src[j], src[i]) ? src[j++] : src[i++];
+                while (i < mid) dst[k++] = src[i++];
+                while (j < hi) dst[k++] = src[j++];
+            }
+            int64_t *swap = src;
+            src = dst;
+            dst = swap;
+        }
+        if (src != order) memcpy(order, src, n * 8);
+        Py_END_ALLOW_THREADS
+    }
+    PyThread_release_lock(w->lock);
+    PyObject *out = order && tmp ? PyBytes_FromStringAndSize((const char *)order, (Py_ssize_t)(n * 8)) : PyErr_NoMemory();
+    free(order);
+    free(tmp);
+    return out;
+}
+
 static Py_ssize_t Words_len(Words *w) { return (Py_ssize_t)w->n; }
 
 static PyMethodDef Words_methods[] = {
@@ -521,6 +598,9 @@ static PyMethodDef Words_methods[] = {
      "tokens(points, starts, ends, hashes, slots, insert=True) -> 0 (-2: hash collision)"},
     {"count", (PyCFunction)Words_count, METH_O, "count(slots): add one to the count of every slot"},
     {"export", (PyCFunction)Words_export, METH_NOARGS, "(hashes, points, starts, lengths, counts) as bytes"},
+    {"ranked", (PyCFunction)Words_ranked, METH_VARARGS,
+     "ranked(min_count=1) -> int64 slots (bytes) of the words counted min_count times or more, by descending count, "
+     "ties by word"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -422,6 +422,23 @@ class WordCounter:
         total.update(self._python)
         return total
 
+    def __len__(self) -> int:
+        """The number of words stored (the slots given so far)."""
+        return len(self._native) if self._native is not None else len(self._words)
+
+    def ranked(self, min_count: int = 1, limit: int | None = None) -> tuple[list[str], np.ndarray] | None:
+        """`(words, slots)` of the words counted at least `min_count` times, by descending count then word (the
+        vocabulary rule of `tokenizers.tokenizer_from_counts`), the first `limit` only; None without the native
+        store (sort `counts()` then) or after `add` counted a unit by `split_words`."""
+        if self._native is None or self._python:
+            return None
+        slots = np.frombuffer(self._native.ranked(min_count), dtype=np.int64)[:limit]
+        _, points, starts, lengths, _ = self._native.export()
+        text = points.decode(_UTF32, "surrogatepass")
+        begin = np.frombuffer(starts, dtype=np.int64)[slots]
+        end = begin + np.frombuffer(lengths, dtype=np.int64)[slots]
+        return [text[a:b] for a, b in zip(begin.tolist(), end.tolist(), strict=True)], slots
+
     def export(self) -> tuple[np.ndarray, list[str], np.ndarray]:
         """`(hashes, words, counts)` of every slot, for `merge_exports`."""
         if self._native is not None:

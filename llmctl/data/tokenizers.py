@@ -764,8 +764,20 @@ def tokenizer_from_counts(
     # Descending count, ties by token string: sort by token, then stably by count (reverse keeps ties in order).
     kept = sorted(token for token, n in counts.items() if n >= min_freq)
     kept.sort(key=counts.__getitem__, reverse=True)
-    if max_vocab is not None:
-        kept = kept[: max_vocab - _NUM_SPECIAL]
+    return tokenizer_from_ranked(kind, kept, max_vocab, split=split)
+
+
+def tokenizer_from_ranked(kind: str, ranked: Sequence[str], max_vocab: int | None = None, *,
+                          split: bool = False) -> Tokenizer:
+    """The ``char``/``word`` tokenizer of :func:`tokenizer_from_counts` from its tokens already chosen and ordered:
+    ``ranked`` holds the tokens seen at least ``min_freq`` times, by descending count then token string (as
+    ``fast_words.WordCounter.ranked`` gives them); the vocabulary is the special tokens then ``ranked``, capped at
+    ``max_vocab`` entries. ``split`` as in :func:`tokenizer_from_counts`."""
+    if kind not in _TOKENIZER_CLASSES:
+        raise ValueError(f"cannot build a {kind!r} tokenizer from counts; expected one of "
+                         f"{', '.join(_TOKENIZER_CLASSES)}")
+    _check_max_vocab(kind, max_vocab)
+    kept = list(ranked) if max_vocab is None else list(ranked[: max_vocab - _NUM_SPECIAL])
     return _TOKENIZER_CLASSES[kind](SPECIAL_TOKENS + kept, check=not split)
 
 

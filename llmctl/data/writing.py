@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -38,7 +39,15 @@ from llmctl.data.encoding import (
 from llmctl.data.meter import Meter
 from llmctl.data.records import ScanInfo, records
 from llmctl.data.splits import Router
-from llmctl.data.tokenizers import BOS_ID, EOS_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID, tokenizer_from_counts
+from llmctl.data.tokenizers import (
+    BOS_ID,
+    EOS_ID,
+    SEP_ID,
+    SPECIAL_TOKENS,
+    UNK_ID,
+    tokenizer_from_counts,
+    tokenizer_from_ranked,
+)
 from llmctl.errors import DataError, ResourceError
 from llmctl.progress import Reporter
 from llmctl.runs import DatasetDir
@@ -206,6 +215,7 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
     tok = plan.exp.tokenizer
     sinks = {s: Sink(layout, s, np.dtype(np.int32), 0, provisional=True) for s in plan.splits()}
     n = workers.n if workers is not None else 1
+    ranked = None
     try:
         if workers is not None:
             _encode_groups(plan, scans, Ordered(workers), Task(worker_slots, counted=True), sinks, label_ids, reporter)
@@ -218,7 +228,9 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
                 return provisional_ids(slots, 1, 0), lengths
 
             _encode_groups(plan, scans, Ordered(None), Task(encode, counted=True), sinks, label_ids, reporter)
-            exports = [(0, *counter.export())]
+            limit = tok.max_vocab - len(SPECIAL_TOKENS) if tok.max_vocab is not None else None
+            ranked = counter.ranked(tok.min_freq, max(limit, 0) if limit is not None else None)
+            exports = [(0, *counter.export())] if ranked is None else []
     except (fast_words.HashCollision, WorkerLost) as exc:
         for sink in sinks.values():  # close the token files (the two-pass path writes them again)
             sink.writer.close()
@@ -226,6 +238,9 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
             raise ResourceError("a worker process died while encoding (out of memory?)",
                                 hint="run again, or set data.workers=1") from None
         raise
+    if ranked is not None:  # one store whose words come sorted by the vocabulary rule: no merge, no Python sort
+        return _finish_counting(plan, layout, sinks, *ranked, counted=bool(ranked[0]) or len(counter.ranked(1, 1)[1]) > 0,
+                                stored=len(counter))
     if sorted(index for index, *_ in exports) != list(range(n)):
         raise ResourceError("a worker process died while encoding (out of memory?)",
                             hint="run again, or set data.workers=1")
@@ -235,11 +250,8 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
         for sink in sinks.values():
             sink.writer.close()
         raise
-    try:
+    with _tokenizer_errors():
         tokenizer = tokenizer_from_counts("word", counts, tok.min_freq, tok.max_vocab, split=True)
-    except ValueError as exc:
-        raise DataError(f"cannot train the word tokenizer on data.train: {exc}",
-                        hint="check tokenizer.* settings and that the training text is not empty") from None
     # provisional id → id: the specials are themselves, worker i's slot s is at specials + s * n + i
     ids = np.asarray(tokenizer.tokens_to_ids(distinct), dtype=np.int32)
     first = len(SPECIAL_TOKENS)
@@ -247,6 +259,38 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
     table[:first] = np.arange(first)
     for (index, *_), part in zip(exports, where, strict=True):
         table[first + index::n][:part.size] = ids[part]
+    return _remap_and_save(layout, sinks, tokenizer, table)
+
+
+def _finish_counting(plan: Plan, layout: DatasetDir, sinks: dict[str, Sink], words: list[str], slots: np.ndarray, *,
+                     counted: bool, stored: int):
+    """`encode_counting`'s end for one counting store (of `stored` words, `counted` if any was counted) whose
+    words come ranked (`WordCounter.ranked`): the vocabulary is the specials then `words`, slot `slots[k]` gets id
+    `specials + k` and every other slot `<unk>`."""
+    tok = plan.exp.tokenizer
+    with _tokenizer_errors():
+        if not counted:
+            raise ValueError("training data is empty: no word tokens found")
+        tokenizer = tokenizer_from_ranked("word", words, tok.max_vocab, split=True)
+    first = len(SPECIAL_TOKENS)
+    table = np.full(first + stored, UNK_ID, dtype=np.int64)
+    table[:first] = np.arange(first)
+    kept = tokenizer.vocab_size - first
+    table[first + slots[:kept]] = first + np.arange(kept)
+    return _remap_and_save(layout, sinks, tokenizer, table)
+
+
+@contextmanager
+def _tokenizer_errors() -> Iterator[None]:
+    try:
+        yield
+    except ValueError as exc:
+        raise DataError(f"cannot train the word tokenizer on data.train: {exc}",
+                        hint="check tokenizer.* settings and that the training text is not empty") from None
+
+
+def _remap_and_save(layout: DatasetDir, sinks: dict[str, Sink], tokenizer, table: np.ndarray):
+    """Give the token files their final ids (`table[provisional id]`) while the tokenizer is saved."""
     dtype = token_dtype(tokenizer.vocab_size)
     splits = {name: sink.finish() for name, sink in sinks.items()}
 

@@ -208,3 +208,54 @@ def test_native_remap_rewrites_a_token_file_and_counts(tmp_path, wide: bool) -> 
     assert fw.native.remap(source, target, table, counts, wide) == -1
     with pytest.raises(OSError):
         fw.native.remap(tmp_path / "missing.bin", target, table, counts, wide)
+
+
+@pytest.mark.parametrize("pad", ["", " " * 12])  # a token at the end of the str, or with 8 bytes readable after it
+def test_native_store_tells_words_with_one_hash_apart_in_every_str_width(pad: str) -> None:
+    """Short words of 1-byte strs are checked against a packed copy of their code points in the table entry; every
+    other token against the stored code points. A stored word with a token's hash but other code points (of the
+    same length; with a code point above 255; longer than 8) is a collision, never a match."""
+    if fw.native is None:
+        pytest.skip("the native scanner is not built")
+
+    def store_as(word: str, like: str):  # a store holding `word` under the hash of `like`
+        words = fw.native.Words(fw._word_classes())
+        points = np.frombuffer(word.encode("utf-32-le"), np.uint32)
+        like_points = np.frombuffer(like.encode("utf-32-le"), np.uint32)
+        bounds = np.array([0], np.int64), np.array([len(like)], np.int64)
+        hashes = fw._hashes(like_points, *bounds)
+        assert words.tokens(points, np.array([0], np.int64), np.array([len(word)], np.int64), hashes,
+                            np.empty(1, np.int64)) == 0
+        return words
+
+    def unit(words, text: str) -> tuple[int, list[int]]:
+        slots, starts = np.empty(len(text) + 1, np.int64), np.empty(len(text) + 1, np.int64)
+        n = words.unit(text, slots, starts)
+        return n, slots[:max(n, 0)].tolist()
+
+    for word, other in [("ab", "ba"), ("ab", "a\u0100"), ("abcdefgh", "abcdefgi"), ("abcdefghij", "abcdefghik")]:
+        assert unit(store_as(other, word), word + pad) == (-2, [])  # one hash, other strings
+        assert unit(store_as(word, word), "zz " + word + pad) == (2, [1, 0])  # "zz" new, the word found
+        assert unit(store_as(word, word), "\u0100 " + word + pad) == (2, [1, 0])  # a 2-byte str
+        assert unit(store_as(word, word), "\U0001F600 " + word + pad) == (2, [1, 0])  # a 4-byte str
+    wide = store_as("a\u0100", "a\u0100")  # a word above 255 is found by 2-byte strs only
+    assert unit(wide, "a\u0100" + pad) == (1, [0])
+
+
+@pytest.mark.parametrize("min_count,limit", [(1, None), (2, None), (1, 7), (3, 2)])
+def test_ranked_words_follow_the_vocabulary_rule(min_count: int, limit: int | None) -> None:
+    """The native store's ranking is `tokenizer_from_counts`' order: descending count, ties by str order (code
+    points, a prefix first, astral characters after the BMP), words of texts not counted left out."""
+    if fw.native is None:
+        pytest.skip("the native scanner is not built")
+    texts = _texts(5) + ["ab abc ab abc b \u00e9 \uffee \U0001F600 \u00e9 \U0001F600 zz"]
+    counted = [i % 4 != 1 for i in range(len(texts))]
+    counter = fw.WordCounter()
+    counter.slots(texts, counted)
+    counts = _reference([t for t, c in zip(texts, counted, strict=True) if c])
+    expected = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))[:limit]
+    words, slots = counter.ranked(min_count, limit)
+    assert words == expected and len(set(slots.tolist())) == len(words)
+    assert [counter.export()[1][s] for s in slots.tolist()] == words
+    vocab = tokenizer_from_counts("word", counts, min_count, None if limit is None else limit + 5)
+    assert [vocab.id_to_token(i) for i in range(5, vocab.vocab_size)] == words
