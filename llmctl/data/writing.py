@@ -239,8 +239,8 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
                                 hint="run again, or set data.workers=1") from None
         raise
     if ranked is not None:  # one store whose words come sorted by the vocabulary rule: no merge, no Python sort
-        return _finish_counting(plan, layout, sinks, *ranked, counted=bool(ranked[0]) or len(counter.ranked(1, 1)[1]) > 0,
-                                stored=len(counter))
+        counted = bool(ranked[0]) or len(counter.ranked(1, 1)[1]) > 0
+        return _finish_counting(plan, layout, sinks, *ranked, counted=counted, stored=len(counter))
     if sorted(index for index, *_ in exports) != list(range(n)):
         raise ResourceError("a worker process died while encoding (out of memory?)",
                             hint="run again, or set data.workers=1")
