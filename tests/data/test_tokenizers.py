@@ -389,6 +389,9 @@ def test_hf_tokenizers_loads_every_kind_with_the_same_ids(
     tok.save(tmp_path)
     hf = hf_tokenizers.Tokenizer.from_file(str(tmp_path / HF_TOKENIZER_FILE))
     assert hf.get_vocab_size() == tok.vocab_size
+    # the file is HF's own serialisation of the tokenizer (char/word put their vocabulary in with the json module)
+    written = json.loads((tmp_path / HF_TOKENIZER_FILE).read_text(encoding="utf-8"))
+    assert written == json.loads(tok._hf_tokenizer().to_str()) == json.loads(hf.to_str())
     for i, token in enumerate(SPECIAL_TOKENS):
         assert hf.token_to_id(token) == i
     for text in [MIXED, *ENGLISH, "unseen ★ text", "a\u0301\u0302 👨\u200d👩\u200d👧 🇺🇸"]:
