@@ -544,12 +544,18 @@ static PyObject *Words_export(Words *w, PyObject *unused) {
     return out;
 }
 
-/* Whether slot x ranks before slot y: a higher count, or an equal count and a smaller word (code point by code
-   point, a prefix first: Python's str order). */
-static inline int before(const Words *w, int64_t x, int64_t y) {
-    if (w->counts[x] != w->counts[y]) return w->counts[x] > w->counts[y];
-    const uint32_t *a = w->points + w->starts[x], *b = w->points + w->starts[y];
-    int64_t la = w->lengths[x], lb = w->lengths[y], m = la < lb ? la : lb;
+typedef struct {
+    int64_t count, slot;
+    uint64_t head; /* the first two code points (0: none; no word holds U+0000), in str order as a number */
+} Ranked;
+
+/* Whether x ranks before y: a higher count, or an equal count and a smaller word (code point by code point, a
+   prefix first: Python's str order). */
+static inline int before(const Words *w, const Ranked *x, const Ranked *y) {
+    if (x->count != y->count) return x->count > y->count;
+    if (x->head != y->head) return x->head < y->head;
+    const uint32_t *a = w->points + w->starts[x->slot], *b = w->points + w->starts[y->slot];
+    int64_t la = w->lengths[x->slot], lb = w->lengths[y->slot], m = la < lb ? la : lb;
     for (int64_t k = 0; k < m; k++)
         if (a[k] != b[k]) return a[k] < b[k];
     return la < lb;
@@ -560,32 +566,40 @@ static PyObject *Words_ranked(Words *w, PyObject *args) {
     if (!ready(w) || !PyArg_ParseTuple(args, "|L", &min_count)) return NULL;
     PyThread_acquire_lock(w->lock, WAIT_LOCK);
     size_t n = 0;
-    int64_t *order = malloc((w->n + 1) * 8), *tmp = malloc((w->n + 1) * 8);
-    if (order && tmp) {
+    Ranked *order = malloc((w->n + 1) * sizeof(Ranked)), *tmp = malloc((w->n + 1) * sizeof(Ranked));
+    int64_t *slots = malloc((w->n + 1) * 8);
+    if (order && tmp && slots) {
         Py_BEGIN_ALLOW_THREADS
         for (size_t s = 0; s < w->n; s++)
-            if (w->counts[s] >= min_count) order[n++] = (int64_t)s;
+            if (w->counts[s] >= min_count) {
+                const uint32_t *p = w->points + w->starts[s];
+                order[n].count = w->counts[s];
+                order[n].head = (uint64_t)p[0] << 32 | (w->lengths[s] > 1 ? p[1] : 0);
+                order[n++].slot = (int64_t)s;
+            }
         /* bottom-up merge sort (stable, n log n) */
-        int64_t *src = order, *dst = tmp;
+        Ranked *src = order, *dst = tmp;
         for (size_t width = 1; width < n; width *= 2) {
             for (size_t lo = 0; lo < n; lo += 2 * width) {
                 size_t mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
                 size_t i = lo, j = mid, k = lo;
-                while (i < mid && j < hi) dst[k++] = before(w, src[j], src[i]) ? src[j++] : src[i++];
+                while (i < mid && j < hi) dst[k++] = before(w, src + j, src + i) ? src[j++] : src[i++];
                 while (i < mid) dst[k++] = src[i++];
                 while (j < hi) dst[k++] = src[j++];
             }
-            int64_t *swap = src;
+            Ranked *swap = src;
             src = dst;
             dst = swap;
         }
-        if (src != order) memcpy(order, src, n * 8);
+        for (size_t k = 0; k < n; k++) slots[k] = src[k].slot;
         Py_END_ALLOW_THREADS
     }
     PyThread_release_lock(w->lock);
-    PyObject *out = order && tmp ? PyBytes_FromStringAndSize((const char *)order, (Py_ssize_t)(n * 8)) : PyErr_NoMemory();
+    PyObject *out = order && tmp && slots ? PyBytes_FromStringAndSize((const char *)slots, (Py_ssize_t)(n * 8))
+                                          : PyErr_NoMemory();
     free(order);
     free(tmp);
+    free(slots);
     return out;
 }
 

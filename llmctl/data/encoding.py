@@ -173,13 +173,17 @@ def _worker_init(barrier, started, n: int) -> None:
     _WORKER.update(barrier=barrier, store=WordCounter(), index=index, n=n)
 
 
-def provisional_ids(slots: np.ndarray, n: int, index: int) -> np.ndarray:
-    """Ids (int32) of word slots of worker `index` of `n` in the single word pass: above the special ids,
-    interleaved so that every worker has its own (`len(SPECIAL_TOKENS) + slot * n + index`)."""
-    ids = len(SPECIAL_TOKENS) + slots * n + index
-    if ids.size and int(ids.max()) > np.iinfo(np.int32).max:
+def provisional_ids(slots: np.ndarray, n: int, index: int, stored: int) -> np.ndarray:
+    """Ids (int32) of word slots (below `stored`, the words stored) of worker `index` of `n` in the single word
+    pass: above the special ids, interleaved so that every worker has its own (`len(SPECIAL_TOKENS) + slot * n +
+    index`)."""
+    if len(SPECIAL_TOKENS) + stored * n + index > np.iinfo(np.int32).max:
         raise OverflowError("more than 2**31 distinct words")
-    return ids.astype(np.int32)
+    ids = slots.astype(np.int32)
+    if n > 1:
+        ids *= n
+    ids += len(SPECIAL_TOKENS) + index
+    return ids
 
 
 def worker_encode(folder: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +199,7 @@ def worker_slots(texts: list[str], counted: list[bool]) -> tuple[np.ndarray, np.
     if _WORKER["index"] >= _WORKER["n"]:
         raise WorkerLost("a worker process was replaced")
     slots, lengths = _WORKER["store"].slots(texts, counted)
-    return provisional_ids(slots, _WORKER["n"], _WORKER["index"]), lengths
+    return provisional_ids(slots, _WORKER["n"], _WORKER["index"], len(_WORKER["store"])), lengths
 
 
 def worker_export() -> tuple[int, np.ndarray, list[str], np.ndarray]:

@@ -225,7 +225,7 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
 
             def encode(texts: list[str], counted: list[bool]) -> tuple[np.ndarray, np.ndarray]:
                 slots, lengths = counter.slots(texts, counted)
-                return provisional_ids(slots, 1, 0), lengths
+                return provisional_ids(slots, 1, 0, len(counter)), lengths
 
             _encode_groups(plan, scans, Ordered(None), Task(encode, counted=True), sinks, label_ids, reporter)
             limit = tok.max_vocab - len(SPECIAL_TOKENS) if tok.max_vocab is not None else None
