@@ -121,7 +121,8 @@ class DataConfig(Section):
         "strict", description="Undecodable bytes: fail naming file and offset, replace with U+FFFD, or skip the "
                               "record.")
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig, description="Text normalisation.")
-    workers: int = Field(0, ge=0, description="Encoding worker processes; 0 = one per core for large corpora.")
+    workers: int = Field(0, ge=0, description="Encoding workers: threads for the single word pass (with the native "
+                         "word store), else processes; 0 = one per core for large corpora.")
 
 
 class TokenizerConfig(Section):

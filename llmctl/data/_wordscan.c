@@ -18,6 +18,8 @@
    ranked(min_count=1) the slots (int64, as bytes) of the words counted at least `min_count` times, by descending
                        count, ties by word (code point by code point: Python's str order) — the vocabulary rule of
                        tokenizers.tokenizer_from_counts.
+   absorb(other)       add the words and counts of another store: the slot here of every slot there (int64, as
+                       bytes), or None if a word there has the hash of another word here (a collision).
    len(words)          the number of words stored.
 
    remap(source, target, table, counts, wide) -> tokens, or -1
@@ -426,6 +428,14 @@ static void Words_dealloc(Words *w) {
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
 
+/* Take a store's lock without holding the GIL: a thread never waits for a lock while holding the GIL, so that
+   one holding a lock can always get the GIL back (no deadlock). */
+static void lock(Words *w) {
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(w->lock, WAIT_LOCK);
+    Py_END_ALLOW_THREADS
+}
+
 static int ready(Words *w) {
     if (!w->lock) PyErr_SetString(PyExc_RuntimeError, "Words is not initialised");
     return w->lock != NULL;
@@ -535,7 +545,7 @@ static PyObject *Words_count(Words *w, PyObject *arg) {
 
 static PyObject *Words_export(Words *w, PyObject *unused) {
     if (!ready(w)) return NULL;
-    PyThread_acquire_lock(w->lock, WAIT_LOCK);
+    lock(w);
     PyObject *out = Py_BuildValue("(y#y#y#y#y#)", (const char *)w->hashes, (Py_ssize_t)(w->n * 8),
                                   (const char *)w->points, (Py_ssize_t)(w->used * 4), (const char *)w->starts,
                                   (Py_ssize_t)(w->n * 8), (const char *)w->lengths, (Py_ssize_t)(w->n * 8),
@@ -564,7 +574,7 @@ static inline int before(const Words *w, const Ranked *x, const Ranked *y) {
 static PyObject *Words_ranked(Words *w, PyObject *args) {
     long long min_count = 1;
     if (!ready(w) || !PyArg_ParseTuple(args, "|L", &min_count)) return NULL;
-    PyThread_acquire_lock(w->lock, WAIT_LOCK);
+    lock(w);
     size_t n = 0;
     Ranked *order = malloc((w->n + 1) * sizeof(Ranked)), *tmp = malloc((w->n + 1) * sizeof(Ranked));
     int64_t *slots = malloc((w->n + 1) * 8);
@@ -603,6 +613,45 @@ static PyObject *Words_ranked(Words *w, PyObject *args) {
     return out;
 }
 
+static PyTypeObject WordsType;
+
+static PyObject *Words_absorb(Words *w, PyObject *arg) {
+    if (!ready(w)) return NULL;
+    if (!PyObject_TypeCheck(arg, &WordsType) || arg == (PyObject *)w || !((Words *)arg)->lock) {
+        PyErr_SetString(PyExc_TypeError, "absorb: expected another initialised Words");
+        return NULL;
+    }
+    Words *o = (Words *)arg;
+    int r = 0;
+    PyObject *out = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(w->lock, WAIT_LOCK);
+    PyThread_acquire_lock(o->lock, WAIT_LOCK);
+    Py_END_ALLOW_THREADS
+    int64_t *map = malloc((o->n + 1) * 8);
+    if (!map) {
+        r = NOMEM;
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        for (size_t s = 0; s < o->n && r == 0; s++) {
+            int64_t slot;
+            r = find_or_add(w, 4, o->points, (Py_ssize_t)o->used, o->starts[s], o->lengths[s], o->hashes[s], 1, &slot);
+            if (r == 0) {
+                w->counts[slot] += o->counts[s];
+                map[s] = slot;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        if (r == 0) out = PyBytes_FromStringAndSize((const char *)map, (Py_ssize_t)(o->n * 8));
+    }
+    PyThread_release_lock(o->lock);
+    PyThread_release_lock(w->lock);
+    free(map);
+    if (r == NOMEM) return PyErr_NoMemory();
+    if (r < 0) Py_RETURN_NONE;
+    return out;
+}
+
 static Py_ssize_t Words_len(Words *w) { return (Py_ssize_t)w->n; }
 
 static PyMethodDef Words_methods[] = {
@@ -612,6 +661,9 @@ static PyMethodDef Words_methods[] = {
      "tokens(points, starts, ends, hashes, slots, insert=True) -> 0 (-2: hash collision)"},
     {"count", (PyCFunction)Words_count, METH_O, "count(slots): add one to the count of every slot"},
     {"export", (PyCFunction)Words_export, METH_NOARGS, "(hashes, points, starts, lengths, counts) as bytes"},
+    {"absorb", (PyCFunction)Words_absorb, METH_O,
+     "absorb(other) -> int64 slots (bytes): add another store's words and counts; the slot here of each of its "
+     "slots (None: a hash collision)"},
     {"ranked", (PyCFunction)Words_ranked, METH_VARARGS,
      "ranked(min_count=1) -> int64 slots (bytes) of the words counted min_count times or more, by descending count, "
      "ties by word"},

@@ -422,6 +422,14 @@ class WordCounter:
         total.update(self._python)
         return total
 
+    def absorb(self, other: "WordCounter") -> np.ndarray | None:
+        """Add the words and counts of `other` (both native stores): the slot here of each of its slots, or None
+        if a word there has the hash of another word here (`HashCollision` then)."""
+        if self._native is None or other._native is None or self._python or other._python:
+            raise ValueError("absorb needs two native word stores")
+        slots = self._native.absorb(other._native)
+        return None if slots is None else np.frombuffer(slots, dtype=np.int64)
+
     def __len__(self) -> int:
         """The number of words stored (the slots given so far)."""
         return len(self._native) if self._native is not None else len(self._words)

@@ -18,8 +18,9 @@ tokenizer and ids as training then encoding, from half the splitting work.
 
 Everything is written into a temporary sibling of `data.dir` that is renamed into place at the very end
 (`atomic.directory`), so a killed run never leaves a directory that `Dataset` accepts; the next run removes such
-leftovers. Large corpora use both cores: char encodes with numpy, bpe with the Rust batch encoder's threads, word
-(split and looked up with numpy, `fast_words`) in worker processes (`data.workers`).
+leftovers. Large corpora use both cores: char encodes with numpy, bpe with the Rust batch encoder's threads, the
+single word pass in threads with native word stores (`fast_words`, which release the GIL), other word encoding (and
+the word pass without the native store) in worker processes (`data.workers`).
 
 How splits are carved from the train sources (`data.split`: tail / documents, or explicit files) is described in
 `llmctl.data.splits`; document boundaries (`<eos>`, labels, `pair_template`) in `llmctl.data.writing`.
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import __version__, atomic
+from llmctl.data import fast_words
 from llmctl.data import stats as stats_mod
 from llmctl.data.dataset import FORMAT_VERSION, Dataset, token_dtype
 from llmctl.data.encoding import Workers, encoder, workers_for
@@ -148,12 +150,14 @@ def run(exp, reporter: Reporter | None = None, force: bool = False) -> Result:
             return Result(title="preprocess: up to date", values=_summary(existing, final, None, "unchanged"),
                           lines=[f"dataset {final} is up to date (inputs and settings unchanged): nothing to do; "
                                  "use --force to rebuild"])
-    workers = workers_for(plan.total_bytes, exp.data.workers)
-    # one pool for the word pass (or word encoding with a reused tokenizer), started before the scan so that its
-    # start-up overlaps it
-    pool = Workers.start(workers) if workers > 1 and plan.kind == "word" else None
+    # the single word pass runs in threads with the native word store; otherwise one process pool for the word pass
+    # (or word encoding with a reused tokenizer), started before the scan so that its start-up overlaps it
+    threaded = plan.kind == "word" and plan.reused is None and fast_words.native is not None
+    workers = workers_for(plan.total_bytes, exp.data.workers, threads=threaded)
+    threads = workers if threaded else 1
+    pool = Workers.start(workers) if workers > 1 and plan.kind == "word" and not threaded else None
     try:
-        manifest, report = _build(plan, final, reporter, pool)
+        manifest, report = _build(plan, final, reporter, pool, threads)
     finally:
         if pool is not None:
             pool.stop()
@@ -164,7 +168,7 @@ def run(exp, reporter: Reporter | None = None, force: bool = False) -> Result:
                   lines=[f"dataset written to {final} in {values['seconds']} s ({values['MB/s']} MB/s)"])
 
 
-def _build(plan: Plan, final: Path, reporter: Reporter, pool: Workers | None
+def _build(plan: Plan, final: Path, reporter: Reporter, pool: Workers | None, threads: int = 1
            ) -> tuple[dict[str, Any], dict[str, Any]]:
     from llmctl import config as config_mod
 
@@ -188,7 +192,7 @@ def _build(plan: Plan, final: Path, reporter: Reporter, pool: Workers | None
 
     with atomic.directory(final, replace=True) as tmp:
         layout = DatasetDir(tmp)
-        tokenizer, sinks, splits = _tokenize(plan, scans, layout, label_ids, reporter, pool)
+        tokenizer, sinks, splits = _tokenize(plan, scans, layout, label_ids, reporter, pool, threads)
         splits = {name: {**counts, "characters": sinks[name].counts.characters} for name, counts in splits.items()}
         if splits["train"]["tokens"] == 0:
             raise DataError("data.train: the training split holds no tokens",
@@ -228,13 +232,14 @@ def _build(plan: Plan, final: Path, reporter: Reporter, pool: Workers | None
 
 
 def _tokenize(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, label_ids: dict[str, int],
-              reporter: Reporter, pool: Workers | None):
+              reporter: Reporter, pool: Workers | None, threads: int = 1):
     """Train (or reuse) the tokenizer and encode every split: `(tokenizer, sinks, manifest counts per split)`. A word
     tokenizer trained here takes the single counting pass (`writing.encode_counting`); the others (and word when
     words cannot be told apart by hash, `HashCollision`) train, then encode."""
     if plan.reused is None and plan.kind == "word":
         try:
-            return encode_counting(plan, scans, layout, label_ids, reporter, pool)  # saves the tokenizer too
+            # saves the tokenizer too
+            return encode_counting(plan, scans, layout, label_ids, reporter, pool, threads)
         except HashCollision:
             pool = None  # the workers' state is spent: two passes in this process (never needed in practice)
     if plan.reused is not None and plan.exp.tokenizer.extend:

@@ -27,6 +27,7 @@ from llmctl.data import stats as stats_mod
 from llmctl.data.dataset import SplitWriter, token_dtype
 from llmctl.data.encoding import (
     CHUNK_CHARS,
+    CountingThreads,
     Ordered,
     WorkerLost,
     Workers,
@@ -205,13 +206,16 @@ def encode_all(plan: Plan, scans: dict[str, ScanInfo], tokenizer, tok_dir: Path,
 
 
 def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, label_ids: dict[str, int],
-                    reporter: Reporter, workers: Workers | None):
+                    reporter: Reporter, workers: Workers | None, threads: int = 1):
     """The single pass of a word tokenizer trained here: encode every group to provisional ids while counting the
     train split's words, build the tokenizer from the counts (`tokenizer_from_counts`, the rule of
     `train_tokenizer`), save it to the layout's tokenizer folder and replace the provisional ids by its ids (in a
     thread, while the tokenizer is saved). Returns the tokenizer, the sinks and their
     manifest entries. Raises `fast_words.HashCollision` if words cannot be told apart by hash (take the two-pass
-    path then)."""
+    path then).
+
+    The pass runs in `workers` (processes), or in `threads` threads with native word stores (merged at the end,
+    `WordCounter.absorb`), or inline."""
     tok = plan.exp.tokenizer
     sinks = {s: Sink(layout, s, np.dtype(np.int32), 0, provisional=True) for s in plan.splits()}
     n = workers.n if workers is not None else 1
@@ -221,13 +225,14 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
             _encode_groups(plan, scans, Ordered(workers), Task(worker_slots, counted=True), sinks, label_ids, reporter)
             exports = [part.get() for part in [workers.pool.apply_async(worker_export) for _ in range(n)]]
         else:
-            counter = fast_words.WordCounter()
-
-            def encode(texts: list[str], counted: list[bool]) -> tuple[np.ndarray, np.ndarray]:
-                slots, lengths = counter.slots(texts, counted)
-                return provisional_ids(slots, 1, 0, len(counter)), lengths
-
-            _encode_groups(plan, scans, Ordered(None), Task(encode, counted=True), sinks, label_ids, reporter)
+            counters = _count_in_threads(plan, scans, sinks, label_ids, reporter, threads)
+            n, counter = len(counters), counters[0]
+            own = [np.arange(len(counter), dtype=np.int64)]  # each counter's slots in the first one
+            for other in counters[1:]:
+                slots = counter.absorb(other)
+                if slots is None:
+                    raise fast_words.HashCollision("two words share a hash")
+                own.append(slots)
             limit = tok.max_vocab - len(SPECIAL_TOKENS) if tok.max_vocab is not None else None
             ranked = counter.ranked(tok.min_freq, max(limit, 0) if limit is not None else None)
             exports = [(0, *counter.export())] if ranked is None else []
@@ -240,7 +245,7 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
         raise
     if ranked is not None:  # one store whose words come sorted by the vocabulary rule: no merge, no Python sort
         counted = bool(ranked[0]) or len(counter.ranked(1, 1)[1]) > 0
-        return _finish_counting(plan, layout, sinks, *ranked, counted=counted, stored=len(counter))
+        return _finish_counting(plan, layout, sinks, *ranked, counted=counted, stored=len(counter), own=own)
     if sorted(index for index, *_ in exports) != list(range(n)):
         raise ResourceError("a worker process died while encoding (out of memory?)",
                             hint="run again, or set data.workers=1")
@@ -262,21 +267,46 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
     return _remap_and_save(layout, sinks, tokenizer, table)
 
 
+def _count_in_threads(plan: Plan, scans: dict[str, ScanInfo], sinks: dict[str, Sink], label_ids: dict[str, int],
+                      reporter: Reporter, threads: int) -> list[fast_words.WordCounter]:
+    """The single pass in this process: in `threads` threads (native word stores only) or inline. Returns the
+    counters, one per thread."""
+    if threads > 1 and fast_words.native is not None:
+        pool = CountingThreads(threads)
+        try:
+            _encode_groups(plan, scans, Ordered(pool), Task(pool.slots, counted=True), sinks, label_ids, reporter)
+        finally:
+            pool.stop()
+        return pool.counters
+    counter = fast_words.WordCounter()
+
+    def encode(texts: list[str], counted: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+        slots, lengths = counter.slots(texts, counted)
+        return provisional_ids(slots, 1, 0, len(counter)), lengths
+
+    _encode_groups(plan, scans, Ordered(None), Task(encode, counted=True), sinks, label_ids, reporter)
+    return [counter]
+
+
 def _finish_counting(plan: Plan, layout: DatasetDir, sinks: dict[str, Sink], words: list[str], slots: np.ndarray, *,
-                     counted: bool, stored: int):
-    """`encode_counting`'s end for one counting store (of `stored` words, `counted` if any was counted) whose
-    words come ranked (`WordCounter.ranked`): the vocabulary is the specials then `words`, slot `slots[k]` gets id
-    `specials + k` and every other slot `<unk>`."""
+                     counted: bool, stored: int, own: list[np.ndarray]):
+    """`encode_counting`'s end for counting stores merged into one (of `stored` words, `counted` if any was
+    counted) whose words come ranked (`WordCounter.ranked`): the vocabulary is the specials then `words`, slot
+    `slots[k]` gets id `specials + k` and every other slot `<unk>`; `own[i]` is the slot there of each slot of
+    thread i (provisional id `specials + slot * n + i`)."""
     tok = plan.exp.tokenizer
     with _tokenizer_errors():
         if not counted:
             raise ValueError("training data is empty: no word tokens found")
         tokenizer = tokenizer_from_ranked("word", words, tok.max_vocab, split=True)
-    first = len(SPECIAL_TOKENS)
-    table = np.full(first + stored, UNK_ID, dtype=np.int64)
-    table[:first] = np.arange(first)
+    first, n = len(SPECIAL_TOKENS), len(own)
+    final = np.full(stored, UNK_ID, dtype=np.int64)
     kept = tokenizer.vocab_size - first
-    table[first + slots[:kept]] = first + np.arange(kept)
+    final[slots[:kept]] = first + np.arange(kept)
+    table = np.full(first + n * max(part.size for part in own), UNK_ID, dtype=np.int64)
+    table[:first] = np.arange(first)
+    for i, part in enumerate(own):
+        table[first + i::n][:part.size] = final[part]
     return _remap_and_save(layout, sinks, tokenizer, table)
 
 

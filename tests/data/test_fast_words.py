@@ -259,3 +259,25 @@ def test_ranked_words_follow_the_vocabulary_rule(min_count: int, limit: int | No
     assert [counter.export()[1][s] for s in slots.tolist()] == words
     vocab = tokenizer_from_counts("word", counts, min_count, None if limit is None else limit + 5)
     assert [vocab.id_to_token(i) for i in range(5, vocab.vocab_size)] == words
+
+
+def test_absorb_merges_counts_and_maps_every_slot() -> None:
+    """Counting threads' stores are merged into the first: counts add up, every slot of the other maps to the slot
+    of its word, and the merged ranking is the ranking of all the text."""
+    if fw.native is None:
+        pytest.skip("the native scanner is not built")
+    texts = _texts(6)
+    counters = [fw.WordCounter(), fw.WordCounter()]
+    for k, start in enumerate(range(0, len(texts), 7)):
+        counters[k % 2].slots(texts[start:start + 7], [True] * len(texts[start:start + 7]))
+    other_words = counters[1].export()[1]
+    size = len(counters[0])
+    mapping = counters[0].absorb(counters[1])
+    merged = counters[0].export()[1]
+    assert [merged[s] for s in mapping.tolist()] == other_words and merged[:size] == counters[0].export()[1][:size]
+    reference = _reference(texts)
+    assert counters[0].counts() == reference
+    words, _ = counters[0].ranked()
+    assert words == sorted(reference, key=lambda w: (-reference[w], w))
+    with pytest.raises(TypeError):
+        counters[0]._native.absorb(counters[0]._native)

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from llmctl import config
 from llmctl.cli import app
-from llmctl.data import encoding, preprocess
+from llmctl.data import encoding, fast_words, preprocess
 from llmctl.data.dataset import Dataset
 from llmctl.data.tokenizers import BOS_ID, EOS_ID, SEP_ID, UNK_ID, tokenizer_from_counts, train_tokenizer
 from llmctl.errors import ArtifactError, ConfigError, DataError
@@ -333,15 +333,36 @@ def test_tokenizer_extend_needs_from_and_a_char_or_word_tokenizer(tmp_path):
         _run(tmp_path, {"dir": "x", "train": ["a.txt"]}, {"from": str(bpe.data.dir), "extend": True})
 
 
-def test_worker_processes_give_identical_output(tmp_path):
-    _write(tmp_path / "a.txt", "".join(f"{VERSE}line {i}\n" for i in range(400)))
+@pytest.mark.parametrize("store", ["native", "numpy"])
+def test_parallel_word_passes_give_identical_output(tmp_path, monkeypatch, store):
+    """The single word pass in threads with native word stores (merged at the end), or without them in worker
+    processes, writes the dataset one process writes."""
+    if store == "native" and fast_words.native is None:
+        pytest.skip("the native scanner is not built")
+    if store == "numpy":
+        monkeypatch.setattr(fast_words, "native", None)
+    _write(tmp_path / "a.txt", "".join(f"{VERSE}line {i} {' '.join(_mixed_lines(2, i))}\n" for i in range(400)))
     one, _ = _run(tmp_path, {"dir": "one", "train": ["a.txt"], "workers": 1}, {"kind": "word"})
-    two, _ = _run(tmp_path, {"dir": "two", "train": ["a.txt"], "workers": 2}, {"kind": "word"})
-    a, b = Dataset(one.data.dir), Dataset(two.data.dir)
+    for n in (2, 3):
+        many, _ = _run(tmp_path, {"dir": f"w{n}", "train": ["a.txt"], "workers": n}, {"kind": "word"})
+        _assert_same_dataset(Dataset(one.data.dir), Dataset(many.data.dir))
+
+
+def _assert_same_dataset(a: Dataset, b: Dataset) -> None:
     assert a.fingerprint == b.fingerprint
     for split in ("train", "valid"):
         assert np.array_equal(a.tokens(split), b.tokens(split))
         assert np.array_equal(a.doc_offsets(split), b.doc_offsets(split))
+
+
+def test_a_hash_collision_between_counting_threads_takes_two_passes(tmp_path, monkeypatch):
+    if fast_words.native is None:
+        pytest.skip("the native scanner is not built")
+    _write(tmp_path / "a.txt", "".join(f"{VERSE}line {i}\n" for i in range(200)))
+    one, _ = _run(tmp_path, {"dir": "one", "train": ["a.txt"], "workers": 1}, {"kind": "word"})
+    monkeypatch.setattr(fast_words.WordCounter, "absorb", lambda self, other: None)  # "a word has another's hash"
+    two, _ = _run(tmp_path, {"dir": "two", "train": ["a.txt"], "workers": 2}, {"kind": "word"})
+    _assert_same_dataset(Dataset(one.data.dir), Dataset(two.data.dir))
 
 
 MIXED_WORDS = ["Speak", "naïve", "e\u0301te", "你好", "🙂", "👍🏽", "👨\u200d👩\u200d👧", "🇺🇸", "don't", "(a)", "x_1",
