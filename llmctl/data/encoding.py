@@ -1,9 +1,10 @@
-"""Encoders (texts → token ids, as fast as each tokenizer kind allows) and the worker pool that runs the word
-work in several processes on large corpora: the single word pass (`worker_slots`, `worker_export`) and encoding with
-a reused word tokenizer (`worker_encode`).
+"""Encoders (texts → token ids, as fast as each tokenizer kind allows) and the workers that run the word work on
+large corpora: the single word pass in threads with native word stores (`CountingThreads`), or in worker processes
+without them (`worker_slots`, `worker_export`), and encoding with a reused word tokenizer in worker processes
+(`worker_encode`).
 
-Large corpora use both cores: char encodes with numpy, bpe with the Rust batch encoder's threads, word (vectorised
-with numpy, `fast_words`) in worker processes (`data.workers`).
+Large corpora use both cores: char encodes with numpy, bpe with the Rust batch encoder's threads, word as above
+(`data.workers`).
 """
 
 from __future__ import annotations

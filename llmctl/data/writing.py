@@ -193,7 +193,8 @@ def encode_all(plan: Plan, scans: dict[str, ScanInfo], tokenizer, tok_dir: Path,
     """The encode pass over every group with a known tokenizer; returns the split sinks (still to be finished)."""
     dtype = token_dtype(tokenizer.vocab_size)
     sinks = {s: Sink(layout, s, dtype, tokenizer.vocab_size) for s in plan.splits()}
-    # word encodes in worker processes on large corpora. char (numpy) and bpe (Rust threads) stay here.
+    # word encodes in worker processes on large corpora (with a known tokenizer). char (numpy) and bpe (Rust
+    # threads) stay here.
     workers = workers if tokenizer.kind == "word" else None
     if workers is not None:
         if workers.forked:
