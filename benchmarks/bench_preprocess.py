@@ -8,7 +8,8 @@ Every case runs in a fresh Python subprocess, so its peak RSS (`resource.getrusa
 worker pools, the largest child) is its own. Throughput is source megabytes / wall seconds of the whole
 `preprocess.run` (inspect + scan + tokenizer training + encoding + writing), from one run; MB per CPU-second
 (process + children) is printed too, since on a shared machine it moves much less with other load; `--repeat N`
-runs every case N times and keeps the fastest (by wall clock). The baseline is
+runs every case N times and keeps the fastest (by wall clock). The memory check runs every corpus size with
+`data.workers` set to the number of cores, so that only the size differs. The baseline is
 `TextVectorization.adapt` + encoding of the same text in the same chunks (character split for char, whitespace
 split for word, no standardisation), so both sides build a vocabulary and produce ids for the whole corpus.
 
@@ -96,11 +97,11 @@ def _usage(size: int, seconds: float, cpu0: float) -> dict[str, float]:
             "peak_rss_mb": round(own, 1), "peak_child_rss_mb": round(children, 1)}
 
 
-def case_llmctl(kind: str, corpus: Path, out: Path) -> dict:
+def case_llmctl(kind: str, corpus: Path, out: Path, workers: int = 0) -> dict:
     from llmctl import config
     from llmctl.data import preprocess
 
-    raw = {"data": {"dir": str(out), "train": [str(corpus)], "split": {"valid": 0.1}},
+    raw = {"data": {"dir": str(out), "train": [str(corpus)], "split": {"valid": 0.1}, "workers": workers},
            "tokenizer": {"kind": kind, "vocab_size": 8000}}
     exp = config.validate(raw)
     size = corpus.stat().st_size
@@ -167,13 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where to put corpora and datasets (default: a temp dir)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per case; the fastest is kept")
     parser.add_argument("--case", nargs=3, metavar=("ENGINE", "KIND", "CORPUS"), help=argparse.SUPPRESS)
+    parser.add_argument("--case-workers", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.case:  # child process: one measurement, one JSON line on stdout
         engine, kind, corpus = args.case
         corpus_path = Path(corpus)
         if engine == "llmctl":
-            result = case_llmctl(kind, corpus_path, corpus_path.parent / f"ds-{kind}-{corpus_path.stem}")
+            result = case_llmctl(kind, corpus_path, corpus_path.parent / f"ds-{kind}-{corpus_path.stem}",
+                                 args.case_workers)
         else:
             result = case_textvectorization(kind, corpus_path)
         print(json.dumps(result))
@@ -208,22 +211,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'':<4}ratio llmctl / TextVectorization ({kind}): {entry['ratio']}x by wall clock, "
                       f"{entry['ratio_cpu']}x by CPU time")
             report["kinds"][kind] = entry
+        # memory: every size with the same number of workers (one per core; `data.workers` auto would use one for
+        # the small corpus and two for the large), so that only the corpus size differs
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         for kind in [k for k in args.flat_kinds.split(",") if k]:
             rows = {}
             for mb in sizes:
-                res = report["kinds"].get(kind, {}).get("llmctl") if mb == args.mb else None
-                res = res or _spawn(["--case", "llmctl", kind, str(corpus(mb))], args.repeat)
+                res = _spawn(["--case", "llmctl", kind, str(corpus(mb)), "--case-workers", str(cores)], args.repeat)
                 rows[f"{mb:g}"] = res
                 _row(f"llmctl {kind} @ {mb:g} MB", res)
             peaks = [max(r["peak_rss_mb"], r["peak_child_rss_mb"]) for r in rows.values()]
-            report["memory"][kind] = {"sizes_mb": sizes, "peak_rss_mb": peaks,
+            report["memory"][kind] = {"sizes_mb": sizes, "workers": cores, "peak_rss_mb": peaks,
+                                      "mb_per_s": [r["mb_per_s"] for r in rows.values()],
                                       "growth": round(peaks[-1] / peaks[0], 2) if peaks and peaks[0] else None}
             print(f"{'':<4}peak RSS {kind}: " + " → ".join(f"{p:.0f} MB" for p in peaks)
-                  + f" for {' → '.join(f'{s:g}' for s in sizes)} MB of text")
+                  + f" for {' → '.join(f'{s:g}' for s in sizes)} MB of text (data.workers={cores} at every size)")
 
     char = report["kinds"].get("char", {})
     report["preprocess_mb_per_s"] = char.get("llmctl", {}).get("mb_per_s")
     report["preprocess_vs_textvectorization"] = char.get("ratio")
+    report["preprocess_word_vs_textvectorization"] = report["kinds"].get("word", {}).get("ratio")
     report["load_average"] = os.getloadavg()[0]
     for kind, entry in report["kinds"].items():
         report[f"preprocess_{kind}_mb_per_s"] = entry["llmctl"]["mb_per_s"]

@@ -1,5 +1,6 @@
 """`make bench`: run every benchmark script, each printing ratios measured side by side in one run, then merge their
-numbers into benchmarks/results/latest.json and a Markdown table in docs/benchmarks.md.
+numbers into benchmarks/results/latest.json and a Markdown table in docs/benchmarks.md. `run_all.py NAME ...` re-runs
+only the named benchmarks and keeps the others' numbers from the last latest.json.
 
 Benchmarks report; they never fail because a machine is slow. A benchmark that crashes is reported as such and the
 others still run (the exit code is non-zero only if one crashed).
@@ -29,9 +30,15 @@ REQUIRED = ["train_tokens_per_s", "train_vs_keras_fit", "mfu", "generate_tokens_
 
 
 def main() -> int:
-    only = set(sys.argv[1:])
+    only = set(sys.argv[1:])  # `run_all.py preprocess generate`: re-run these, keep the others' last numbers
     merged: dict[str, object] = {}
     details: dict[str, dict] = {}
+    latest = ROOT / "benchmarks" / "results" / "latest.json"
+    if only and latest.exists():
+        previous = json.loads(latest.read_text(encoding="utf-8"))
+        details = {k: v for k, v in previous.get("details", {}).items() if k not in only}
+        for data in details.values():
+            merged.update({k: v for k, v in data.items() if not isinstance(v, (dict, list)) and k != "wall_seconds"})
     failed = []
     for name, script, extra in BENCHES:
         if only and name not in only:

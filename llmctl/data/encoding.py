@@ -220,6 +220,19 @@ def worker_export() -> tuple[int, np.ndarray, list[str], np.ndarray]:
     return (_WORKER["index"], *exported)
 
 
+class _Pending:
+    """A future with `multiprocessing`'s `AsyncResult.get` (a wrapper: a future holding its own bound method would
+    be a reference cycle, keeping its result alive until the garbage collector runs)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future) -> None:
+        self.future = future
+
+    def get(self):
+        return self.future.result()
+
+
 class CountingThreads:
     """The single word pass in `n` threads, each counting into a native word store of its own: the stores split and
     look up without the GIL, so the threads run on all cores with no process to start and nothing to pickle.
@@ -239,10 +252,8 @@ class CountingThreads:
     def _number(self) -> None:
         self._local.index = next(self._started)
 
-    def apply_async(self, fn, args: tuple):
-        future = self._executor.submit(fn, *args)
-        future.get = future.result
-        return future
+    def apply_async(self, fn, args: tuple) -> "_Pending":
+        return _Pending(self._executor.submit(fn, *args))
 
     def slots(self, texts: list[str], counted: list[bool]) -> tuple[np.ndarray, np.ndarray]:
         index = self._local.index
