@@ -432,6 +432,16 @@ def test_word_single_pass_falls_back_to_two_passes_on_a_hash_collision(tmp_path,
             assert (a.root / name).read_bytes() == (b.root / name).read_bytes(), name
 
 
+def test_workers_default_to_one_per_core_for_large_corpora(monkeypatch):
+    cores = len(os.sched_getaffinity(0))
+    assert encoding.workers_for(1 << 40, 3) == encoding.workers_for(1, 3, threads=True) == 3  # data.workers
+    assert encoding.workers_for(encoding.PARALLEL_MIN_BYTES_THREADS - 1, 0, threads=True) == 1
+    assert encoding.workers_for(encoding.PARALLEL_MIN_BYTES_THREADS, 0, threads=True) == cores
+    monkeypatch.setattr(fast_words, "native", None)  # worker processes: a larger corpus repays starting them
+    assert encoding.workers_for(encoding.PARALLEL_MIN_BYTES - 1, 0) == 1
+    assert encoding.workers_for(encoding.PARALLEL_MIN_BYTES, 0) == cores
+
+
 def test_workers_fork_only_when_safe(monkeypatch):
     import threading
 
