@@ -8,8 +8,9 @@
        WORD_CHAR code points, or one WORD_SINGLE code point; WORD_SPACE separates — and writes every token's slot
        (the index of its word in the store; -1 for a word not stored when `insert` is false) and start. New words
        are stored (`insert`). Every token is checked code point by code point against the word of its hash.
-       -1: a WORD_COMPLEX code point occurs (nothing looked up: take the numpy path); -2: a token and a stored word
-       share a hash but differ (a hash collision: fast_words gives up on hashing).
+       -1: a WORD_COMPLEX code point occurs (take the numpy path; words of the tokens before it may have been stored,
+       uncounted); -2: a token and a stored word share a hash but differ (a hash collision: fast_words gives up on
+       hashing).
    tokens(points, starts, ends, hashes, slots, insert=True) -> 0 or -2
        The same lookup for tokens already split (uint32 code points, int64 bounds, uint64 hashes): the numpy path.
    count(slots)        counts[slot] += 1 for every slot (int64).
@@ -29,7 +30,9 @@
 
    The hash of code points p[a:b] is sum(p[a + k] * BASE**k) modulo 2**64, as fast_words._hashes computes it (the
    numpy path and this store must agree: a word hashed both ways gets one slot). The GIL is released while a text
-   is split and looked up; a lock keeps one store's calls apart.
+   is split and looked up. Calls that can change a store hold its lock; lookups (`insert` false) take none, so
+   several threads can look up in one store at once — which nobody may insert into meanwhile (fast_words' encoder
+   stores are filled once, then only looked up).
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -67,9 +70,6 @@ typedef struct {
     size_t n, room;
     uint32_t *points;
     size_t used, points_room;
-    int64_t *ends_tmp;
-    uint64_t *hashes_tmp;
-    size_t tmp_room;
     PyThread_type_lock lock;
 } Words;
 
@@ -97,13 +97,6 @@ static int reserve_points(Words *w, size_t need) {
     size_t room = w->points_room * 2 > need ? w->points_room * 2 : need;
     if (grow((void **)&w->points, room, 4)) return NOMEM;
     w->points_room = room;
-    return 0;
-}
-
-static int reserve_tmp(Words *w, size_t need) {
-    if (need <= w->tmp_room) return 0;
-    if (grow((void **)&w->ends_tmp, need, 8) || grow((void **)&w->hashes_tmp, need, 8)) return NOMEM;
-    w->tmp_room = need;
     return 0;
 }
 
@@ -203,12 +196,13 @@ static int find_or_add(Words *w, int kind, const void *data, Py_ssize_t n, Py_ss
     return 0;
 }
 
-/* Token bounds and hashes of data[0:n] (code units of type T); the number of tokens, or COMPLEX. */
+/* Token bounds and hashes of data[*pos:n] (code units of type T), at most `room` tokens (the last one whole);
+   *pos moves past them. The number of tokens, or COMPLEX. */
 #define SPLIT(NAME, T)                                                                                             \
     static Py_ssize_t NAME(const uint8_t *classes, uint64_t n_classes, const T *data, Py_ssize_t n,             \
-                           int64_t *starts, int64_t *ends, uint64_t *hashes) {                                    \
-        Py_ssize_t tokens = 0, i = 0;                                                                             \
-        while (i < n) {                                                                                           \
+                           Py_ssize_t *pos, Py_ssize_t room, int64_t *starts, int64_t *ends, uint64_t *hashes) { \
+        Py_ssize_t tokens = 0, i = *pos;                                                                          \
+        while (i < n && tokens < room) {                                                                          \
             uint32_t p = data[i];                                                                                 \
             uint8_t c = (uint64_t)p < n_classes ? classes[p] : WORD_SINGLE;                                       \
             if (c == WORD_SPACE) {                                                                                \
@@ -236,18 +230,19 @@ static int find_or_add(Words *w, int kind, const void *data, Py_ssize_t n, Py_ss
             ends[tokens] = i;                                                                                     \
             hashes[tokens++] = h;                                                                                 \
         }                                                                                                         \
+        *pos = i;                                                                                                 \
         return tokens;                                                                                            \
     }
 SPLIT(split_1, uint8_t)
 SPLIT(split_2, uint16_t)
 SPLIT(split_4, uint32_t)
 
-static Py_ssize_t split(const Words *w, int kind, const void *data, Py_ssize_t n, int64_t *starts, int64_t *ends,
-                        uint64_t *hashes) {
+static Py_ssize_t split(const Words *w, int kind, const void *data, Py_ssize_t n, Py_ssize_t *pos, Py_ssize_t room,
+                        int64_t *starts, int64_t *ends, uint64_t *hashes) {
     uint64_t n_classes = (uint64_t)w->n_classes;
-    if (kind == 1) return split_1(w->classes, n_classes, data, n, starts, ends, hashes);
-    if (kind == 2) return split_2(w->classes, n_classes, data, n, starts, ends, hashes);
-    return split_4(w->classes, n_classes, data, n, starts, ends, hashes);
+    if (kind == 1) return split_1(w->classes, n_classes, data, n, pos, room, starts, ends, hashes);
+    if (kind == 2) return split_2(w->classes, n_classes, data, n, pos, room, starts, ends, hashes);
+    return split_4(w->classes, n_classes, data, n, pos, room, starts, ends, hashes);
 }
 
 /* Slots of tokens [0, n) (bounds in starts/ends, hashes), prefetching the table entries a few tokens ahead: the
@@ -264,6 +259,24 @@ static int find_all(Words *w, int kind, const void *data, Py_ssize_t n_data, Py_
         if (r < 0) return r;
     }
     return 0;
+}
+
+/* Split data[0:n] and find (or store, `insert`) every token's word, a block of tokens at a time: the number of
+   tokens, or COMPLEX / COLLISION / NOMEM. */
+#define BLOCK 512
+static Py_ssize_t split_and_find(Words *w, int kind, const void *data, Py_ssize_t n, int insert, int64_t *slots,
+                                 int64_t *starts) {
+    int64_t ends[BLOCK];
+    uint64_t hashes[BLOCK];
+    Py_ssize_t pos = 0, tokens = 0;
+    while (pos < n) {
+        Py_ssize_t got = split(w, kind, data, n, &pos, BLOCK, starts + tokens, ends, hashes);
+        if (got < 0) return got;
+        int r = find_all(w, kind, data, n, got, starts + tokens, ends, hashes, insert, slots + tokens);
+        if (r < 0) return r;
+        tokens += got;
+    }
+    return tokens;
 }
 
 /* ------------------------------------------------------------------ buffers */
@@ -422,8 +435,6 @@ static void Words_dealloc(Words *w) {
     free(w->lengths);
     free(w->counts);
     free(w->points);
-    free(w->ends_tmp);
-    free(w->hashes_tmp);
     if (w->lock) PyThread_free_lock(w->lock);
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
@@ -465,14 +476,9 @@ static PyObject *Words_unit(Words *w, PyObject *args) {
     int64_t *slots = b[0].view.buf, *starts = b[1].view.buf;
     Py_ssize_t result;
     Py_BEGIN_ALLOW_THREADS
-    PyThread_acquire_lock(w->lock, WAIT_LOCK);
-    result = reserve_tmp(w, (size_t)n + 1);
-    if (result == 0) result = split(w, kind, data, n, starts, w->ends_tmp, w->hashes_tmp);
-    if (result > 0) {
-        int r = find_all(w, kind, data, n, result, starts, w->ends_tmp, w->hashes_tmp, insert, slots);
-        if (r < 0) result = r;
-    }
-    PyThread_release_lock(w->lock);
+    if (insert) PyThread_acquire_lock(w->lock, WAIT_LOCK);
+    result = split_and_find(w, kind, data, n, insert, slots, starts);
+    if (insert) PyThread_release_lock(w->lock);
     Py_END_ALLOW_THREADS
     release(b, 2);
     return failed(result);
@@ -506,9 +512,9 @@ static PyObject *Words_tokens(Words *w, PyObject *args) {
     }
     Py_ssize_t result = 0;
     Py_BEGIN_ALLOW_THREADS
-    PyThread_acquire_lock(w->lock, WAIT_LOCK);
+    if (insert) PyThread_acquire_lock(w->lock, WAIT_LOCK);
     result = find_all(w, 4, points, n_points, n, starts, ends, hashes, insert, slots);
-    PyThread_release_lock(w->lock);
+    if (insert) PyThread_release_lock(w->lock);
     Py_END_ALLOW_THREADS
     release(b, 5);
     return failed(result);

@@ -1,7 +1,7 @@
 """Encoders (texts → token ids, as fast as each tokenizer kind allows) and the workers that run the word work on
-large corpora: the single word pass in threads with native word stores (`CountingThreads`), or in worker processes
-without them (`worker_slots`, `worker_export`), and encoding with a reused word tokenizer in worker processes
-(`worker_encode`).
+large corpora: in threads with native word stores (`Threads`; `CountingThreads` for the single word pass), or
+without them in worker processes (`worker_slots` and `worker_export` for the single pass, `worker_encode` for
+encoding with a known tokenizer).
 
 Large corpora use both cores: char encodes with numpy, bpe with the Rust batch encoder's threads, word as above
 (`data.workers`).
@@ -234,17 +234,14 @@ class _Pending:
         return self.future.result()
 
 
-class CountingThreads:
-    """The single word pass in `n` threads, each counting into a native word store of its own: the stores split and
-    look up without the GIL, so the threads run on all cores with no process to start and nothing to pickle.
-    `pool` is `multiprocessing.Pool`-like for `Ordered`; `slots` is the task (as `worker_slots`: provisional ids
-    interleaved by thread)."""
+class Threads:
+    """`n` threads with `multiprocessing.Pool`'s `apply_async` (`pool` for `Ordered`), each numbered (`index`). For
+    word work whose native part releases the GIL: no process to start, nothing to pickle."""
 
     def __init__(self, n: int):
         from concurrent.futures import ThreadPoolExecutor
 
         self.n = n
-        self.counters = [WordCounter() for _ in range(n)]
         self._local = threading.local()
         self._started = itertools.count()
         self._executor = ThreadPoolExecutor(n, thread_name_prefix="llmctl-words", initializer=self._number)
@@ -253,17 +250,32 @@ class CountingThreads:
     def _number(self) -> None:
         self._local.index = next(self._started)
 
+    @property
+    def index(self) -> int:
+        """The number of the calling thread (0..n-1)."""
+        return self._local.index
+
     def apply_async(self, fn, args: tuple) -> "_Pending":
         return _Pending(self._executor.submit(fn, *args))
 
+    def stop(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class CountingThreads(Threads):
+    """The single word pass in `n` threads, each counting into a native word store of its own (which split and look
+    up without the GIL, so the threads run on all cores); `slots` is the task (as `worker_slots`: provisional ids
+    interleaved by thread)."""
+
+    def __init__(self, n: int):
+        super().__init__(n)
+        self.counters = [WordCounter() for _ in range(n)]
+
     def slots(self, texts: list[str], counted: list[bool]) -> tuple[np.ndarray, np.ndarray]:
-        index = self._local.index
+        index = self.index
         counter = self.counters[index]
         slots, lengths = counter.slots(texts, counted)
         return provisional_ids(slots, self.n, index, len(counter)), lengths
-
-    def stop(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 class Ordered:

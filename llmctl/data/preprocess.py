@@ -18,9 +18,9 @@ tokenizer and ids as training then encoding, from half the splitting work.
 
 Everything is written into a temporary sibling of `data.dir` that is renamed into place at the very end
 (`atomic.directory`), so a killed run never leaves a directory that `Dataset` accepts; the next run removes such
-leftovers. Large corpora use both cores: char encodes with numpy, bpe with the Rust batch encoder's threads, the
-single word pass in threads with native word stores (`fast_words`, which release the GIL), other word encoding (and
-the word pass without the native store) in worker processes (`data.workers`).
+leftovers. Large corpora use both cores: char encodes with numpy, bpe with the Rust batch encoder's threads, word
+in threads with native word stores (`fast_words`, which release the GIL; without them in worker processes),
+`data.workers` of them.
 
 How splits are carved from the train sources (`data.split`: tail / documents, or explicit files) is described in
 `llmctl.data.splits`; document boundaries (`<eos>`, labels, `pair_template`) in `llmctl.data.writing`.
@@ -150,9 +150,9 @@ def run(exp, reporter: Reporter | None = None, force: bool = False) -> Result:
             return Result(title="preprocess: up to date", values=_summary(existing, final, None, "unchanged"),
                           lines=[f"dataset {final} is up to date (inputs and settings unchanged): nothing to do; "
                                  "use --force to rebuild"])
-    # the single word pass runs in threads with the native word store; otherwise one process pool for the word pass
-    # (or word encoding with a reused tokenizer), started before the scan so that its start-up overlaps it
-    threaded = plan.kind == "word" and plan.reused is None and fast_words.native is not None
+    # word work runs in threads with the native word store; otherwise in one process pool for the word pass (or
+    # word encoding with a reused tokenizer), started before the scan so that its start-up overlaps it
+    threaded = plan.kind == "word" and fast_words.native is not None
     workers = workers_for(plan.total_bytes, exp.data.workers, threads=threaded)
     threads = workers if threaded else 1
     pool = Workers.start(workers) if workers > 1 and plan.kind == "word" and not threaded else None
@@ -251,7 +251,7 @@ def _tokenize(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, label_
     else:
         tokenizer = train(plan, scans, reporter)
     tokenizer.save(layout.tokenizer)
-    sinks = encode_all(plan, scans, tokenizer, layout.tokenizer, layout, label_ids, reporter, pool)
+    sinks = encode_all(plan, scans, tokenizer, layout.tokenizer, layout, label_ids, reporter, pool, threads)
     return tokenizer, sinks, {name: sink.finish() for name, sink in sinks.items()}
 
 

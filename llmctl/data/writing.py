@@ -29,6 +29,7 @@ from llmctl.data.encoding import (
     CHUNK_CHARS,
     CountingThreads,
     Ordered,
+    Threads,
     WorkerLost,
     Workers,
     encoder,
@@ -189,12 +190,20 @@ class Task:
 
 
 def encode_all(plan: Plan, scans: dict[str, ScanInfo], tokenizer, tok_dir: Path, layout: DatasetDir,
-               label_ids: dict[str, int], reporter: Reporter, workers: Workers | None) -> dict[str, Sink]:
+               label_ids: dict[str, int], reporter: Reporter, workers: Workers | None,
+               threads: int = 1) -> dict[str, Sink]:
     """The encode pass over every group with a known tokenizer; returns the split sinks (still to be finished)."""
     dtype = token_dtype(tokenizer.vocab_size)
     sinks = {s: Sink(layout, s, dtype, tokenizer.vocab_size) for s in plan.splits()}
-    # word encodes in worker processes on large corpora (with a known tokenizer). char (numpy) and bpe (Rust
-    # threads) stay here.
+    # word encodes in `threads` threads with the native word store (its lookups release the GIL), else in worker
+    # processes, on large corpora. char (numpy) and bpe (Rust threads) stay here.
+    if tokenizer.kind == "word" and threads > 1 and fast_words.native is not None:
+        pool = Threads(threads)
+        try:
+            _encode_groups(plan, scans, Ordered(pool), Task(encoder(tokenizer)), sinks, label_ids, reporter)
+        finally:
+            pool.stop()
+        return sinks
     workers = workers if tokenizer.kind == "word" else None
     if workers is not None:
         if workers.forked:

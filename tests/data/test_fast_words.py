@@ -281,3 +281,18 @@ def test_absorb_merges_counts_and_maps_every_slot() -> None:
     assert words == sorted(reference, key=lambda w: (-reference[w], w))
     with pytest.raises(TypeError):
         counters[0]._native.absorb(counters[0]._native)
+
+
+def test_one_encoder_serves_several_threads_at_once(scanner: str) -> None:
+    """Encoding threads share one `WordEncoder` (its native store is only looked up, without a lock)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = _texts(8)
+    tokenizer = tokenizer_from_counts("word", _reference(texts[::2]), 1)  # odd texts hold unknown words
+    encode = fw.WordEncoder(tokenizer)
+    batches = [texts[i:i + 3] * 4 for i in range(0, len(texts), 3)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(encode, batches))
+    for batch, (flat, lengths) in zip(batches, results, strict=True):
+        assert flat.tolist() == [i for t in batch for i in tokenizer.encode(t)]
+        assert lengths.tolist() == [len(tokenizer.encode(t)) for t in batch]

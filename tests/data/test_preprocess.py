@@ -346,6 +346,10 @@ def test_parallel_word_passes_give_identical_output(tmp_path, monkeypatch, store
     for n in (2, 3):
         many, _ = _run(tmp_path, {"dir": f"w{n}", "train": ["a.txt"], "workers": n}, {"kind": "word"})
         _assert_same_dataset(Dataset(one.data.dir), Dataset(many.data.dir))
+    for n in (1, 2):  # encoding with a known tokenizer: threads (native) or processes
+        reused, _ = _run(tmp_path, {"dir": f"r{n}", "train": ["a.txt"], "workers": n},
+                         {"kind": "word", "from": str(one.data.dir)})
+        _assert_same_dataset(Dataset(one.data.dir), Dataset(reused.data.dir))
 
 
 def _assert_same_dataset(a: Dataset, b: Dataset) -> None:
