@@ -21,15 +21,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from llmctl.data import fast_words
 from llmctl.data.fast_words import WordCounter, WordEncoder, warm_up
 from llmctl.data.fast_words import count_words as count_words
 from llmctl.data.tokenizers import SPECIAL_TOKENS, UNK_ID, load_tokenizer
 
 PARALLEL_MIN_BYTES = 8 << 20      # below this, one process is faster than starting workers (numpy word path)
-# the same with the native word scanner, whose workers gain less over the parent's own reading and writing: measured
-# 20 MB in 0.54 s alone vs 0.64 s with 2 workers, 200 MB in 3.84 vs 3.58 s
-PARALLEL_MIN_BYTES_NATIVE = 64 << 20
 # the single word pass in threads with native word stores (`CountingThreads`): nothing to start or pickle, but the
 # stores are merged at the end; measured (fresh processes, one thread vs two) 5 MB 0.15 vs 0.14 s, 10 MB 0.23 vs
 # 0.20, 20 MB 0.32 vs 0.27, 200 MB 2.2 vs 1.5
@@ -88,11 +84,7 @@ def workers_for(total_bytes: int, setting: int, threads: bool = False) -> int:
     counting threads)."""
     if setting:
         return setting
-    if threads:
-        minimum = PARALLEL_MIN_BYTES_THREADS
-    else:
-        minimum = PARALLEL_MIN_BYTES if fast_words.native is None else PARALLEL_MIN_BYTES_NATIVE
-    if total_bytes < minimum:
+    if total_bytes < (PARALLEL_MIN_BYTES_THREADS if threads else PARALLEL_MIN_BYTES):
         return 1
     try:
         return max(1, len(os.sched_getaffinity(0)))
