@@ -261,10 +261,11 @@ class WordCounter:
     """Counts the `split_words` tokens of texts: `counts()` equals `Counter` updated with `split_words(text)` for
     every text added (`add`, or the texts flagged as counted in `slots`).
 
-    Words are kept by hash: a sorted array of known hashes (plus a small sorted one of recent additions, merged in
-    when it grows) maps to a slot with the count, the string and the code points of the word. A unit's tokens are
-    grouped by hash, the groups matched with the known words (a new word is stored from one of its tokens), and every
-    token is then compared code point by code point with the word of its slot.
+    Words are kept by hash, in the native store (`_wordscan.Words`) where it is built, else here: a sorted array of
+    known hashes (plus a small sorted one of recent additions, merged in when it grows) maps to a slot with the
+    count, the string and the code points of the word. A unit's tokens are grouped by hash, the groups matched with
+    the known words (a new word is stored from one of its tokens), and every token is then compared code point by
+    code point with the word of its slot.
 
     `slots` also returns every token's *slot*, the index of its word among the words stored (see `export`): a single
     pass can so write slots while it counts, and map them to ids once the vocabulary is known."""
