@@ -21,6 +21,7 @@ import csv
 import glob
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,6 +35,7 @@ ROLES_BY_TASK = {"lm": ("text",), "classify": ("text", "label"), "pairs": ("prom
 
 # `skip` policy: undecodable bytes become this noncharacter, and any record holding it is dropped.
 _MARK = "\uffff"
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in JSON strings: escapes of half a surrogate pair
 
 
 def _mark_errors(exc: UnicodeError) -> tuple[str, int]:
@@ -379,6 +381,17 @@ def _jsonl(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[
                 raise DataError(f"{spec.path}:{lineno}: field `{name}` is {json.dumps(value)[:40]}, not text",
                                 hint=f"give every record a {role}")
             values[role] = _scalar(value)
+        if ("\\ud" in line or "\\uD" in line) and any(map(_SURROGATE.search, values.values())):
+            # an escape of half a surrogate pair (`"\ud800"`) decodes to a lone surrogate, which is not Unicode text
+            if opts.errors == "strict":
+                raise DataError(f"{spec.path}:{lineno}: an unpaired surrogate escape (like \\ud800) in a text field "
+                                "is not valid Unicode",
+                                hint="fix the file, or set data.encoding_errors=replace (U+FFFD) or skip (drop the "
+                                     "record)")
+            if opts.errors == "skip":
+                counter.skip(f"{spec.path}:{lineno}")
+                continue
+            values = {role: _SURROGATE.sub("\ufffd", value) for role, value in values.items()}
         yield Record(**values)
 
 

@@ -227,6 +227,21 @@ def test_jsonl_missing_field_names_file_line_and_fields(tmp_path):
     assert "text: <name>" in exc.value.one_line()
 
 
+def test_jsonl_unpaired_surrogate_escapes_follow_the_error_policy(tmp_path):
+    """`"\\ud800"` is valid JSON but decodes to half a surrogate pair, not text: strict names the line, replace
+    gives U+FFFD, skip drops the record; a whole pair (an emoji) is fine."""
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "ok \\ud83d\\ude00"}\n{"text": "bad \\ud800 x"}\n{"text": "B\\uDC00"}\n',
+                    encoding="utf-8")
+    with pytest.raises(DataError, match=r"a.jsonl:2: an unpaired surrogate escape") as exc:
+        _records(path)
+    assert "encoding_errors=replace" in exc.value.one_line()
+    assert [r.text for r in _records(path, errors="replace")] == ["ok \U0001F600", "bad \ufffd x", "B\ufffd"]
+    counter = src.ReadCounter()
+    assert [r.text for r in _records(path, errors="skip", counter=counter)] == ["ok \U0001F600"]
+    assert counter.skipped == 2
+
+
 def test_jsonl_invalid_lines(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text('{"text": "a"}\n{"text": \n', encoding="utf-8")
