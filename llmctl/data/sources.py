@@ -433,7 +433,12 @@ def _table(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[
             yield Record(prompt=row[a], response=row[b])
 
 
+CSV_FIELD_LIMIT = 2**31 - 1  # a field is a whole document; the csv module's default limit is 128 KiB
+
+
 def _csv_rows(path: Path, lines: Iterator[str]) -> Iterator[tuple[int, list[str]]]:
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     numbers: list[int] = []
 
     def feed() -> Iterator[str]:

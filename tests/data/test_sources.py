@@ -283,6 +283,13 @@ def test_csv_quoting_and_pairs(tmp_path):
     assert [(r.prompt, r.response) for r in recs] == [("Hi, there", "Line one\nline two"), ("q", 'say "hi"')]
 
 
+def test_csv_fields_may_be_longer_than_the_csv_modules_default_limit(tmp_path):
+    path = tmp_path / "a.csv"
+    long = "word " * 60_000  # 300 KB, over the csv module's default 128 KiB field limit
+    path.write_text(f'text,label\n"{long}",1\nshort,0\n', encoding="utf-8")
+    assert [(r.text, r.label) for r in _records(path, task="classify")] == [(long, "1"), ("short", "0")]
+
+
 def test_csv_header_only_and_bad_quote(tmp_path):
     path = tmp_path / "a.csv"
     path.write_text("text\n", encoding="utf-8")
