@@ -49,6 +49,7 @@ from llmctl.data.meter import Meter
 from llmctl.data.plan import PREPROCESS_VERSION, Plan, make_plan
 from llmctl.data.records import ScanInfo, labels, scan
 from llmctl.data.tokenizer_training import extend, train
+from llmctl.data.tokenizers import SPECIAL_TOKENS
 from llmctl.data.writing import encode_all, encode_counting, pair_template
 from llmctl.errors import ArtifactError, DataError, LlmctlError
 from llmctl.progress import Reporter
@@ -197,6 +198,10 @@ def _build(plan: Plan, final: Path, reporter: Reporter, pool: Workers | None, th
         if splits["train"]["tokens"] == 0:
             raise DataError("data.train: the training split holds no tokens",
                             hint="add data or lower data.split.valid / data.split.test")
+        if tokenizer.vocab_size <= len(SPECIAL_TOKENS):  # every token would be <unk>
+            raise DataError(f"the {tokenizer.kind} vocabulary holds no token besides the special ones: "
+                            f"tokenizer.min_freq={exp.tokenizer.min_freq} drops every token of data.train",
+                            hint="lower tokenizer.min_freq")
         report = stats_mod.report({n: s.counts for n, s in sinks.items()}, tokenizer, label_names,
                                   skipped=skipped, filtered=sum(s.filtered for s in scans.values()))
         atomic.write_json(layout.stats, report)

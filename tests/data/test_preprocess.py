@@ -560,6 +560,16 @@ def test_bad_input_is_one_typed_error_and_nothing_is_written(tmp_path, setup, da
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 
 
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_a_min_freq_that_keeps_no_token_is_an_error(tmp_path, kind):
+    _write(tmp_path / "a.txt", VERSE * 3)
+    with pytest.raises(DataError, match=f"the {kind} vocabulary holds no token besides the special ones: "
+                                        "tokenizer.min_freq=1000 drops every token") as exc:
+        _run(tmp_path, {"train": ["a.txt"]}, {"kind": kind, "min_freq": 1000})
+    assert "lower tokenizer.min_freq" in exc.value.one_line()
+    assert not (tmp_path / "ds").exists()
+
+
 def test_cli_bad_input_exits_3_with_one_line(tmp_path):
     _write(tmp_path / "dev.tsv", "label\tcontent\n0\tbad\n")
     cfg = tmp_path / "exp.yaml"
