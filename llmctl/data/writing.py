@@ -13,7 +13,7 @@ Classification documents are the text's ids (label id per document); pairs docum
 from __future__ import annotations
 
 import os
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,14 +267,9 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
         raise
     with _tokenizer_errors():
         tokenizer = tokenizer_from_counts("word", counts, tok.min_freq, tok.max_vocab, split=True)
-    # provisional id → id: the specials are themselves, worker i's slot s is at specials + s * n + i
-    ids = np.asarray(tokenizer.tokens_to_ids(distinct), dtype=np.int32)
-    first = len(SPECIAL_TOKENS)
-    table = np.full(first + n * max(part.size for part in where), UNK_ID, dtype=np.int64)
-    table[:first] = np.arange(first)
-    for (index, *_), part in zip(exports, where, strict=True):
-        table[first + index::n][:part.size] = ids[part]
-    return _remap_and_save(layout, sinks, tokenizer, table)
+    ids = np.asarray(tokenizer.tokens_to_ids(distinct), dtype=np.int64)
+    by_worker = dict(zip((index for index, *_ in exports), (ids[part] for part in where), strict=True))
+    return _remap_and_save(layout, sinks, tokenizer, _id_table([by_worker[i] for i in range(n)]))
 
 
 def _count_in_threads(plan: Plan, scans: dict[str, ScanInfo], sinks: dict[str, Sink], label_ids: dict[str, int],
@@ -309,15 +304,22 @@ def _finish_counting(plan: Plan, layout: DatasetDir, sinks: dict[str, Sink], wor
         if not counted:
             raise ValueError("training data is empty: no word tokens found")
         tokenizer = tokenizer_from_ranked("word", words, tok.max_vocab, split=True)
-    first, n = len(SPECIAL_TOKENS), len(own)
+    first = len(SPECIAL_TOKENS)
     final = np.full(stored, UNK_ID, dtype=np.int64)
     kept = tokenizer.vocab_size - first
     final[slots[:kept]] = first + np.arange(kept)
-    table = np.full(first + n * max(part.size for part in own), UNK_ID, dtype=np.int64)
+    return _remap_and_save(layout, sinks, tokenizer, _id_table([final[part] for part in own]))
+
+
+def _id_table(ids: list[np.ndarray]) -> np.ndarray:
+    """Provisional id → id, from `ids[i]`, the id of each slot of worker (or thread) i of n: the specials are
+    themselves, worker i's slot s is at `specials + s * n + i` (`encoding.provisional_ids`)."""
+    first, n = len(SPECIAL_TOKENS), len(ids)
+    table = np.full(first + n * max(part.size for part in ids), UNK_ID, dtype=np.int64)
     table[:first] = np.arange(first)
-    for i, part in enumerate(own):
-        table[first + i::n][:part.size] = final[part]
-    return _remap_and_save(layout, sinks, tokenizer, table)
+    for i, part in enumerate(ids):
+        table[first + i::n][:part.size] = part
+    return table
 
 
 @contextmanager
@@ -338,33 +340,13 @@ def _remap_and_save(layout: DatasetDir, sinks: dict[str, Sink], tokenizer, table
         for sink in sinks.values():
             sink.remap(table, tokenizer.vocab_size, dtype)
 
-    remapped = in_background(remap_all)
-    try:
-        tokenizer.save(layout.tokenizer)  # meanwhile (the remap runs mostly without the GIL)
-    finally:
-        remapped()
-    return tokenizer, sinks, splits
-
-
-def in_background(fn: Callable[[], None]) -> Callable[[], None]:
-    """Start `fn` in a thread; the function returned waits for it and raises what it raised."""
-    failure: list[BaseException] = []
-
-    def target() -> None:
+    with ThreadPoolExecutor(1, thread_name_prefix="llmctl-remap") as pool:
+        remapped = pool.submit(remap_all)
         try:
-            fn()
-        except BaseException as exc:  # re-raised in the caller's thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, name="llmctl-background", daemon=True)
-    thread.start()
-
-    def wait() -> None:
-        thread.join()
-        if failure:
-            raise failure[0]
-
-    return wait
+            tokenizer.save(layout.tokenizer)  # meanwhile (the remap runs without the GIL)
+        finally:
+            remapped.result()
+    return tokenizer, sinks, splits
 
 
 def _encode_groups(plan: Plan, scans: dict[str, ScanInfo], runner: Ordered, task: Task, sinks: dict[str, Sink],
