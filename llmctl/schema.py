@@ -87,6 +87,8 @@ class SplitConfig(Section):
 class NormalizeConfig(Section):
     """Text normalisation applied before tokenization (and again to prompts and evaluation text)."""
 
+    html: bool = Field(False, description="Raw HTML text (e.g. IMDb reviews): `<br />` becomes a line break, other "
+                                          "tags are dropped, entities such as `&amp;` are decoded.")
     nfkc: bool = Field(False, description="Apply Unicode NFKC normalisation.")
     lowercase: bool = Field(False, description="Lowercase all text.")
     collapse_whitespace: bool = Field(

@@ -1,7 +1,8 @@
-"""Text normalisation applied before tokenization: NFKC, lowercase, whitespace cleanup, stop-word removal.
+"""Text normalisation applied before tokenization: HTML, NFKC, lowercase, whitespace cleanup, stop-word removal.
 
 The same `Normalizer` is applied to training text, prompts and evaluation text, so it is a small pure function of
-its settings. Steps run in a fixed order: NFKC → lowercase → whitespace collapse → stop words (after which the spaces
+its settings. Steps run in a fixed order: HTML (`<br />` → newline, other tags dropped, entities
+decoded) → NFKC → lowercase → whitespace collapse → stop words (after which the spaces
 a removed word leaves behind are tidied). Every step keeps newlines, and none of them merges text across a newline,
 so a long document can be normalised piece by piece (cut at line boundaries) with the same result as in one go.
 """
@@ -9,6 +10,7 @@ so a long document can be normalised piece by piece (cut at line boundaries) wit
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 import unicodedata
 from pathlib import Path
@@ -31,6 +33,8 @@ yourselves
 
 BUILTIN_STOPWORDS = {"english": ENGLISH_STOPWORDS}
 
+_BREAK = re.compile(r"<br[ \t]*/?[ \t]*>", re.IGNORECASE)                 # an HTML line break
+_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>\n]*)?/?>")     # any other tag, within one line
 _SPACES = re.compile(r"[^\S\n]+")          # whitespace runs other than newlines
 _LINE_EDGES = re.compile(r" *\n *")        # spaces around a newline
 _WORD = re.compile(r"[\w']+")               # a word for stop-word matching (keeps contractions whole)
@@ -71,6 +75,7 @@ class Normalizer:
     """Callable `text -> text` for one `NormalizeConfig`; `settings()` describes it for manifests/fingerprints."""
 
     def __init__(self, cfg) -> None:
+        self.html = bool(getattr(cfg, "html", False))
         self.nfkc = bool(cfg.nfkc)
         self.lowercase = bool(cfg.lowercase)
         self.collapse_whitespace = bool(cfg.collapse_whitespace)
@@ -79,14 +84,19 @@ class Normalizer:
     @property
     def identity(self) -> bool:
         """True when normalisation leaves every text unchanged (the default)."""
-        return not (self.nfkc or self.lowercase or self.collapse_whitespace or self.stopwords)
+        return not (self.html or self.nfkc or self.lowercase or self.collapse_whitespace or self.stopwords)
 
     def settings(self) -> dict[str, Any]:
         """Plain-data description of what this normaliser does (stop-word files by content hash)."""
-        return {"nfkc": self.nfkc, "lowercase": self.lowercase, "collapse_whitespace": self.collapse_whitespace,
-                "stopwords": self._stop_info}
+        out = {"nfkc": self.nfkc, "lowercase": self.lowercase, "collapse_whitespace": self.collapse_whitespace,
+               "stopwords": self._stop_info}
+        if self.html:  # only when on: datasets written before the option keep their fingerprints
+            out["html"] = True
+        return out
 
     def __call__(self, text: str) -> str:
+        if self.html and ("<" in text or "&" in text):
+            text = html.unescape(_TAG.sub("", _BREAK.sub("\n", text)))
         if self.nfkc and not text.isascii():  # ASCII is already NFKC: skip the call on the common fast path
             text = unicodedata.normalize("NFKC", text)
         if self.lowercase:
