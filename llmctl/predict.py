@@ -49,7 +49,7 @@ def run(exp, reporter: Reporter | None = None, texts: Sequence[str] | None = Non
 
     from llmctl.data.doc_batches import Documents
     from llmctl.data.tokenizers import load_tokenizer
-    from llmctl.evaluation.classify import run_labels
+    from llmctl.evaluation.classify import run_labels, run_max_length
     from llmctl.models.classifier import ClassifierPredictor, load_classifier
 
     names = run_labels(run_dir)
@@ -59,7 +59,7 @@ def run(exp, reporter: Reporter | None = None, texts: Sequence[str] | None = Non
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"cannot load the tokenizer of {run_dir.root} ({exc})",
                             hint="the run directory is damaged; run finetune again") from None
-    max_length = int((run_dir.saved_config().get("finetune") or {}).get("max_length", exp.finetune.max_length))
+    max_length = run_max_length(run_dir, exp.finetune.max_length)
     ids = [tokenizer.encode(normalize(text)) for text in texts]
     empty = sum(1 for i in ids if not i)
     if empty:

@@ -123,6 +123,13 @@ class DataConfig(Section):
         "strict", description="Undecodable bytes: fail naming file and offset, replace with U+FFFD, or skip the "
                               "record.")
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig, description="Text normalisation.")
+    train_limit: Optional[int] = Field(
+        None, ge=1, description="`classify`: train on a seeded subset of this many labelled training documents "
+                                "(learning curves: `--set data.train_limit=1000`); valid/test stay whole.")
+    train_limit_balanced: bool = Field(
+        True, description="With `train_limit`: the same number of documents per class (else proportional to the "
+                          "class sizes).")
+    train_limit_seed: int = Field(0, description="Seed of the `train_limit` subset.")
     workers: int = Field(0, ge=0, description="Encoding workers: threads for the single word pass (with the native "
                          "word store), else processes; 0 = one per core for large corpora.")
 
@@ -250,7 +257,14 @@ class FinetuneConfig(Section):
         "concat", description="Classifier pooling over LSTM outputs (`concat` = last ⊕ mean ⊕ max).")
     head_units: int = Field(64, ge=0, description="Hidden units of the classifier head (0 = linear head).")
     head_dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in the classifier head.")
-    max_length: int = Field(128, ge=2, description="Truncate classification/pairs sequences to this many tokens.")
+    max_length: Optional[int] = Field(
+        128, ge=2, description="Truncate classification/pairs sequences to this many tokens (their first ones); "
+                               "null = whole documents.")
+    backprop_tokens: Optional[int] = Field(
+        None, ge=1, description="`classify` (BPT3C, ULMFiT): read each document in `train.bptt` chunks carrying the "
+                                "LSTM state, pool over the whole document, and backpropagate through its last this "
+                                "many tokens only (rounded up to whole chunks): memory and step time are bounded by "
+                                "this, not by the document length. null = backpropagate through every token.")
     class_weights: Literal["none", "balanced"] = Field("none", description="Weight classes inversely to frequency.")
     gradual_unfreeze: bool = Field(
         False, description="ULMFiT gradual unfreezing: head first, then one more layer group per epoch.")
@@ -275,6 +289,9 @@ class FinetuneConfig(Section):
     def _average_for_documents(self):
         if self.average_decay is not None and self.task == "lm":
             raise ValueError("finetune.average_decay applies to task classify and pairs, not lm; remove it")
+        if self.backprop_tokens is not None and (self.task != "classify" or self.bidirectional):
+            raise ValueError("finetune.backprop_tokens (chunked whole documents) is for task classify with a "
+                             "forward encoder; remove it or finetune.bidirectional")
         if self.bidirectional and (self.task != "classify" or self.parent is not None):
             raise ValueError("finetune.bidirectional is for task classify trained from scratch (no parent: a "
                              "language model reads forward only); remove it or finetune.parent")
@@ -359,6 +376,9 @@ class Experiment(Section):
     def _cross(self):
         if self.model.tie_embeddings and self.model.output != "full":
             raise ValueError("model.tie_embeddings needs model.output=full")
+        if self.data.train_limit is not None and self.data.task != "classify":
+            raise ValueError(f"data.train_limit subsets labelled documents (data.task=classify), not "
+                             f"data.task={self.data.task}; remove data.train_limit")
         if self.train.schedule.kind == "plateau" and self.data.split.valid == 0 and not self.data.valid:
             raise ValueError("train.schedule.kind=plateau needs a validation split (data.valid or data.split.valid)")
         return self

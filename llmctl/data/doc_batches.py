@@ -17,6 +17,12 @@ import numpy as np
 PAD_ID = 0
 LENGTH_MULTIPLE = 8
 POOL_BATCHES = 50
+WHOLE = 1 << 30          # the length cap of `finetune.max_length: null` (whole documents)
+
+
+def length_cap(max_length: int | None) -> int:
+    """The token cap for a `finetune.max_length` setting: itself, or WHOLE for null."""
+    return WHOLE if max_length is None else int(max_length)
 
 
 @dataclass
@@ -33,8 +39,9 @@ class Documents:
         return int(self.starts.size)
 
     @classmethod
-    def from_dataset(cls, dataset, split: str, *, max_length: int, labels: bool = False,
+    def from_dataset(cls, dataset, split: str, *, max_length: int | None, labels: bool = False,
                      responses: bool = False) -> "Documents":
+        max_length = length_cap(max_length)
         offsets = np.asarray(dataset.doc_offsets(split), dtype=np.int64)
         starts = offsets[:-1]
         lengths = np.minimum(np.diff(offsets), max_length)
@@ -45,8 +52,9 @@ class Documents:
         return cls(dataset.tokens(split), starts, lengths, doc_labels, rel)
 
     @classmethod
-    def from_token_lists(cls, docs: list[list[int]], *, max_length: int) -> "Documents":
+    def from_token_lists(cls, docs: list[list[int]], *, max_length: int | None) -> "Documents":
         """Documents from in-memory id lists (e.g. texts to predict)."""
+        max_length = length_cap(max_length)
         lengths = np.asarray([len(d) for d in docs], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(docs) else lengths
         flat = np.asarray([i for d in docs for i in d], dtype=np.int32)
@@ -58,13 +66,13 @@ class Documents:
                          None if self.response_starts is None else self.response_starts[index])
 
 
-def padded_length(longest: int, max_length: int) -> int:
+def padded_length(longest: int, max_length: int | None) -> int:
     """Batch width for a longest document of `longest` tokens: rounded up to LENGTH_MULTIPLE, capped at max_length."""
     width = max(1, -(-int(longest) // LENGTH_MULTIPLE) * LENGTH_MULTIPLE)
-    return min(width, max(int(max_length), 1))
+    return min(width, max(length_cap(max_length), 1))
 
 
-def pad_batch(docs: Documents, index: np.ndarray, max_length: int) -> np.ndarray:
+def pad_batch(docs: Documents, index: np.ndarray, max_length: int | None) -> np.ndarray:
     """int32 [len(index), width] right-padded token ids of the chosen documents."""
     lengths = docs.lengths[index]
     width = padded_length(int(lengths.max()) if lengths.size else 1, max_length)
@@ -94,7 +102,7 @@ def batch_indices(lengths: np.ndarray, batch_size: int, *, shuffle: bool, seed: 
     return [batches[k] for k in rng.permutation(len(batches))]
 
 
-def iterate(docs: Documents, batch_size: int, max_length: int, *, shuffle: bool, seed: int = 0,
+def iterate(docs: Documents, batch_size: int, max_length: int | None, *, shuffle: bool, seed: int = 0,
             by_length: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(document indices, padded tokens) per batch."""
     for index in batch_indices(docs.lengths, batch_size, shuffle=shuffle, seed=seed, by_length=by_length):

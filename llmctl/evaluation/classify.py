@@ -76,9 +76,10 @@ def confusion_png(matrix: np.ndarray, names: Sequence[str], path: Path, *, title
     return atomic.write_bytes(path, buffer.getvalue())
 
 
-def run_max_length(run: RunDir, default: int) -> int:
-    """The `finetune.max_length` the run was trained with (documents are truncated the same way)."""
-    return int((run.saved_config().get("finetune") or {}).get("max_length", default))
+def run_max_length(run: RunDir, default: int | None) -> int | None:
+    """The `finetune.max_length` the run was trained with (documents are truncated the same way; None = whole)."""
+    value = (run.saved_config().get("finetune") or {}).get("max_length", default)
+    return None if value is None else int(value)
 
 
 def evaluate_run(exp, opened, reporter) -> Result:

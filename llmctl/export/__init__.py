@@ -90,7 +90,11 @@ def _write_saved_model(tmp, source) -> tuple[dict[str, Any], dict[str, Any]]:
 
     path = tmp / "saved_model"
     if source.kind == "classify":
-        signatures = saved_model.write(modules.ClassifierModule(source.model, max_length=source.max_length), path)
+        from llmctl.data.doc_batches import length_cap
+
+        # any input length: a whole-document run (finetune.max_length null) reads every token, as in training
+        cap = length_cap(source.exp.finetune.max_length)
+        signatures = saved_model.write(modules.ClassifierModule(source.model, max_length=cap), path)
         check = checks.saved_model_classifier(path, source.model, source.max_length)
     else:
         signatures = saved_model.write(modules.LanguageModelModule(source.model, eos_id=EOS_ID, pad_id=PAD_ID), path)

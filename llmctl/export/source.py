@@ -40,7 +40,13 @@ class ExportSource:
 
     @property
     def max_length(self) -> int:
-        return int(self.exp.finetune.max_length)
+        """Classifier input length of the fixed-shape exports (TFLite): `finetune.max_length`, or
+        WHOLE_DOCUMENT_EXPORT_LENGTH for runs that read whole documents (the SavedModel takes any length)."""
+        value = self.exp.finetune.max_length
+        return WHOLE_DOCUMENT_EXPORT_LENGTH if value is None else int(value)
+
+
+WHOLE_DOCUMENT_EXPORT_LENGTH = 1024
 
 
 def load_source(exp) -> ExportSource:

@@ -165,7 +165,67 @@ class SequenceClassifier(keras.Model):
         return x
 
     def call(self, tokens, training: bool = False):
-        x = self.pool_dropout(self.pooled(tokens, training=training), training=training)
+        return self.head(self.pooled(tokens, training=training), training=training)
+
+    # -- whole documents read chunk by chunk (BPT3C): `encode_chunk` carries the LSTM state and running pooling
+    # statistics from one chunk to the next; `head(pool_from_stats(...))` gives the same logits as one full pass.
+    def document_start(self, tokens):
+        """(tokens, mask) as the encoder reads them: the start token (if any) prepended and masked out."""
+        tokens = ops.cast(tokens, "int32")
+        mask = ops.not_equal(tokens, PAD_ID)
+        if self.start_id is None:
+            return tokens, mask
+        batch = ops.shape(tokens)[0]
+        start = ops.full((batch, 1), self.start_id, dtype="int32")
+        return (ops.concatenate([start, tokens], axis=1),
+                ops.concatenate([ops.zeros((batch, 1), dtype="bool"), mask], axis=1))
+
+    def initial_chunk_state(self, batch_size):
+        """(LSTM states [layers*2, B, units], pooling statistics) before a document's first chunk."""
+        units = self.encoder.units
+        zeros = ops.zeros((batch_size, units), dtype="float32")
+        states = ops.zeros((2 * self.encoder.num_layers, batch_size, units), dtype="float32")
+        return states, (zeros, ops.full((batch_size, units), -1e9, dtype="float32"), zeros,
+                        ops.zeros((batch_size,), dtype="float32"))
+
+    def encode_chunk(self, tokens, mask, states, stats, training: bool = False):
+        """Read one chunk `tokens` [B, T] (`mask` [B, T]: positions that are pooled) from `states`; returns the new
+        states and the pooling statistics (sum, max, last, count) updated with this chunk's outputs."""
+        if self.bidirectional:
+            raise ValueError("a bidirectional classifier reads whole documents at once (no chunks)")
+        tokens = ops.cast(tokens, "int32")
+        if training and self.word_dropout:
+            drop = keras.random.uniform(ops.shape(tokens), seed=self.word_seeds) < self.word_dropout
+            tokens = ops.where(ops.logical_and(drop, mask), UNK_ID, tokens)
+        pairs = [(states[2 * i], states[2 * i + 1]) for i in range(self.encoder.num_layers)]
+        hidden, new_states = self.encoder.features(tokens, pairs, training=training)
+        hidden = ops.cast(hidden, "float32")
+        total, high, last, count = stats
+        maskf = ops.cast(mask, "float32")
+        chunk_count = ops.sum(maskf, axis=1)
+        total = total + ops.sum(hidden * ops.expand_dims(maskf, -1), axis=1)
+        high = ops.maximum(high, ops.max(ops.where(ops.expand_dims(mask, -1), hidden, -1e9), axis=1))
+        positions = ops.cast(ops.arange(ops.shape(tokens)[1]) + 1, "float32")
+        last_index = ops.cast(ops.argmax(maskf * positions[None, :], axis=1), "int32")
+        index = ops.broadcast_to(ops.reshape(last_index, (-1, 1, 1)), (ops.shape(hidden)[0], 1, ops.shape(hidden)[2]))
+        chunk_last = ops.squeeze(ops.take_along_axis(hidden, index, axis=1), axis=1)
+        last = ops.where(ops.expand_dims(chunk_count > 0, -1), chunk_last, last)
+        flat = ops.stack([ops.cast(t, "float32") for pair in new_states for t in pair], axis=0)
+        return flat, (total, high, last, count + chunk_count)
+
+    def pool_from_stats(self, stats):
+        """The pooled representation [B, pooled_width] from running statistics (zeros for an empty document)."""
+        total, high, last, count = stats
+        has_any = ops.expand_dims(ops.cast(count > 0, "float32"), -1)
+        parts = {"last": last * has_any, "mean": total / ops.expand_dims(ops.maximum(count, 1.0), -1),
+                 "max": high * has_any}
+        if self.pooling == "concat":
+            return ops.concatenate([parts["last"], parts["mean"], parts["max"]], axis=-1)
+        return parts[self.pooling]
+
+    def head(self, pooled, training: bool = False):
+        """Class logits [B, C] float32 from a pooled representation."""
+        x = self.pool_dropout(pooled, training=training)
         if self.hidden is not None:
             x = self.hidden_dropout(self.hidden(x), training=training)
         return ops.cast(self.logits_layer(x), "float32")
@@ -218,10 +278,12 @@ def copy_encoder_weights(source: LSTMLanguageModel, target: SequenceClassifier) 
 class ClassifierPredictor:
     """Compiled inference over documents: class logits for every document, batched by length."""
 
-    def __init__(self, model: SequenceClassifier, *, batch_size: int = 128, max_length: int = 128):
+    def __init__(self, model: SequenceClassifier, *, batch_size: int = 128, max_length: int | None = 128):
+        from llmctl.data.doc_batches import length_cap
+
         self.model = model
         self.batch_size = int(batch_size)
-        self.max_length = int(max_length)
+        self.max_length = length_cap(max_length)
         self._fn = tf.function(lambda tokens: model(tokens, training=False),
                                input_signature=[tf.TensorSpec([None, None], tf.int32)], reduce_retracing=True)
 

@@ -59,6 +59,29 @@ def check_eval_labels(eval_labels: np.ndarray, train_counts: np.ndarray, names: 
                         hint="add training examples with those labels or remove them from the evaluation data")
 
 
+def limit_subset(labels: np.ndarray, num_classes: int, limit: int, *, balanced: bool, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded, stratified subset of `limit` documents (`data.train_limit`): per class
+    `limit / classes` when `balanced` (the remainder to the first classes; a class with fewer documents gives all
+    it has and the rest is filled from the others), else proportional to the class sizes. All documents when
+    `limit` >= their number."""
+    labels = np.asarray(labels)
+    if limit >= labels.size:
+        return np.arange(labels.size)
+    rng = np.random.default_rng(seed)
+    pools = [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
+    sizes = np.array([p.size for p in pools])
+    if balanced:
+        want = np.full(num_classes, limit // num_classes) + (np.arange(num_classes) < limit % num_classes)
+    else:
+        want = np.floor(sizes * limit / labels.size).astype(np.int64)
+        order = np.argsort(-(sizes * limit / labels.size - want), kind="stable")
+        want[order[:limit - want.sum()]] += 1
+    take = np.minimum(want, sizes)
+    while take.sum() < limit:  # a small class gave all it has: fill from the classes with documents left
+        take[np.argmin(np.where(take < sizes, take, np.iinfo(np.int64).max))] += 1   # the smallest first
+    return np.sort(np.concatenate([p[:n] for p, n in zip(pools, take, strict=True)]))
+
+
 def class_weights(counts: np.ndarray, mode: str) -> np.ndarray:
     """Per-class loss weights: ones, or `balanced` = N / (C · n_c) (0 for a class without examples)."""
     counts = np.asarray(counts, dtype=np.float64)
@@ -125,10 +148,19 @@ def make_task(exp, model, train: Documents, valid: Documents, weights: np.ndarra
         w = tf.gather(weight_table, labels)
         return tf.reduce_sum(ce * w) / tf.maximum(tf.reduce_sum(w), 1e-9)
 
+    signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
+    reader = None
+    if ft.backprop_tokens is not None:  # BPT3C: chunks of train.bptt, gradients through the tail only
+        from llmctl.train.bpt3c import ChunkedReader
+
+        reader = ChunkedReader(model, chunk=cfg.bptt, backprop_tokens=ft.backprop_tokens)
+        loss_fn, signature = reader.loss_function(weight_table), reader.input_signature
+
     def batches(epoch: int):
         for index, tokens in iterate(train, cfg.batch_size, ft.max_length, shuffle=True,
                                      seed=exp.run.seed * 1000 + epoch):
-            yield tokens, train.labels[index]
+            yield (tokens, train.labels[index]) if reader is None else reader.training_batch(tokens,
+                                                                                              train.labels[index])
 
     predictor = ClassifierPredictor(model, batch_size=max(cfg.batch_size, 64), max_length=ft.max_length)
 
@@ -141,7 +173,6 @@ def make_task(exp, model, train: Documents, valid: Documents, weights: np.ndarra
 
     steps = -(-len(train) // cfg.batch_size)
     monitor = "macro_f1" if ft.class_weights == "balanced" else "accuracy"
-    signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
     return DocTask(name="classify", model=model, groups=model.layer_groups(), loss_fn=loss_fn,
                    input_signature=signature, batches=batches, steps_per_epoch=steps, evaluate=evaluate,
                    monitor=monitor, mode="max")
@@ -162,6 +193,9 @@ def run(exp, reporter: Reporter, parent) -> Result:
     doc_run.require_valid(ds)
     train = Documents.from_dataset(ds, "train", max_length=ft.max_length, labels=True)
     valid = Documents.from_dataset(ds, "valid", max_length=ft.max_length, labels=True)
+    if exp.data.train_limit is not None:
+        train = train.subset(limit_subset(train.labels, len(names), exp.data.train_limit,
+                                          balanced=exp.data.train_limit_balanced, seed=exp.data.train_limit_seed))
     counts = np.bincount(train.labels, minlength=len(names))
     check_class_counts(counts, names, ft.min_class_examples)
     check_eval_labels(valid.labels, counts, names, "valid")
@@ -189,6 +223,7 @@ def run(exp, reporter: Reporter, parent) -> Result:
     outcome, log = doc_run.fit(exp, task, stepper, store, run_dir, start, reporter, perplexity=False)
     final = task.evaluate()
     summary = {**doc_run.summary_base(run_dir, "classify", parent, outcome, model, t_start),
+               "train_documents": len(train), "train_limit": exp.data.train_limit,
                "valid_accuracy": final["accuracy"], "valid_macro_f1": final["macro_f1"], "valid_loss": final["loss"],
                "labels": names, "history": outcome.history}
     doc_run.finish(run_dir, model, log, summary)
