@@ -38,19 +38,20 @@ IMDB = ROOT.parent / "shared" / "data" / "imdb" / "train.jsonl"
 RESULTS = ROOT / "benchmarks" / "results"
 RECIPES = {"pretrained": "imdb_classify.yaml", "scratch": "imdb_scratch.yaml"}
 FULL = 20_000
-# labels -> (epochs, max_time seconds): identical for both sides of a point
-BUDGETS = {100: (12, 600), 1000: (6, 1200), FULL: (3, 2400)}
+# labels -> (epochs, evaluate every N steps, max_time seconds, batch size): identical for both sides of a point
+BUDGETS = {100: (40, 40, 600, 16), 1000: (8, 64, 900, 32), FULL: (1, 100, 1500, 64)}
 
 
-def budget(labels: int) -> tuple[int, int]:
+def budget(labels: int) -> tuple[int, int, int, int]:
     return BUDGETS.get(labels) or BUDGETS[min(BUDGETS, key=lambda k: abs(k - labels))]
 
 
 def overrides(side: str, labels: int, seed: int) -> list[str]:
-    epochs, max_time = budget(labels)
-    return [f"run.name={side}_{labels}_s{seed}", f"run.dir={ROOT / 'runs' / 'transfer_imdb'}", "run.progress=none",
+    epochs, eval_every, max_time, batch_size = budget(labels)
+    return [f"run.name={side}_{labels}_s{seed}", f"run.dir={ROOT / 'runs' / 'transfer_imdb'}", "run.progress=plain",
             f"run.seed={seed}", f"data.train_limit={labels}", f"data.train_limit_seed={seed}",
-            f"train.epochs={epochs}", f"train.max_time={max_time}", "train.log_every=1000"]
+            f"train.epochs={epochs}", f"train.eval_every={eval_every}", f"train.max_time={max_time}",
+            f"train.batch_size={batch_size}", "train.log_every=1000"]
 
 
 def train_and_score(side: str, labels: int, seed: int, fresh: bool) -> dict:
@@ -62,7 +63,7 @@ def train_and_score(side: str, labels: int, seed: int, fresh: bool) -> dict:
     run = RunDir.of(exp)
     if fresh or not run.summary.is_file():
         exp.run.overwrite = True
-        finetune.run(exp, Reporter("none"))
+        finetune.run(exp, Reporter("plain"))
     summary = json.loads(run.summary.read_text(encoding="utf-8"))
     exp.evaluate.split = "test"
     scored = evaluate.run(exp, Reporter("none")).values
@@ -166,19 +167,21 @@ def main(argv: list[str] | None = None) -> int:
     base = config.load(ROOT / "configs" / "imdb_classify.yaml", [])
     preprocess.run(base)                          # a no-op when the dataset is up to date
     splits = imdb_splits(base) if "tfidf" in args.sides else None
-    existing = json.loads(args.json.read_text(encoding="utf-8")) if args.json.is_file() else {}
-    points = existing.get("points", {})
     for labels in args.labels:
         for seed in args.seeds:
             for side in args.sides:
                 row = (tfidf_scores(splits, labels, seed) if side == "tfidf"
                        else train_and_score(side, labels, seed, args.fresh))
+                # re-read before every write: several invocations may fill the same file side by side
+                existing = json.loads(args.json.read_text(encoding="utf-8")) if args.json.is_file() else {}
+                points = existing.get("points", {})
                 points[f"{side}/{labels}/{seed}"] = {"side": side, "labels": labels, "seed": seed, **row}
                 print(f"{labels:>6} labels  seed {seed}  {side:<10}  test accuracy {row['accuracy']:.2%}  "
                       f"(valid {row['valid_accuracy']:.2%}, {row['train_seconds']:.0f} s)", flush=True)
                 summary = {"protocol": "IMDb train.jsonl split by document (seed 0): 20,000 train / 2,500 valid / "
                                        "2,500 test; selection on valid, accuracy on test",
-                           "budgets": {str(k): {"epochs": e, "max_time": t} for k, (e, t) in BUDGETS.items()},
+                           "budgets": {str(k): {"epochs": e, "eval_every": v, "max_time": t, "batch_size": b}
+                                       for k, (e, v, t, b) in BUDGETS.items()},
                            "points": points}
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 tmp = args.json.with_suffix(".json.tmp")
