@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,6 +20,7 @@ from llmctl.errors import ConfigError
 from llmctl.schema import Experiment, IsPath
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # run.name's pattern (llmctl.schema.RunConfig)
 MAX_EXTENDS_DEPTH = 16
 
 
@@ -282,14 +284,24 @@ def validate(raw: dict[str, Any], source: str = "config") -> Experiment:
         raise ConfigError("; ".join(lines), problems=lines) from None
 
 
+def is_run_directory_target(target: Path) -> bool:
+    """A CONFIG argument that names a run directory (an existing folder, or a missing path without .yaml/.yml)."""
+    return target.is_dir() or (not target.exists() and target.suffix.lower() not in CONFIG_SUFFIXES)
+
+
 def config_file_for(target: Path) -> Path:
     """A CONFIG argument may be a YAML file or a run directory (its saved, resolved `config.yaml` is used)."""
+    from llmctl.errors import ArtifactError
+
     if target.is_dir():
         candidate = target / "config.yaml"
-        if candidate.exists():
+        if candidate.is_file():
             return candidate
-        raise ConfigError(f"{target} is a directory without config.yaml",
-                          hint="pass a config file or a run directory made by llmctl")
+        raise ArtifactError(f"{target} is a directory without config.yaml, not an llmctl run directory",
+                            hint="pass a config file or a run directory made by llmctl")
+    if not target.exists() and is_run_directory_target(target):
+        raise ArtifactError(f"run directory {target} does not exist",
+                            hint="check the path, or pass the experiment's .yaml config file")
     return target
 
 
@@ -308,12 +320,26 @@ def absolutize_defaults(model: BaseModel, cwd: Path) -> None:
 
 
 def load(path: str | Path, overrides: Iterable[str] = (), cwd: Path | None = None) -> Experiment:
-    """The one entry point: file (or run directory) + overrides → validated `Experiment`."""
-    file = config_file_for(Path(path))
+    """The one entry point: file (or run directory) + overrides → validated `Experiment`.
+
+    Given a run directory, that directory *is* the run, wherever it lives now (copied or moved): `run.dir` and
+    `run.name` are taken from its location and `RunDir.of` returns it."""
+    from llmctl.runs import RunDir
+
+    target = Path(path)
+    file = config_file_for(target)
     raw = load_raw(file)
+    run_dir = target if target.is_dir() else None
+    if run_dir is not None:
+        located = {"dir": str(run_dir.resolve().parent)}
+        if _NAME.match(run_dir.resolve().name):
+            located["name"] = run_dir.resolve().name
+        raw = {**raw, "run": {**(raw.get("run") or {}), **located}} if isinstance(raw.get("run", {}), dict) else raw
     raw = apply_overrides(raw, overrides, cwd)
     exp = validate(raw, source=file.name)
     absolutize_defaults(exp, cwd or Path.cwd())
+    if run_dir is not None:
+        RunDir.bind(exp, run_dir)
     return exp
 
 

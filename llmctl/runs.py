@@ -3,7 +3,8 @@
 Run directory (`<run.dir>/<run.name>/`), self-contained — `evaluate`, `generate`, `finetune` and `export` need
 only it::
 
-    config.yaml          the resolved experiment config (absolute paths, overrides applied)
+    config.yaml          the resolved experiment config (overrides applied; absolute paths except `run.dir: ..`,
+                         so the directory does not depend on where it lives: copy or move it anywhere)
     run.json             kind (lm / classify / pairs), parent run, tokenizer fingerprint, created/updated times
     tokenizer/           copy of the dataset's tokenizer (tokenizer.json + llmctl_tokenizer.json)
     labels.json          classify: label names in id order
@@ -100,7 +101,22 @@ class RunDir:
 
     @classmethod
     def of(cls, exp) -> "RunDir":
-        return cls(Path(exp.run.dir) / exp.run.name)
+        """The run of `exp`: the run directory the command was given, else `<run.dir>/<run.name>`."""
+        bound = getattr(exp, "_run_root", None)
+        return cls(Path(bound)) if bound is not None else cls(Path(exp.run.dir) / exp.run.name)
+
+    @staticmethod
+    def bind(exp, root: Path) -> None:
+        """Make `root` (a run directory given on the command line) the run of `exp`, wherever it was trained."""
+        exp._run_root = Path(root).resolve()
+
+    @staticmethod
+    def relocatable(saved: dict[str, Any], root: Path) -> dict[str, Any]:
+        """The config to save in run directory `root`: its `run.dir` is `..` (relative to config.yaml) and its
+        `run.name` the folder's name, so the directory is self-contained — copy or move it anywhere."""
+        out = dict(saved)
+        out["run"] = {**(saved.get("run") or {}), "dir": "..", "name": Path(root).name}
+        return out
 
     # -- files
     @property
@@ -210,7 +226,8 @@ class RunDir:
         resuming = self.exists() and resume
         self.root.mkdir(parents=True, exist_ok=True)
         atomic.clean_stale(self.root)
-        atomic.write_text(self.config, yaml.safe_dump(new, sort_keys=False, allow_unicode=True))
+        atomic.write_text(self.config, yaml.safe_dump(self.relocatable(new, self.root), sort_keys=False,
+                                                      allow_unicode=True))
         self.write_info(kind=kind)
         return resuming
 

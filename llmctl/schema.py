@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 
 class IsPath:
@@ -343,6 +343,10 @@ class ExportConfig(Section):
 
 class Experiment(Section):
     """One experiment: every command reads the sections it needs from this."""
+
+    # the run directory a command was given (CONFIG = a run directory): it *is* the run, wherever it now lives;
+    # set by `llmctl.config.load`, read by `llmctl.runs.RunDir.of`
+    _run_root: Optional[Path] = PrivateAttr(default=None)
 
     run: RunConfig = Field(default_factory=RunConfig, description="Run directory and process behaviour.")
     data: DataConfig = Field(default_factory=DataConfig, description="Corpora and processed dataset.")
