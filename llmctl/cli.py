@@ -62,8 +62,11 @@ def _guard(debug: bool, body: Callable[[], Any]) -> Any:
 
     if debug:
         os.environ["LLMCTL_DEBUG"] = "1"
+    from llmctl import locks
+
     try:
-        return body()
+        with locks.session():  # a run / dataset directory locked by the command is released when it ends
+            return body()
     except typer.Exit:
         raise
     except LlmctlError as exc:

@@ -24,7 +24,38 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # run.name's pattern (llmct
 MAX_EXTENDS_DEPTH = 16
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config file larger than 1 MiB is not an experiment config
+MAX_PROBLEMS = 20           # problems listed in one error line; the rest are counted ("... and N more")
+
 # ---------------------------------------------------------------- reading YAML
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names the same key twice (YAML would silently keep the last one)."""
+
+
+class StrictSafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no tags executed), refusing duplicate keys in any mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: the base class reports it
+                    break
+                if duplicate:
+                    raise DuplicateKeyError(None, None, f"duplicate key `{key}` (first at line "
+                                            f"{seen[key].line + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load(text: str) -> Any:
+    """`yaml.safe_load` with duplicate keys refused (`DuplicateKeyError`)."""
+    return yaml.load(text, Loader=StrictSafeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -33,12 +64,20 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}", hint="check the path")
     if path.is_dir():
         raise ConfigError(f"config path is a directory: {path}", hint="pass a .yaml file or a run directory")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is {size / 2**20:.1f} MiB; an experiment config is at most "
+                          f"{MAX_CONFIG_BYTES >> 20} MiB", hint="pass the experiment's YAML config, not a data file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start})", hint="save the config as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
+    except DuplicateKeyError as exc:
+        mark = exc.problem_mark
+        raise ConfigError(f"{path}: line {mark.line + 1}: {exc.problem}",
+                          hint="keep one of them; YAML would silently use the last") from None
     except yaml.constructor.ConstructorError as exc:
         tag = getattr(exc, "problem", "") or str(exc)
         raise ConfigError(f"{path}: unsupported YAML tag ({tag.strip()}); tags are never executed",
@@ -183,7 +222,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set `{text}` has an empty key part", hint="write e.g. --set train.epochs=3")
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else ""
+        value = safe_load(value_text) if value_text.strip() else ""
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"--set `{text}`: {exc.problem}", hint="keep one of them") from None
     except yaml.YAMLError:
         value = value_text
     return key.split("."), value
@@ -241,6 +282,7 @@ def describe_errors(exc: ValidationError) -> list[str]:
     """Turn pydantic errors into one line each: key path, bad value, what was expected, and a hint."""
     problems: list[str] = []
     by_key: dict[str, int] = {}
+    listed: set[tuple[Any, ...]] = set()  # sections whose valid keys were already listed once
     for err in exc.errors(include_url=False):
         loc = _clean_loc(tuple(err["loc"]))
         key = _dotted(loc) or "(top level)"
@@ -250,7 +292,9 @@ def describe_errors(exc: ValidationError) -> list[str]:
             close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
             where = f" in `{_dotted(parent)}`" if parent else ""
             hint = f": did you mean `{_dotted((*parent, close[0]))}`?" if close else (
-                f"; valid keys{where}: {', '.join(valid)}" if valid else "")
+                f"; valid keys{where}: {', '.join(valid)}" if valid and parent not in listed else "")
+            if not close and valid:
+                listed.add(parent)
             line = f"unknown key `{key}`{hint}"
         else:
             value = err.get("input")
@@ -280,7 +324,9 @@ def validate(raw: dict[str, Any], source: str = "config") -> Experiment:
         return Experiment.model_validate(raw)
     except ValidationError as exc:
         problems = describe_errors(exc)
-        lines = [f"{source}: {p}" for p in problems]
+        lines = [f"{source}: {p}" for p in problems[:MAX_PROBLEMS]]
+        if len(problems) > MAX_PROBLEMS:
+            lines.append(f"... and {len(problems) - MAX_PROBLEMS} more problem(s)")
         raise ConfigError("; ".join(lines), problems=lines) from None
 
 

@@ -41,6 +41,8 @@ import yaml
 from llmctl import atomic
 from llmctl.errors import ArtifactError
 
+LOCK_FILE = ".llmctl.lock"  # llmctl.locks.LOCK_FILE: the advisory lock of a training command
+
 SPLITS = ("train", "valid", "test")
 # config sections that define what a run *is*; the others (evaluate, generate, export, run.progress ...) may change
 IDENTITY_SECTIONS = ("data", "tokenizer", "model", "train", "finetune", "distribute")
@@ -254,6 +256,8 @@ def _wipe(root: Path) -> None:
     import shutil
 
     for entry in root.iterdir():
+        if entry.name == LOCK_FILE:  # held by this process: the lock stays with the directory
+            continue
         if entry.is_dir():
             shutil.rmtree(entry)
         else:

@@ -1,0 +1,102 @@
+"""Advisory locks: a run directory or a dataset directory is written by one llmctl process at a time.
+
+    locks.acquire_run(run.root)          # pretrain / finetune (also --resume): <run>/.llmctl.lock
+    locks.acquire_replaced(data_dir)     # preprocess, export: a sibling `.<name>.llmctl.lock` (see below)
+
+A lock is `fcntl.flock(LOCK_EX | LOCK_NB)` on a lock file; the holder writes its pid into it. A second writer gets
+an `ArtifactError` (exit 4) naming that pid. The kernel drops a flock when its holder dies (kill -9 included), so
+a lock left by a killed process is simply taken over by the next command: a stale pid in the file means nothing.
+Directories that are replaced as a whole by a rename (datasets, exports) are locked through a file next to them:
+a lock file inside would be renamed away with the old directory.
+
+Locks taken during a command are released when it ends: `llmctl.cli` runs every command inside `session()`.
+Outside a session (library use) a lock is held until `release_all()` or the end of the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from pathlib import Path
+from typing import Iterator
+
+from llmctl.errors import ArtifactError
+from llmctl.runs import LOCK_FILE  # the run-directory layout owns the name
+
+_held: dict[Path, int] = {}  # lock file → open descriptor holding the flock
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return "unknown"
+    return text.split()[0] if text else "unknown"
+
+
+def acquire(lock_file: Path, what: str) -> Path:
+    """Take the lock `lock_file` for `what` (e.g. "run directory runs/base"); re-entrant within one process."""
+    lock_file = Path(lock_file).resolve()
+    if lock_file in _held:
+        return lock_file
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        raise ArtifactError(f"{what} is in use by another llmctl process (pid {_holder(lock_file)})",
+                            hint="wait for it to finish or stop it; one process writes a run or dataset at "
+                                 "a time") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held[lock_file] = fd
+    return lock_file
+
+
+def acquire_run(root: Path) -> Path:
+    """Lock the run directory `root` (created if needed) for a training command."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return acquire(root / LOCK_FILE, f"run directory {root}")
+
+
+def acquire_replaced(final: Path, what: str = "directory") -> Path:
+    """Lock a directory that is replaced as a whole (dataset, export) through `.<name>.llmctl.lock` beside it."""
+    final = Path(final)
+    return acquire(final.parent / f".{final.name}{LOCK_FILE}", f"{what} {final}")
+
+
+def release(lock_file: Path) -> None:
+    fd = _held.pop(Path(lock_file).resolve(), None)
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)  # no pid of a finished process left behind; the (empty) file stays (unlinking races)
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def release_all() -> None:
+    for path in list(_held):
+        release(path)
+
+
+@contextlib.contextmanager
+def session() -> Iterator[None]:
+    """Release every lock taken inside the block when it ends (normally, on an error or on Ctrl-C)."""
+    before = set(_held)
+    try:
+        yield
+    finally:
+        for path in [p for p in _held if p not in before]:
+            release(path)
+
+
+def is_lock_file(path: Path) -> bool:
+    return Path(path).name.endswith(LOCK_FILE)
