@@ -17,8 +17,40 @@ import typer
 
 from llmctl import __version__
 
+class _OneLineUsageErrors(typer.core.TyperGroup):
+    """Bad options and arguments are one line on stderr (exit 2), like every other llmctl error — not Typer's
+    multi-line usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:  # recent Typer vendors its own click
+            from typer import _click as click
+        except ImportError:  # pragma: no cover - older Typer on plain click
+            import click
+
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `llmctl` / `llmctl config` alone: the help
+            if exc.format_message().strip():  # (Rich help was printed already while the error was made)
+                typer.echo(exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.exceptions.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            where = f"{ctx.command_path}: " if ctx is not None else ""
+            help_hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            message = " ".join(exc.format_message().split())
+            sys.stderr.write(f"usage error: {where}{message}{help_hint}\n")
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.stderr.write("interrupted: stopped by Ctrl-C\n")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="llmctl",
+    cls=_OneLineUsageErrors,
     help="From raw text to a trained, evaluated and usable LSTM language model — one YAML config per experiment.\n\n"
          "Typical flow: preprocess → pretrain → (finetune) → evaluate → generate → export.",
     no_args_is_help=True,
