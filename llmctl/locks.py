@@ -3,9 +3,11 @@
     locks.acquire_run(run.root)          # pretrain / finetune (also --resume): <run>/.llmctl.lock
     locks.acquire_replaced(data_dir)     # preprocess, export: a sibling `.<name>.llmctl.lock` (see below)
 
-A lock is `fcntl.flock(LOCK_EX | LOCK_NB)` on a lock file; the holder writes its pid into it. A second writer gets
-an `ArtifactError` (exit 4) naming that pid. The kernel drops a flock when its holder dies (kill -9 included), so
-a lock left by a killed process is simply taken over by the next command: a stale pid in the file means nothing.
+A lock is `fcntl.flock(LOCK_EX | LOCK_NB)` on a lock file; the holder writes its pid into it and removes the file
+when it is done (after taking the lock, a process checks the file is still the one it locked). A second writer
+gets an `ArtifactError` (exit 4) naming that pid. The kernel drops a flock when its holder dies (kill -9
+included), so the file a killed process leaves is simply taken over by the next command: its stale pid means
+nothing.
 Directories that are replaced as a whole by a rename (datasets, exports) are locked through a file next to them:
 a lock file inside would be renamed away with the old directory.
 
@@ -42,16 +44,24 @@ def acquire(lock_file: Path, what: str) -> Path:
     if lock_file in _held:
         return lock_file
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+    while True:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise ArtifactError(f"{what} is in use by another llmctl process (pid {_holder(lock_file)})",
+                                hint="wait for it to finish or stop it; one process writes a run or dataset at "
+                                     "a time") from None
+        try:  # the holder we waited for may have removed the file: then our lock is on a dead inode, try again
+            same = os.fstat(fd).st_ino == os.stat(lock_file).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
         os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise
-        raise ArtifactError(f"{what} is in use by another llmctl process (pid {_holder(lock_file)})",
-                            hint="wait for it to finish or stop it; one process writes a run or dataset at "
-                                 "a time") from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     _held[lock_file] = fd
@@ -72,14 +82,14 @@ def acquire_replaced(final: Path, what: str = "directory") -> Path:
 
 
 def release(lock_file: Path) -> None:
-    fd = _held.pop(Path(lock_file).resolve(), None)
+    """Remove the lock file (while still holding it: a waiter that opened it re-checks the inode) and unlock."""
+    lock_file = Path(lock_file).resolve()
+    fd = _held.pop(lock_file, None)
     if fd is None:
         return
     with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)  # no pid of a finished process left behind; the (empty) file stays (unlinking races)
-    with contextlib.suppress(OSError):
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
+        os.unlink(lock_file)
+    os.close(fd)  # closing the last descriptor releases the flock
 
 
 def release_all() -> None:

@@ -11,7 +11,8 @@ flat however large the corpus is. Formats:
 
 Encoding policy (`data.encoding_errors`): `strict` fails naming the file and byte offset, `replace` substitutes
 U+FFFD, `skip` drops the record (line, row or whole file) holding the bad bytes. A byte-order mark at the start of a
-file is always handled: it names the file's encoding (UTF-8, UTF-16, UTF-32) and is removed. Files with NUL bytes are refused as binary (for ASCII-compatible encodings).
+file is always handled: it names the file's encoding (UTF-8, UTF-16, UTF-32) and is removed. Files with NUL bytes
+are refused as binary (for ASCII-compatible encodings).
 """
 
 from __future__ import annotations

@@ -293,8 +293,8 @@ def _damaged(prefix: Path, exc: BaseException) -> bool:
 
 def _damaged_error(prefix: Path) -> ArtifactError:
     return ArtifactError(f"checkpoint {prefix} is damaged (its .data/.index files are truncated or corrupt)",
-                         hint="use another checkpoint, e.g. --set evaluate.checkpoint=last or generate.checkpoint=last, "
-                              "or resume or retrain the run")
+                         hint="use another checkpoint, e.g. --set evaluate.checkpoint=last or "
+                              "generate.checkpoint=last, or resume or retrain the run")
 
 
 def restore_model(run: RunDir, which: str = "best"):

@@ -4,9 +4,10 @@
 
 `run.resume` (never / auto / always) and `run.overwrite` decide: `always` needs a `last` checkpoint, `auto` resumes
 when there is one; a directory left by a run that stopped before its first checkpoint is replaced by a new start.
-The run directory is locked (`llmctl.locks`) for the rest of the command; `RunDir.prepare` saves the resolved config and refuses a directory holding a different run. A
-resumed run must still speak the dataset's tokenizer; a new start drops stale checkpoints and copies the dataset's
-tokenizer into the run. run.json records the kind, the tokenizer fingerprint, the vocabulary size and the dataset.
+The run directory is locked (`llmctl.locks`) for the rest of the command; `RunDir.prepare` saves the resolved
+config and refuses a directory holding a different run. A resumed run must still speak the dataset's tokenizer; a
+new start drops stale checkpoints and copies the dataset's tokenizer into the run. run.json records the kind, the
+tokenizer fingerprint, the vocabulary size and the dataset.
 """
 
 from __future__ import annotations
