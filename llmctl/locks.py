@@ -11,8 +11,8 @@ nothing.
 Directories that are replaced as a whole by a rename (datasets, exports) are locked through a file next to them:
 a lock file inside would be renamed away with the old directory.
 
-Locks taken during a command are released when it ends: `llmctl.cli` runs every command inside `session()`.
-Outside a session (library use) a lock is held until `release_all()` or the end of the process.
+Locks taken during a command are released when it ends: the commands' entry points (`preprocess.run`,
+`pretrain.run`, `finetune.run`, `export.run`) are `@scoped`, and `llmctl.cli` runs every command in `session()`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from llmctl.errors import ArtifactError
 from llmctl.runs import LOCK_FILE  # the run-directory layout owns the name
@@ -110,3 +111,17 @@ def session() -> Iterator[None]:
 
 def is_lock_file(path: Path) -> bool:
     return Path(path).name.endswith(LOCK_FILE)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def scoped(fn: F) -> F:
+    """Run `fn` in a `session()`: the locks it takes are released when it returns or raises."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with session():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

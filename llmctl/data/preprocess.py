@@ -137,6 +137,7 @@ def _summary(manifest: dict[str, Any], final: Path, seconds: float | None, statu
     return values
 
 
+@locks.scoped  # the run / dataset directory lock is released when the command ends
 def run(exp, reporter: Reporter | None = None, force: bool = False) -> Result:
     """Build `exp.data.dir` from the configured sources, or confirm it is up to date (no-op unless `force`)."""
     reporter = reporter or Reporter("none")

@@ -34,6 +34,7 @@ from llmctl.results import Result
 __all__ = ["run"]
 
 
+@locks.scoped  # the run / dataset directory lock is released when the command ends
 def run(exp, *, reporter: Reporter | None = None) -> Result:
     """Export the run named by `exp.run` as `exp.export` asks; returns what was written and the self-checks."""
     reporter = reporter or Reporter("none")

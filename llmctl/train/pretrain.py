@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from llmctl import atomic
+from llmctl import atomic, locks
 from llmctl.errors import ArtifactError, DataError, TrainingError
 from llmctl.progress import Reporter
 from llmctl.results import Result
@@ -632,6 +632,7 @@ def _duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+@locks.scoped  # the run / dataset directory lock is released when the command ends
 def run(exp, reporter: Reporter | None = None, *, init_model=None, run_info: dict[str, Any] | None = None) -> Result:
     """Train the language model `exp` describes; returns the final metrics (also in summary.json).
 
