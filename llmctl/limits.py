@@ -50,7 +50,7 @@ def lm_parameters(model, vocab_size: int) -> int:
     lstm = sum(4 * units * ((emb if i == 0 else units) + units + 1) for i in range(layers))
     embedding = vocab_size * emb
     if model.tie_embeddings:
-        output = vocab_size + (units * emb if units != emb else 0)
+        output = vocab_size + ((units + 1) * emb if units != emb else 0)  # output bias + a projection
     else:
         output = units * vocab_size + vocab_size
     return embedding + lstm + output
