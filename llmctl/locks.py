@@ -29,6 +29,7 @@ from llmctl.errors import ArtifactError
 from llmctl.runs import LOCK_FILE  # the run-directory layout owns the name
 
 _held: dict[Path, int] = {}  # lock file → open descriptor holding the flock
+_made: dict[Path, list[Path]] = {}  # lock file → folders created to hold it
 
 
 def _holder(path: Path) -> str:
@@ -44,13 +45,16 @@ def acquire(lock_file: Path, what: str) -> Path:
     lock_file = Path(lock_file).resolve()
     if lock_file in _held:
         return lock_file
+    created = [p for p in (lock_file.parent, *lock_file.parent.parents) if not p.exists()]
     lock_file.parent.mkdir(parents=True, exist_ok=True)
+    _made[lock_file] = created  # removed again on release if still empty: a refused command adds no folder
     while True:
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
+            _made.pop(lock_file, None)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
             raise ArtifactError(f"{what} is in use by another llmctl process (pid {_holder(lock_file)})",
@@ -72,7 +76,6 @@ def acquire(lock_file: Path, what: str) -> Path:
 def acquire_run(root: Path) -> Path:
     """Lock the run directory `root` (created if needed) for a training command."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     return acquire(root / LOCK_FILE, f"run directory {root}")
 
 
@@ -91,6 +94,11 @@ def release(lock_file: Path) -> None:
     with contextlib.suppress(OSError):
         os.unlink(lock_file)
     os.close(fd)  # closing the last descriptor releases the flock
+    for folder in _made.pop(lock_file, []):  # innermost first; stops at the first folder that holds something
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def release_all() -> None:

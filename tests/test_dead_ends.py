@@ -132,3 +132,18 @@ def test_keras_lambda_refusal_is_reported_whole(built: Built, tmp_path):
     model.save(run / "model.keras")
     line = _one_line(cli(["generate", run, "--prompt", "a"]), 4, "Lambda")
     assert "`keras.config.enable_unsafe_deserialization()" in line  # the sentence is whole, not cut at 160 chars
+
+
+@pytest.mark.parametrize("error", [MemoryError(), type("ResourceExhaustedError", (RuntimeError,), {})(
+    "OOM when allocating tensor with shape[2000000,8000000]\nmore detail")])
+def test_out_of_memory_during_a_command_is_a_resource_error(monkeypatch, tmp_path, error):
+    """What the up-front estimate cannot foresee (TensorFlow's ResourceExhaustedError, MemoryError) is exit 6 with a
+    hint, not exit 1 "unexpected"."""
+    from llmctl import config as config_mod
+
+    def boom(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(config_mod, "load", boom)
+    line = _one_line(cli(["config", "validate", tmp_path / "x.yaml"]), 6, "out of memory", "model.units")
+    assert "more detail" not in line

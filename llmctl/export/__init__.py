@@ -39,6 +39,7 @@ def run(exp, *, reporter: Reporter | None = None) -> Result:
     """Export the run named by `exp.run` as `exp.export` asks; returns what was written and the self-checks."""
     reporter = reporter or Reporter("none")
     plan = make_plan(exp)
+    plan.run.require_model()  # before the lock file is made beside the export folder (inside the run by default)
     locks.acquire_replaced(plan.out, "export directory")  # one export into a folder at a time (until the end)
     atomic.clean_stale_siblings(plan.out)  # what an interrupted export left: .tmp-<name>.* beside it
     started = time.perf_counter()
