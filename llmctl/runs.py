@@ -116,8 +116,13 @@ class RunDir:
     def relocatable(saved: dict[str, Any], root: Path) -> dict[str, Any]:
         """The config to save in run directory `root`: its `run.dir` is `..` (relative to config.yaml) and its
         `run.name` the folder's name, so the directory is self-contained — copy or move it anywhere."""
+        import re
+
         out = dict(saved)
-        out["run"] = {**(saved.get("run") or {}), "dir": "..", "name": Path(root).name}
+        run = {**(saved.get("run") or {}), "dir": ".."}
+        if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", Path(root).name):  # run.name's pattern (llmctl.schema)
+            run["name"] = Path(root).name
+        out["run"] = run
         return out
 
     # -- files
