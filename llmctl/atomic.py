@@ -106,3 +106,17 @@ def clean_stale(folder: Path) -> None:
             else:
                 with contextlib.suppress(OSError):
                     entry.unlink()
+
+
+def clean_stale_siblings(final: Path) -> None:
+    """Remove the temporaries `directory(final)` left beside `final` when a process was killed mid-way."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return
+    for entry in final.parent.iterdir():
+        if entry.name.startswith(f"{TMP_PREFIX}{final.name}."):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()

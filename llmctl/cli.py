@@ -17,8 +17,41 @@ import typer
 
 from llmctl import __version__
 
+
+class _OneLineUsageErrors(typer.core.TyperGroup):
+    """Bad options and arguments are one line on stderr (exit 2), like every other llmctl error — not Typer's
+    multi-line usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:  # recent Typer vendors its own click
+            from typer import _click as click
+        except ImportError:  # pragma: no cover - older Typer on plain click
+            import click
+
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `llmctl` / `llmctl config` alone: the help
+            if exc.format_message().strip():  # (Rich help was printed already while the error was made)
+                typer.echo(exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.exceptions.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            where = f"{ctx.command_path}: " if ctx is not None else ""
+            help_hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            message = " ".join(exc.format_message().split())
+            sys.stderr.write(f"usage error: {where}{message}{help_hint}\n")
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.stderr.write("interrupted: stopped by Ctrl-C\n")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="llmctl",
+    cls=_OneLineUsageErrors,
     help="From raw text to a trained, evaluated and usable LSTM language model — one YAML config per experiment.\n\n"
          "Typical flow: preprocess → pretrain → (finetune) → evaluate → generate → export.",
     no_args_is_help=True,
@@ -62,8 +95,11 @@ def _guard(debug: bool, body: Callable[[], Any]) -> Any:
 
     if debug:
         os.environ["LLMCTL_DEBUG"] = "1"
+    from llmctl import locks
+
     try:
-        return body()
+        with locks.session():  # a run / dataset directory locked by the command is released when it ends
+            return body()
     except typer.Exit:
         raise
     except LlmctlError as exc:
@@ -75,6 +111,10 @@ def _guard(debug: bool, body: Callable[[], Any]) -> Any:
     except Exception as exc:  # noqa: BLE001 - last resort: still one line unless --debug
         if debug:
             raise
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
+            detail = " ".join(str(exc).split("\n")[0].split())[:200]
+            _fail(f"resource error: out of memory ({type(exc).__name__}{': ' + detail if detail else ''}) (make "
+                  "the model or batch smaller: model.units, model.layers, train.batch_size, train.bptt)", 6)
         _fail(f"error: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback and "
               "report it)", 1)
 
@@ -190,13 +230,26 @@ def generate(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt,
              as_json: bool = typer.Option(False, "--json", help="One JSON object per output line (JSONL)."),
              debug: bool = DebugOpt, quiet: bool = QuietOpt) -> None:
     """Write text with a trained language model (greedy, top-k, top-p, beam)."""
-    prompts = _collect_prompts(prompt, prompts_file)
-    _command("llmctl.generate.generate", config, set_, debug, quiet, prompts=prompts, as_json=as_json)
+
+    def body():
+        from llmctl.limits import check_generation
+
+        prompts = _collect_prompts(prompt, prompts_file)
+        exp = _load(config, set_, quiet)
+        check_generation(exp.generate, prompts or exp.generate.prompts)  # sizes, before the model is loaded
+        from llmctl.generate import generate as generate_mod
+
+        _print_result(generate_mod.run(exp, reporter=_reporter(exp), prompts=prompts, as_json=as_json), as_json)
+
+    _guard(debug, body)
 
 
 def _collect_prompts(prompt: Optional[List[str]], prompts_file: Optional[Path]) -> Optional[list[str]]:
+    from llmctl.limits import check_text_file
+
     prompts = list(prompt or [])
     if prompts_file is not None:
+        check_text_file(prompts_file)
         if str(prompts_file) == "-":
             prompts += [line.rstrip("\n") for line in sys.stdin]
         else:
@@ -265,9 +318,11 @@ def predict(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt,
 
 def _collect_texts(text: Optional[List[str]], file: Optional[Path]) -> list[str]:
     from llmctl.errors import DataError
+    from llmctl.limits import check_text_file
 
     texts = list(text or [])
     if file is not None:
+        check_text_file(file, "texts file")
         if str(file) == "-":
             lines = sys.stdin.read().splitlines()
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,10 +20,42 @@ from llmctl.errors import ConfigError
 from llmctl.schema import Experiment, IsPath
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # run.name's pattern (llmctl.schema.RunConfig)
 MAX_EXTENDS_DEPTH = 16
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config file larger than 1 MiB is not an experiment config
+MAX_PROBLEMS = 20           # problems listed in one error line; the rest are counted ("... and N more")
+
 # ---------------------------------------------------------------- reading YAML
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names the same key twice (YAML would silently keep the last one)."""
+
+
+class StrictSafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no tags executed), refusing duplicate keys in any mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: the base class reports it
+                    break
+                if duplicate:
+                    raise DuplicateKeyError(None, None, f"duplicate key `{key}` (first at line "
+                                            f"{seen[key].line + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load(text: str) -> Any:
+    """`yaml.safe_load` with duplicate keys refused (`DuplicateKeyError`)."""
+    return yaml.load(text, Loader=StrictSafeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -31,12 +64,20 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}", hint="check the path")
     if path.is_dir():
         raise ConfigError(f"config path is a directory: {path}", hint="pass a .yaml file or a run directory")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is {size / 2**20:.1f} MiB; an experiment config is at most "
+                          f"{MAX_CONFIG_BYTES >> 20} MiB", hint="pass the experiment's YAML config, not a data file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start})", hint="save the config as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
+    except DuplicateKeyError as exc:
+        mark = exc.problem_mark
+        raise ConfigError(f"{path}: line {mark.line + 1}: {exc.problem}",
+                          hint="keep one of them; YAML would silently use the last") from None
     except yaml.constructor.ConstructorError as exc:
         tag = getattr(exc, "problem", "") or str(exc)
         raise ConfigError(f"{path}: unsupported YAML tag ({tag.strip()}); tags are never executed",
@@ -181,7 +222,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set `{text}` has an empty key part", hint="write e.g. --set train.epochs=3")
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else ""
+        value = safe_load(value_text) if value_text.strip() else ""
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"--set `{text}`: {exc.problem}", hint="keep one of them") from None
     except yaml.YAMLError:
         value = value_text
     return key.split("."), value
@@ -239,6 +282,7 @@ def describe_errors(exc: ValidationError) -> list[str]:
     """Turn pydantic errors into one line each: key path, bad value, what was expected, and a hint."""
     problems: list[str] = []
     by_key: dict[str, int] = {}
+    listed: set[tuple[Any, ...]] = set()  # sections whose valid keys were already listed once
     for err in exc.errors(include_url=False):
         loc = _clean_loc(tuple(err["loc"]))
         key = _dotted(loc) or "(top level)"
@@ -248,7 +292,9 @@ def describe_errors(exc: ValidationError) -> list[str]:
             close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
             where = f" in `{_dotted(parent)}`" if parent else ""
             hint = f": did you mean `{_dotted((*parent, close[0]))}`?" if close else (
-                f"; valid keys{where}: {', '.join(valid)}" if valid else "")
+                f"; valid keys{where}: {', '.join(valid)}" if valid and parent not in listed else "")
+            if not close and valid:
+                listed.add(parent)
             line = f"unknown key `{key}`{hint}"
         else:
             value = err.get("input")
@@ -278,18 +324,30 @@ def validate(raw: dict[str, Any], source: str = "config") -> Experiment:
         return Experiment.model_validate(raw)
     except ValidationError as exc:
         problems = describe_errors(exc)
-        lines = [f"{source}: {p}" for p in problems]
+        lines = [f"{source}: {p}" for p in problems[:MAX_PROBLEMS]]
+        if len(problems) > MAX_PROBLEMS:
+            lines.append(f"... and {len(problems) - MAX_PROBLEMS} more problem(s)")
         raise ConfigError("; ".join(lines), problems=lines) from None
+
+
+def is_run_directory_target(target: Path) -> bool:
+    """A CONFIG argument that names a run directory (an existing folder, or a missing path without .yaml/.yml)."""
+    return target.is_dir() or (not target.exists() and target.suffix.lower() not in CONFIG_SUFFIXES)
 
 
 def config_file_for(target: Path) -> Path:
     """A CONFIG argument may be a YAML file or a run directory (its saved, resolved `config.yaml` is used)."""
+    from llmctl.errors import ArtifactError
+
     if target.is_dir():
         candidate = target / "config.yaml"
-        if candidate.exists():
+        if candidate.is_file():
             return candidate
-        raise ConfigError(f"{target} is a directory without config.yaml",
-                          hint="pass a config file or a run directory made by llmctl")
+        raise ArtifactError(f"{target} is a directory without config.yaml, not an llmctl run directory",
+                            hint="pass a config file or a run directory made by llmctl")
+    if not target.exists() and is_run_directory_target(target):
+        raise ArtifactError(f"run directory {target} does not exist",
+                            hint="check the path, or pass the experiment's .yaml config file")
     return target
 
 
@@ -308,12 +366,26 @@ def absolutize_defaults(model: BaseModel, cwd: Path) -> None:
 
 
 def load(path: str | Path, overrides: Iterable[str] = (), cwd: Path | None = None) -> Experiment:
-    """The one entry point: file (or run directory) + overrides → validated `Experiment`."""
-    file = config_file_for(Path(path))
+    """The one entry point: file (or run directory) + overrides → validated `Experiment`.
+
+    Given a run directory, that directory *is* the run, wherever it lives now (copied or moved): `run.dir` and
+    `run.name` are taken from its location and `RunDir.of` returns it."""
+    from llmctl.runs import RunDir
+
+    target = Path(path)
+    file = config_file_for(target)
     raw = load_raw(file)
+    run_dir = target if target.is_dir() else None
+    if run_dir is not None:
+        located = {"dir": str(run_dir.resolve().parent)}
+        if _NAME.match(run_dir.resolve().name):
+            located["name"] = run_dir.resolve().name
+        raw = {**raw, "run": {**(raw.get("run") or {}), **located}} if isinstance(raw.get("run", {}), dict) else raw
     raw = apply_overrides(raw, overrides, cwd)
     exp = validate(raw, source=file.name)
     absolutize_defaults(exp, cwd or Path.cwd())
+    if run_dir is not None:
+        RunDir.bind(exp, run_dir)
     return exp
 
 

@@ -34,7 +34,6 @@ def open_run(exp) -> InferenceRun:
     from llmctl import config as config_mod
     from llmctl.data.normalize import Normalizer
     from llmctl.data.preprocess import dataset_fingerprint
-    from llmctl.data.tokenizers import load_tokenizer
 
     run = RunDir.of(exp)
     run.require_model()
@@ -43,12 +42,7 @@ def open_run(exp) -> InferenceRun:
     if not run.config.is_file():
         raise ArtifactError(f"{run.root} has no config.yaml", hint="pass a run directory made by llmctl")
     saved = config_mod.validate(run.saved_config(), source=str(run.config))
-    try:
-        tokenizer = load_tokenizer(run.tokenizer)
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"cannot load the tokenizer of {run.root}: {str(exc).splitlines()[0]}",
-                            hint="the run directory is incomplete; copy its tokenizer/ back or train it "
-                                 "again") from None
+    tokenizer = load_run_tokenizer(run)
     normalizer = Normalizer(saved.data.normalize)
     combined = dataset_fingerprint(tokenizer.fingerprint(), normalizer.settings())
     recorded = info.get("tokenizer_fingerprint") or combined
@@ -58,6 +52,41 @@ def open_run(exp) -> InferenceRun:
                             hint="restore the run's own tokenizer/ and config.yaml, or train the run again")
     return InferenceRun(run=run, info=info, kind=kind, exp=saved, tokenizer=tokenizer, normalizer=normalizer,
                         fingerprint=recorded)
+
+
+TOKENIZER_SAMPLE_IDS = 256  # ids compared between tokenizer.json and llmctl_tokenizer.json
+
+
+def load_run_tokenizer(run: RunDir):
+    """The run's tokenizer, with both of its files checked: `tokenizer/tokenizer.json` (what exports ship and HF
+    `tokenizers` loads) must load and agree with `llmctl_tokenizer.json` on the vocabulary size and on a sample of
+    ids — a damaged file is an `ArtifactError`, never passed on."""
+    from llmctl.data.tokenizers import HF_TOKENIZER_FILE, load_tokenizer
+
+    hint = "the run's tokenizer/ is damaged; copy it back from the dataset's tokenizer/ or train the run again"
+    try:
+        tokenizer = load_tokenizer(run.tokenizer)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot load the tokenizer of {run.root}: {str(exc).splitlines()[0]}",
+                            hint=hint) from None
+    hf_path = run.tokenizer / HF_TOKENIZER_FILE
+    try:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        hf = HFTokenizer.from_file(str(hf_path))
+    except Exception as exc:  # noqa: BLE001 - the Rust library raises its own exception types
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ArtifactError(f"{hf_path} is not a valid tokenizer file ({problem[:120]})", hint=hint) from None
+    size = hf.get_vocab_size(with_added_tokens=True)
+    if size != tokenizer.vocab_size:
+        raise ArtifactError(f"{hf_path} has {size} tokens but the run's tokenizer has {tokenizer.vocab_size}",
+                            hint=hint)
+    step = max(1, size // TOKENIZER_SAMPLE_IDS)
+    for token_id in range(0, size, step):
+        if hf.id_to_token(token_id) != tokenizer.id_to_token(token_id):
+            raise ArtifactError(f"{hf_path} maps id {token_id} to {hf.id_to_token(token_id)!r}, the run's tokenizer "
+                                f"to {tokenizer.id_to_token(token_id)!r}", hint=hint)
+    return tokenizer
 
 
 def _has_checkpoint(run: RunDir) -> bool:
@@ -81,14 +110,10 @@ def load_language_model(opened: InferenceRun, which: str = "best"):
         return model, {"which": which, "path": details["checkpoint"], "step": details.get("step"),
                        "valid_loss": details.get("valid_loss")}
     if which == "best" and run.model.is_file():
-        import keras
-
         import llmctl.models.lstm_lm  # noqa: F401 - registers the model class with Keras
+        from llmctl.models.keras_file import load_keras_file
 
-        try:
-            model = keras.saving.load_model(run.model)
-        except Exception as exc:  # noqa: BLE001 - Keras raises many kinds of errors for a bad file
-            raise ArtifactError(f"cannot load {run.model}: {str(exc).splitlines()[0][:160]}",
-                                hint="train the run again") from None
+        model = load_keras_file(run.model)
         return model, {"which": "best", "path": str(run.model), "step": None, "valid_loss": None}
     raise ArtifactError(f"run {run.root} has no `{which}` checkpoint", hint="use checkpoint=best or train the run")
+

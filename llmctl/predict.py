@@ -48,17 +48,13 @@ def run(exp, reporter: Reporter | None = None, texts: Sequence[str] | None = Non
         raise DataError("no texts to classify", hint="pass --text TEXT, --file FILE, or pipe lines on stdin (--file -)")
 
     from llmctl.data.doc_batches import Documents
-    from llmctl.data.tokenizers import load_tokenizer
     from llmctl.evaluation.classify import run_labels, run_max_length
+    from llmctl.inference_run import load_run_tokenizer
     from llmctl.models.classifier import ClassifierPredictor, load_classifier
 
     names = run_labels(run_dir)
     normalize = _normalizer(run_dir)
-    try:
-        tokenizer = load_tokenizer(run_dir.tokenizer)
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"cannot load the tokenizer of {run_dir.root} ({exc})",
-                            hint="the run directory is damaged; run finetune again") from None
+    tokenizer = load_run_tokenizer(run_dir)
     max_length = run_max_length(run_dir, exp.finetune.max_length)
     ids = [tokenizer.encode(normalize(text)) for text in texts]
     empty = sum(1 for i in ids if not i)

@@ -3,7 +3,8 @@
 Run directory (`<run.dir>/<run.name>/`), self-contained — `evaluate`, `generate`, `finetune` and `export` need
 only it::
 
-    config.yaml          the resolved experiment config (absolute paths, overrides applied)
+    config.yaml          the resolved experiment config (overrides applied; absolute paths except `run.dir: ..`,
+                         so the directory does not depend on where it lives: copy or move it anywhere)
     run.json             kind (lm / classify / pairs), parent run, tokenizer fingerprint, created/updated times
     tokenizer/           copy of the dataset's tokenizer (tokenizer.json + llmctl_tokenizer.json)
     labels.json          classify: label names in id order
@@ -39,6 +40,8 @@ import yaml
 
 from llmctl import atomic
 from llmctl.errors import ArtifactError
+
+LOCK_FILE = ".llmctl.lock"  # llmctl.locks.LOCK_FILE: the advisory lock of a training command
 
 SPLITS = ("train", "valid", "test")
 # config sections that define what a run *is*; the others (evaluate, generate, export, run.progress ...) may change
@@ -100,7 +103,27 @@ class RunDir:
 
     @classmethod
     def of(cls, exp) -> "RunDir":
-        return cls(Path(exp.run.dir) / exp.run.name)
+        """The run of `exp`: the run directory the command was given, else `<run.dir>/<run.name>`."""
+        bound = getattr(exp, "_run_root", None)
+        return cls(Path(bound)) if bound is not None else cls(Path(exp.run.dir) / exp.run.name)
+
+    @staticmethod
+    def bind(exp, root: Path) -> None:
+        """Make `root` (a run directory given on the command line) the run of `exp`, wherever it was trained."""
+        exp._run_root = Path(root).resolve()
+
+    @staticmethod
+    def relocatable(saved: dict[str, Any], root: Path) -> dict[str, Any]:
+        """The config to save in run directory `root`: its `run.dir` is `..` (relative to config.yaml) and its
+        `run.name` the folder's name, so the directory is self-contained — copy or move it anywhere."""
+        import re
+
+        out = dict(saved)
+        run = {**(saved.get("run") or {}), "dir": ".."}
+        if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", Path(root).name):  # run.name's pattern (llmctl.schema)
+            run["name"] = Path(root).name
+        out["run"] = run
+        return out
 
     # -- files
     @property
@@ -210,7 +233,8 @@ class RunDir:
         resuming = self.exists() and resume
         self.root.mkdir(parents=True, exist_ok=True)
         atomic.clean_stale(self.root)
-        atomic.write_text(self.config, yaml.safe_dump(new, sort_keys=False, allow_unicode=True))
+        atomic.write_text(self.config, yaml.safe_dump(self.relocatable(new, self.root), sort_keys=False,
+                                                      allow_unicode=True))
         self.write_info(kind=kind)
         return resuming
 
@@ -237,6 +261,8 @@ def _wipe(root: Path) -> None:
     import shutil
 
     for entry in root.iterdir():
+        if entry.name == LOCK_FILE:  # held by this process: the lock stays with the directory
+            continue
         if entry.is_dir():
             shutil.rmtree(entry)
         else:

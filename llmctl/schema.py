@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 
 class IsPath:
@@ -26,10 +26,33 @@ class IsPath:
 PathField = Annotated[Path, IsPath()]
 
 
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, values are validated on assignment too."""
+MAX_NEW_TOKENS = 1_000_000  # generate.max_new_tokens: beyond this a run of `generate` is a mistake, not a request
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, frozen=False)
+
+def _numeric(annotation) -> bool:
+    """int / float / Optional of them: fields where a YAML `true`/`false` is a mistake, not a number."""
+    if annotation in (int, float):
+        return True
+    args = getattr(annotation, "__args__", ())
+    return bool(args) and all(a in (int, float, type(None)) for a in args) and any(a in (int, float) for a in args)
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated on assignment too.
+
+    No number is ever infinite or NaN (`allow_inf_nan=False`: `.inf` is refused like `.nan`), and a boolean is
+    never taken for a number (`model.units: true` is an error, not 1)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, frozen=False,
+                              allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value, info: ValidationInfo):
+        if isinstance(value, bool) and info.field_name in cls.model_fields \
+                and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, not the boolean {str(value).lower()}")
+        return value
 
 
 class RunConfig(Section):
@@ -316,7 +339,7 @@ class GenerateConfig(Section):
     """Decoding settings for `llmctl generate`."""
 
     strategy: Literal["greedy", "sample", "beam"] = Field("sample", description="Decoding strategy.")
-    max_new_tokens: int = Field(200, ge=1, description="Tokens to generate per prompt.")
+    max_new_tokens: int = Field(200, ge=1, le=MAX_NEW_TOKENS, description="Tokens to generate per prompt.")
     min_new_tokens: int = Field(0, ge=0, description="Forbid end-of-sequence before this many tokens.")
     temperature: float = Field(1.0, gt=0.0, description="Softmax temperature (> 0).")
     top_k: Optional[int] = Field(None, ge=1, description="Sample only among the k most likely tokens.")
@@ -360,6 +383,10 @@ class ExportConfig(Section):
 
 class Experiment(Section):
     """One experiment: every command reads the sections it needs from this."""
+
+    # the run directory a command was given (CONFIG = a run directory): it *is* the run, wherever it now lives;
+    # set by `llmctl.config.load`, read by `llmctl.runs.RunDir.of`
+    _run_root: Optional[Path] = PrivateAttr(default=None)
 
     run: RunConfig = Field(default_factory=RunConfig, description="Run directory and process behaviour.")
     data: DataConfig = Field(default_factory=DataConfig, description="Corpora and processed dataset.")

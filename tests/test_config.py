@@ -148,8 +148,13 @@ def test_run_directory_accepted_as_config(tmp_path):
     exp = config.load(write(tmp_path / "x.yaml", "model: {layers: 1}\n"))
     (run / "config.yaml").write_text(config.dump_yaml(exp), encoding="utf-8")
     assert config.load(run).model.layers == 1
-    with pytest.raises(ConfigError, match="without config.yaml"):
+    # a folder that is not a run, or a run directory that does not exist: artifact errors (exit 4), as the README says
+    from llmctl.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="without config.yaml"):
         config.load(tmp_path / "runs")
+    with pytest.raises(ArtifactError, match="run directory .*r2 does not exist"):
+        config.load(tmp_path / "runs" / "r2")
 
 
 def test_missing_and_non_utf8_files(tmp_path):

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmctl import __version__, atomic
+from llmctl import __version__, atomic, locks
 from llmctl.data import fast_words
 from llmctl.data import stats as stats_mod
 from llmctl.data.dataset import FORMAT_VERSION, Dataset, token_dtype
@@ -137,6 +137,7 @@ def _summary(manifest: dict[str, Any], final: Path, seconds: float | None, statu
     return values
 
 
+@locks.scoped  # the run / dataset directory lock is released when the command ends
 def run(exp, reporter: Reporter | None = None, force: bool = False) -> Result:
     """Build `exp.data.dir` from the configured sources, or confirm it is up to date (no-op unless `force`)."""
     reporter = reporter or Reporter("none")
@@ -144,6 +145,7 @@ def run(exp, reporter: Reporter | None = None, force: bool = False) -> Result:
     final = Path(exp.data.dir)
     _check_replaceable(final)
     plan = make_plan(exp, reporter)
+    locks.acquire_replaced(final, "dataset directory")  # one preprocess per data.dir (held until the command ends)
     _clean_stale(final)
     if not force:
         existing = _up_to_date(DatasetDir(final), plan.build_key)

@@ -11,7 +11,8 @@ flat however large the corpus is. Formats:
 
 Encoding policy (`data.encoding_errors`): `strict` fails naming the file and byte offset, `replace` substitutes
 U+FFFD, `skip` drops the record (line, row or whole file) holding the bad bytes. A byte-order mark at the start of a
-file is always removed. Files with NUL bytes are refused as binary (for ASCII-compatible encodings).
+file is always handled: it names the file's encoding (UTF-8, UTF-16, UTF-32) and is removed. Files with NUL bytes
+are refused as binary (for ASCII-compatible encodings).
 """
 
 from __future__ import annotations
@@ -122,6 +123,24 @@ def check_encoding(name: str) -> str:
     return "utf-8" if canonical == "utf-8-sig" else canonical
 
 
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 LE first: it starts like UTF-16 LE
+
+
+def file_encoding(path: Path, declared: str) -> str:
+    """The encoding to read `path` with: a byte-order mark at its start names it (UTF-8, UTF-16 or UTF-32, whatever
+    `data.encoding` says — a BOM is always handled), else `declared`."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return declared
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            return declared if codecs.lookup(declared).name.startswith(name) else name
+    return declared
+
+
 def _ascii_compatible(encoding: str) -> bool:
     try:
         return "a\n\0".encode(encoding) == b"a\n\0"
@@ -184,6 +203,7 @@ def inspect_file(path: Path, encoding: str, counter: ReadCounter | None = None) 
     `counter.bytes_read` grows as the file is read (for progress)."""
     size = 0
     digest = hashlib.sha256()
+    encoding = file_encoding(path, encoding)
     decoder = codecs.getincrementaldecoder(encoding)("strict")
     check_nul = _ascii_compatible(encoding)
     bad: int | None = None
@@ -232,11 +252,17 @@ def decode_error(path: Path, encoding: str, offset: int) -> DataError:
 
 def _decoded_blocks(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[str]:
     """Decoded text of a file block by block: BOM removed, universal newlines, bad bytes handled by policy."""
-    decoder = codecs.getincrementaldecoder(opts.encoding)(_POLICY[opts.errors])
+    encoding = file_encoding(spec.path, opts.encoding)
+    decoder = codecs.getincrementaldecoder(encoding)(_POLICY[opts.errors])
     offset = 0
     first = True
     carry_cr = False
-    with open(spec.path, "rb") as handle:
+    try:
+        handle = open(spec.path, "rb")
+    except OSError as exc:  # it was there when the sources were inspected
+        raise DataError(f"cannot read {spec.path}: {exc.strerror} (it changed while preprocess was running)",
+                        hint="keep the sources in place until preprocess has finished, then run it again") from None
+    with handle:
         while True:
             block = handle.read(BLOCK_BYTES)
             final = not block
@@ -244,7 +270,7 @@ def _decoded_blocks(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> 
             try:
                 text = decoder.decode(block, final=final)
             except UnicodeDecodeError as exc:
-                raise decode_error(spec.path, opts.encoding, offset - pending + exc.start) from None
+                raise decode_error(spec.path, encoding, offset - pending + exc.start) from None
             offset += len(block)
             counter.bytes_read += len(block)
             if first and text:
@@ -377,9 +403,9 @@ def _jsonl(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[
                 raise DataError(f"{spec.path}:{lineno}: no field `{name}` for the {role} (fields: {have})",
                                 hint=_role_hint(role))
             value = obj[name]
-            if value is None or isinstance(value, (dict, list)):
+            if value is None or isinstance(value, (dict, list)) or (role != "label" and not isinstance(value, str)):
                 raise DataError(f"{spec.path}:{lineno}: field `{name}` is {json.dumps(value)[:40]}, not text",
-                                hint=f"give every record a {role}")
+                                hint=f"give every record a {role} as a JSON string")
             values[role] = _scalar(value)
         if ("\\ud" in line or "\\uD" in line) and any(map(_SURROGATE.search, values.values())):
             # an escape of half a surrogate pair (`"\ud800"`) decodes to a lone surrogate, which is not Unicode text

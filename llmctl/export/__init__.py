@@ -25,7 +25,7 @@ import shutil
 import time
 from typing import Any
 
-from llmctl import atomic
+from llmctl import atomic, locks
 from llmctl.errors import ArtifactError
 from llmctl.export.plan import MANIFEST, make_plan
 from llmctl.progress import Reporter
@@ -34,10 +34,14 @@ from llmctl.results import Result
 __all__ = ["run"]
 
 
+@locks.scoped  # the run / dataset directory lock is released when the command ends
 def run(exp, *, reporter: Reporter | None = None) -> Result:
     """Export the run named by `exp.run` as `exp.export` asks; returns what was written and the self-checks."""
     reporter = reporter or Reporter("none")
     plan = make_plan(exp)
+    plan.run.require_model()  # before the lock file is made beside the export folder (inside the run by default)
+    locks.acquire_replaced(plan.out, "export directory")  # one export into a folder at a time (until the end)
+    atomic.clean_stale_siblings(plan.out)  # what an interrupted export left: .tmp-<name>.* beside it
     started = time.perf_counter()
     reporter.info(f"export: loading {plan.run.root}")
 

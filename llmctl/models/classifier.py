@@ -311,7 +311,9 @@ def load_classifier(run, which: str = "best") -> tuple[SequenceClassifier, dict[
         raise ArtifactError(f"{run.root} is a `{info.get('kind')}` run, not a classifier",
                             hint="use a run made by `llmctl finetune` with finetune.task=classify")
     if not read_pointer(run.checkpoints) and run.model.is_file() and which == "best":
-        model = keras.saving.load_model(run.model)
+        from llmctl.models.keras_file import load_keras_file
+
+        model = load_keras_file(run.model)
         return model, {"checkpoint": str(run.model), "which": which}
     exp = config_mod.validate(run.saved_config(), source=str(run.config))
     prefix, entry = resolve_checkpoint(run.checkpoints, which)

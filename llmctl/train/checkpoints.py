@@ -252,10 +252,14 @@ class CheckpointStore:
             status = self.checkpoint.read(str(prefix))
             status.assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as exc:
+            if _damaged(prefix, exc):
+                raise _damaged_error(prefix) from None
             raise ArtifactError(f"checkpoint {prefix} does not match this model/optimizer "
                                 f"({str(exc).splitlines()[0][:160]})",
                                 hint="resume with the same model and train settings, or start over with "
                                      "--overwrite") from None
+        except Exception as exc:  # noqa: BLE001 - a truncated .data file fails deep in TF (IndexError, ...)
+            raise _damaged_error(prefix) from exc
         progress = json.loads(self.progress.numpy().decode("utf-8"))
         states = [np.asarray(v.numpy()) for v in self.carry]
         return progress, states, prefix
@@ -272,9 +276,25 @@ def load_weights(model, prefix: Path) -> None:
         status.expect_partial()
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as exc:
+        if _damaged(prefix, exc):
+            raise _damaged_error(prefix) from None
         raise ArtifactError(f"checkpoint {prefix} does not match the model in the run's config.yaml "
                             f"({str(exc).splitlines()[0][:160]})",
                             hint="the checkpoint belongs to another model; pick the right run or checkpoint") from None
+    except Exception as exc:  # noqa: BLE001 - a truncated .data file fails deep in TF (IndexError, ...)
+        raise _damaged_error(prefix) from exc
+
+
+def _damaged(prefix: Path, exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, tf.errors.DataLossError) or "read less bytes" in text or "truncated" in text \
+        or "corrupt" in text
+
+
+def _damaged_error(prefix: Path) -> ArtifactError:
+    return ArtifactError(f"checkpoint {prefix} is damaged (its .data/.index files are truncated or corrupt)",
+                         hint="use another checkpoint, e.g. --set evaluate.checkpoint=last or "
+                              "generate.checkpoint=last, or resume or retrain the run")
 
 
 def restore_model(run: RunDir, which: str = "best"):

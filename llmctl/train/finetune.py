@@ -13,11 +13,13 @@ tokenizer; the dataset has what the task needs (labels, prompt/response boundari
 
 from __future__ import annotations
 
+from llmctl import locks
 from llmctl.progress import Reporter
 from llmctl.results import Result
 from llmctl.tfenv import import_tf
 
 
+@locks.scoped  # the run / dataset directory lock is released when the command ends
 def run(exp, reporter: Reporter | None = None) -> Result:
     """Fine-tune per `exp.finetune.task`; returns the final metrics (also in the run's summary.json)."""
     import_tf()

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from llmctl import atomic
+from llmctl import atomic, locks
 from llmctl.errors import ArtifactError, DataError, TrainingError
 from llmctl.progress import Reporter
 from llmctl.results import Result
@@ -32,6 +32,7 @@ from llmctl.tfenv import device_report, import_tf, seed_everything
 from llmctl.train.training_run import open_training_run
 
 PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+DIVERGED_FACTOR = 10.0  # a finite training loss above 10 × ln(vocab) nats/token stops the run as diverged
 MAX_SKIPPED_FP16_STEPS = 25  # consecutive non-finite float16 steps (skipped by loss scaling) before giving up
 
 
@@ -181,6 +182,9 @@ class PretrainSession:
         self.steps = build_steps(self.train_tokens, cfg, seed=exp.run.seed, num_replicas=self.dist.num_replicas)
         self.steps_per_epoch, self.total_steps = _planned_steps(cfg, self.steps)
 
+        from llmctl.limits import check_training_memory
+
+        check_training_memory(exp, ds.vocab_size)  # before the run directory exists: no stub left behind
         self.run_dir, self.resuming = _prepare_run(exp, ds, self.dist, self.run_info)
         self._build_model(tf)
 
@@ -413,6 +417,8 @@ class PretrainSession:
                                 self._diverged(norm, lr, "gradient")
                         else:
                             self._diverged(loss_sum / max(count, 1.0), lr, "loss")
+                    elif loss_sum / max(count, 1.0) > self.diverged_above:
+                        self._diverged(loss_sum / max(count, 1.0), lr, "loss", limit=self.diverged_above)
                     else:
                         skipped_in_a_row = 0
                     states = new_states
@@ -524,7 +530,14 @@ class PretrainSession:
             fields["eta"] = _duration(min(remaining))
         self.reporter.advance(p.step, **fields)
 
-    def _diverged(self, value: float, lr: float, what: str) -> None:
+    @property
+    def diverged_above(self) -> float:
+        """A finite loss this high means the run diverged: DIVERGED_FACTOR × ln(vocab) nats per token, i.e. the
+        targets get a probability below vocab**-DIVERGED_FACTOR — far worse than uniform guessing (ln vocab), which
+        an initialised model starts near. Training stops as for a NaN loss."""
+        return DIVERGED_FACTOR * math.log(max(self.ds.vocab_size, 2))
+
+    def _diverged(self, value: float, lr: float, what: str, limit: float | None = None) -> None:
         p = self.progress
         kept = f"the last good checkpoint (step {self.last_saved_step}) is kept" if self.last_saved_step is not None \
             else "no checkpoint had been written yet"
@@ -533,8 +546,12 @@ class PretrainSession:
         self.reporter.stop()
         if self.dist.is_chief:
             self.log.close()
-            self._write_outputs(status="diverged", stop=f"non-finite {what}", final_valid=None)
-        raise TrainingError(f"the training {what} became {value} at step {p.step + 1} (epoch {p.epoch + 1}); {kept}",
+            self._write_outputs(status="diverged", stop=f"non-finite {what}" if limit is None else f"diverged {what}",
+                                final_valid=None)
+        became = f"became {value}" if limit is None else (
+            f"diverged to {value:.4g} nats/token, above {limit:.3g} = {DIVERGED_FACTOR:g} × ln(vocab "
+            f"{self.ds.vocab_size:,}),")
+        raise TrainingError(f"the training {what} {became} at step {p.step + 1} (epoch {p.epoch + 1}); {kept}",
                             hint=f"lower train.lr (now {lr:.3g}, e.g. --set train.lr={lr / 4:.3g}) or {clip}")
 
     # -- finish
@@ -615,6 +632,7 @@ def _duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+@locks.scoped  # the run / dataset directory lock is released when the command ends
 def run(exp, reporter: Reporter | None = None, *, init_model=None, run_info: dict[str, Any] | None = None) -> Result:
     """Train the language model `exp` describes; returns the final metrics (also in summary.json).
 

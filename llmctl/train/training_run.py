@@ -3,9 +3,11 @@
     run, resuming = open_training_run(exp, ds, kind="lm", info={...}, dist=dist)
 
 `run.resume` (never / auto / always) and `run.overwrite` decide: `always` needs a `last` checkpoint, `auto` resumes
-when there is one; `RunDir.prepare` saves the resolved config and refuses a directory holding a different run. A
-resumed run must still speak the dataset's tokenizer; a new start drops stale checkpoints and copies the dataset's
-tokenizer into the run. run.json records the kind, the tokenizer fingerprint, the vocabulary size and the dataset.
+when there is one; a directory left by a run that stopped before its first checkpoint is replaced by a new start.
+The run directory is locked (`llmctl.locks`) for the rest of the command; `RunDir.prepare` saves the resolved
+config and refuses a directory holding a different run. A resumed run must still speak the dataset's tokenizer; a
+new start drops stale checkpoints and copies the dataset's tokenizer into the run. run.json records the kind, the
+tokenizer fingerprint, the vocabulary size and the dataset.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from llmctl import atomic
+from llmctl import atomic, locks
 from llmctl.errors import ArtifactError, ConfigError
 from llmctl.runs import RunDir
 
@@ -37,13 +39,21 @@ def open_training_run(exp, ds, *, kind: str, info: dict[str, Any], parent: RunDi
     if parent is not None and Path(parent.root).resolve() == run.root.resolve():
         raise ConfigError(f"finetune.parent is the run directory itself ({run.root})",
                           hint="give the fine-tuned run another run.name")
+    if want == "always" and not run.exists():
+        raise ArtifactError(f"cannot resume: {run.root} does not exist", hint="run without --resume to start the run")
+    if dist is None or dist.is_chief:
+        locks.acquire_run(run.root)  # one writer per run directory; released when the command ends
     existing = run.exists()
-    has_checkpoint = existing and bool(read_pointer(run.checkpoints).get("last"))
+    pointer = read_pointer(run.checkpoints) if existing else {}
+    has_checkpoint = bool(pointer.get("last"))
+    # a run that failed or was killed before its first checkpoint (config.yaml, run.json, tokenizer/ only) was
+    # never started: a plain rerun replaces it, whatever its config said (no --overwrite needed)
+    stub = existing and not has_checkpoint and not pointer.get("best") and not run.model.is_file()
     if want == "always" and not has_checkpoint:
-        where = f"{run.root} has no checkpoint" if existing else f"{run.root} does not exist"
-        raise ArtifactError(f"cannot resume: {where}", hint="run without --resume to start the run")
+        raise ArtifactError(f"cannot resume: {run.root} has no checkpoint (it stopped before the first one)",
+                            hint="run the same command without --resume to start it again")
     resuming = want in ("auto", "always") and has_checkpoint and not exp.run.overwrite
-    if refuse_other_kind and existing and not exp.run.overwrite and not resuming:
+    if refuse_other_kind and existing and not stub and not exp.run.overwrite and not resuming:
         recorded = run.read_info() if run.info.is_file() else {}
         if recorded.get("kind") not in (None, kind):
             raise ArtifactError(f"run directory {run.root} holds a `{recorded.get('kind')}` run",
@@ -52,7 +62,7 @@ def open_training_run(exp, ds, *, kind: str, info: dict[str, Any], parent: RunDi
         dist.barrier()  # every worker decided before the chief touches the directory
     if dist is None or dist.is_chief:
         allow_existing = resuming or (want == "auto" and existing and not has_checkpoint)
-        run.prepare(exp, kind=kind, resume=allow_existing, overwrite=exp.run.overwrite)
+        run.prepare(exp, kind=kind, resume=allow_existing, overwrite=exp.run.overwrite or stub)
         if resuming:
             recorded = run.read_info().get("tokenizer_fingerprint")
             if recorded and recorded != ds.fingerprint:

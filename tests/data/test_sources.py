@@ -156,6 +156,47 @@ def test_utf16_with_bom(tmp_path):
     assert [r.text for r in _records(path, documents="line", encoding="utf-16")] == ["één", "twee"]
 
 
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_a_bom_is_handled_under_the_default_utf8(tmp_path, codec):
+    """The README promises BOM handling: a UTF-16/32 file with a BOM is read under data.encoding=utf-8 (it was
+    refused as "binary (NUL byte)")."""
+    import codecs
+
+    boms = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}
+    path = tmp_path / "a.txt"
+    path.write_bytes(boms.get(codec, b"") + "één\ntwee\n".encode(codec))
+    info = src.inspect_file(path, "utf-8")
+    assert info.bad_offset is None
+    assert [r.text for r in _records(path, documents="line")] == ["één", "twee"]
+    assert "".join(r.text for r in _records(path)) == "één\ntwee\n"
+
+
+def test_utf16_without_bom_under_utf8_is_still_refused(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_bytes("abc\n".encode("utf-16-le"))
+    with pytest.raises(DataError, match="binary"):
+        src.inspect_file(path, "utf-8")
+
+
+def test_a_source_deleted_during_preprocess_is_a_data_error(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("hello\n", encoding="utf-8")
+    data = _data(documents="line")
+    (spec,) = src.expand(SourceConfig(path=path), data, "data.train[0]")
+    src.inspect_file(path, "utf-8")
+    path.unlink()  # between the inspection and the reading passes
+    with pytest.raises(DataError, match="cannot read .*a.txt: No such file.*changed while preprocess was running"):
+        list(src.read_records(spec, src.ReadOptions.of(data)))
+
+
+@pytest.mark.parametrize("value", ["12345", "true", "1.5"])
+def test_jsonl_text_must_be_a_string(tmp_path, value):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": ' + value + '}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"a.jsonl:2: field `text` is .*not text"):
+        _records(path)
+
+
 # ---------------------------------------------------------------- encoding policies
 
 
