@@ -15,9 +15,9 @@
   are frozen; the loop ends when every row has finished or `max_new_tokens` is reached. Every row carries its own
   settings (`RowSettings`: greedy or sampled, temperature, top-p, seed and row id, length limit) and its own step,
   so ONE loop serves `generate` (every row alike) and `llmctl serve`'s dynamic batching (`start` / `advance` on a
-  `RowBatch` whose rows join and leave between chunks): a row's tokens never depend on its neighbours. For streaming, the same
-  compiled loop runs in chunks of `chunk` steps (the carry — logits, states, tokens so far — goes in and out), so
-  text can be printed every few tokens at a negligible cost.
+  `RowBatch` whose rows join and leave between chunks): a row's tokens never depend on its neighbours. For
+  streaming, the same compiled loop runs in chunks of `chunk` steps (the carry — logits, states, tokens so far —
+  goes in and out), so text can be printed every few tokens at a negligible cost.
 * **Beam** search is one `tf.while_loop` too (`beam.beam_search_loop`), compiled as a plain graph: XLA's CPU top-k
   over width × vocab is slower than TensorFlow's kernel.
 
