@@ -13,9 +13,10 @@ API_KEY = "test-key-123"
 MAIN = ("serve.max_batch=8", "serve.max_queue=16", "serve.max_prompts=8", "serve.max_tokens_limit=64",
         "serve.max_prompt_tokens=40", "serve.max_body_bytes=4096", f"serve.api_key={API_KEY}", "serve.chunk=4",
         "serve.batch_wait_ms=30", "generate.strategy=sample", "generate.temperature=0.9")
-# one row, one queue slot, one step per loop call: a long request holds the only row for a long time
+# one row, one queue slot, one step per loop call, no EOS before 2000 tokens: a long request holds the only row
+# until its client goes away
 NARROW = ("serve.max_batch=1", "serve.max_queue=1", "serve.max_tokens_limit=2000", "serve.chunk=1",
-          "serve.batch_wait_ms=0")
+          "serve.batch_wait_ms=0", "generate.min_new_tokens=2000")
 
 
 @pytest.fixture(scope="session")
