@@ -322,18 +322,31 @@ class Decoder:
             targets=np.asarray([top_p_target(None if s.greedy else s.top_p) for s in settings], np.float32),
             max_len=np.asarray([s.max_new_tokens for s in settings], np.int32))
 
-    def advance(self, batch: RowBatch, steps: int) -> tuple[RowBatch, int]:
+    def advance(self, batch: RowBatch, steps: int, *, pad_to: int | None = None,
+                full: bool = False) -> tuple[RowBatch, int]:
         """Run up to `steps` steps of the compiled loop on every row (fewer if all rows finish): (new batch, steps
-        run). Finished rows stay in the batch, frozen, until the caller drops them (`RowBatch.take`)."""
-        sample = not bool(batch.greedy.all())
-        nucleus = sample and bool((batch.targets <= 1.0).any())
+        run). Finished rows stay in the batch, frozen, until the caller drops them (`RowBatch.take`).
+
+        `pad_to`: run the loop on this many rows (finished copies of row 0 fill the rest), so that an XLA loop
+        compiles once per padded size instead of once per row count. `full`: run the loop variant that samples
+        with the top-p filter whatever the rows need (ONE compiled loop for every mix of rows: greedy rows take
+        the argmax, rows without top-p are unfiltered — the same tokens, some work wasted); otherwise the
+        cheapest variant the rows need (greedy only / sampling without top-p / sampling with top-p)."""
+        size = batch.size
+        if pad_to is not None and pad_to > size:
+            filler = batch.take([0] * (pad_to - size))
+            filler = replace(filler, finished=tf.ones([pad_to - size], tf.bool))
+            batch = RowBatch.concat(batch, filler)
+        sample = full or not bool(batch.greedy.all())
+        nucleus = full or (sample and bool((batch.targets <= 1.0).any()))
         loop = self._loop(sample, nucleus, batch)
         ran, logits, flat, generated, finished, lengths = loop(
             batch.logits, batch.states, batch.generated, batch.finished, batch.lengths, tf.constant(int(steps)),
             tf.constant(batch.seed), tf.constant(batch.rows), tf.constant(batch.greedy),
             tf.constant(batch.temperature), tf.constant(batch.targets), tf.constant(batch.max_len))
-        return replace(batch, logits=logits, states=list(flat), generated=generated, finished=finished,
-                       lengths=lengths), int(ran)
+        out = replace(batch, logits=logits, states=list(flat), generated=generated, finished=finished,
+                      lengths=lengths)
+        return (out.take(range(size)) if out.size > size else out), int(ran)
 
     # ---------------------------------------------------------------- beam
 

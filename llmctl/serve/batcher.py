@@ -71,6 +71,10 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._active: list[Job] = []
         self._batch: RowBatch | None = None
+        # an XLA loop compiles once per row count: run it on power-of-two row counts (padded) instead
+        # and always the one loop variant that handles every mix of rows (XLA compiles each variant per size)
+        self.buckets = bucket_sizes(self.max_batch) if decoder.jit_compile else []
+        self.full = bool(decoder.jit_compile)
         self.calls = 0        # decode-loop calls so far
         self.max_rows = 0     # most rows decoded together so far
 
@@ -98,6 +102,10 @@ class Batcher:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def pad_to(self, rows: int) -> int | None:
+        """The row count the loop runs on for `rows` rows (None: exactly `rows`)."""
+        return next((b for b in self.buckets if b >= rows), None)
 
     @property
     def queued(self) -> int:
@@ -172,7 +180,7 @@ class Batcher:
         self.max_rows = max(self.max_rows, batch.size)
         if self.metrics is not None:
             self.metrics.batch_rows.observe(batch.size)
-        batch, _ = self.decoder.advance(batch, self.chunk)
+        batch, _ = self.decoder.advance(batch, self.chunk, pad_to=self.pad_to(batch.size), full=self.full)
         generated = batch.generated.numpy()
         finished = batch.finished.numpy()
         lengths = batch.lengths.numpy()
@@ -226,3 +234,10 @@ class Batcher:
             log.debug("could not deliver %s", event[0], exc_info=True)
 
 
+def bucket_sizes(max_batch: int) -> list[int]:
+    """1, 2, 4, ... below `max_batch`, and `max_batch` itself."""
+    sizes, size = [], 1
+    while size < max_batch:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, int(max_batch)]

@@ -99,16 +99,20 @@ class Service:
         if self.classifier is not None:
             self.classifier.predict(["warm up", "a second, longer text to warm up with"])
         else:
-            from llmctl.generate.decode import RowSettings
+            from llmctl.generate.decode import RowBatch, RowSettings
 
-            prompts = [[3, 5, 6], [3]]
-            variants = [(True, 1.0, None), (False, 1.0, None), (False, 0.9, 0.9)]
-            for greedy, temperature, top_p in variants:
-                rows = [RowSettings(2, seed=1, row=i, greedy=greedy, temperature=temperature, top_p=top_p)
-                        for i in range(len(prompts))]
-                batch = self.decoder.start(prompts, rows, self.cfg.max_tokens_limit)
-                batch, _ = self.decoder.advance(batch, 2)
-                batch.take([1]).generated.numpy()
+            # every loop the batcher can run: XLA — the one full variant at each padded row count; plain graph —
+            # each variant (greedy / sampling / sampling with top-p), traced once for any row count
+            batcher = self.batcher
+            kinds = [(False, 0.9)] if batcher.full else [(True, None), (False, None), (False, 0.9)]
+            for greedy, top_p in kinds:
+                for rows in batcher.buckets or [2]:
+                    settings = [RowSettings(2, seed=1, row=i, greedy=greedy, temperature=0.9, top_p=top_p)
+                                for i in range(min(rows, 2))]
+                    batch = self.decoder.start([[3, 5, 6], [3]][:len(settings)], settings,
+                                               self.cfg.max_tokens_limit)
+                    batch, _ = self.decoder.advance(batch, 2, pad_to=batcher.pad_to(rows), full=batcher.full)
+                    RowBatch.concat(batch, batch).take([1]).generated.numpy()
             self.batcher.start()
         self.state = "ready"
         self.ready_at = time.time()

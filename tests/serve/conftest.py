@@ -9,14 +9,14 @@ from tests.export.tiny_runs import make_classifier_run, make_lm_run
 from tests.serve.servers import ThreadServer, load
 
 API_KEY = "test-key-123"
-# the main server: small limits so that every limit can be hit with small requests
-MAIN = ("serve.max_batch=8", "serve.max_queue=16", "serve.max_prompts=8", "serve.max_tokens_limit=64",
+# the main server: small limits so that every limit can be hit with small requests; the XLA loop (the default)
+MAIN = ("serve.max_batch=4", "serve.max_queue=32", "serve.max_prompts=8", "serve.max_tokens_limit=64",
         "serve.max_prompt_tokens=40", "serve.max_body_bytes=4096", f"serve.api_key={API_KEY}", "serve.chunk=4",
-        "serve.batch_wait_ms=30", "generate.strategy=sample", "generate.temperature=0.9")
+        "serve.batch_wait_ms=30", "serve.xla=true", "generate.strategy=sample", "generate.temperature=0.9")
 # one row, one queue slot, one step per loop call, no EOS before 2000 tokens: a long request holds the only row
 # until its client goes away
 NARROW = ("serve.max_batch=1", "serve.max_queue=1", "serve.max_tokens_limit=2000", "serve.chunk=1",
-          "serve.batch_wait_ms=0", "generate.min_new_tokens=2000")
+          "serve.batch_wait_ms=0", "serve.xla=false", "generate.min_new_tokens=2000")
 
 
 @pytest.fixture(scope="session")

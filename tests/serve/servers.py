@@ -16,7 +16,7 @@ from pathlib import Path
 from llmctl import config as config_mod
 
 ROOT = Path(__file__).resolve().parents[2]
-READY_TIMEOUT = 240.0
+READY_TIMEOUT = 900.0   # generous: XLA compiles at start-up, and this machine may be busy
 
 
 def load(run, *overrides: str):

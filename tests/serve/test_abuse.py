@@ -198,3 +198,16 @@ def test_client_disconnect_mid_stream_frees_its_row(narrow_server):
     status, answer, _ = post(srv, {"prompt": "The", "max_tokens": 5, "temperature": 0}, headers={})
     assert status == 200 and answer["usage"]["completion_tokens"] <= 5
     assert request(srv.host, srv.port, "GET", "/health")[0] == 200
+
+
+def test_client_disconnect_while_waiting_for_a_plain_completion_frees_its_row(narrow_server):
+    srv = narrow_server
+    before = metric(srv.host, srv.port, "llmctl_generated_tokens_total")
+    data = json.dumps({"prompt": "The", "max_tokens": 2000, "temperature": 0}).encode()
+    sock = socket.create_connection((srv.host, srv.port), timeout=60)
+    sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    assert _wait(lambda: srv.service.batcher.running == 1)
+    sock.close()
+    assert _wait(lambda: srv.service.batcher.running == 0)
+    assert metric(srv.host, srv.port, "llmctl_generated_tokens_total") - before < 2000

@@ -55,7 +55,7 @@ def test_port_in_use_is_a_resource_error_and_sigterm_is_graceful(serve_lm_run):
     assert proc.returncode == 6, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("resource error: cannot listen on 127.0.0.1:")
 
-    server, host, port = start_process(serve_lm_run.root, "--set", "serve.chunk=1",
+    server, host, port = start_process(serve_lm_run.root, "--set", "serve.chunk=1", "--set", "serve.xla=false",
                                        "--set", "generate.min_new_tokens=300")
     try:
         assert host == "127.0.0.1"   # loopback unless told otherwise
