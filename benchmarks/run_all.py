@@ -24,9 +24,11 @@ BENCHES = [
     ("train", "bench_train.py", []),
     ("generate", "bench_generate.py", []),
     ("tflite", "bench_tflite.py", []),
+    ("serve", "bench_serve.py", []),
 ]
 REQUIRED = ["train_tokens_per_s", "train_vs_keras_fit", "mfu", "generate_tokens_per_s", "generate_vs_naive",
-            "preprocess_mb_per_s", "preprocess_vs_textvectorization", "help_seconds"]
+            "preprocess_mb_per_s", "preprocess_vs_textvectorization", "help_seconds", "serve_tokens_per_s_32",
+            "serve_32_vs_1"]
 
 
 def main() -> int:

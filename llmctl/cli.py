@@ -53,7 +53,7 @@ app = typer.Typer(
     name="llmctl",
     cls=_OneLineUsageErrors,
     help="From raw text to a trained, evaluated and usable LSTM language model — one YAML config per experiment.\n\n"
-         "Typical flow: preprocess → pretrain → (finetune) → evaluate → generate → export.",
+         "Typical flow: preprocess → pretrain → (finetune) → evaluate → generate → export → serve.",
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
@@ -270,6 +270,38 @@ def export(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt,
     """Write deployable artifacts: SavedModel (prefill/step/generate signatures) and TFLite."""
     extra = ("export.overwrite=true",) if overwrite else ()
     _command("llmctl.export", config, set_, debug, quiet, extra=extra)
+
+
+@app.command(epilog="Example: llmctl serve runs/demo --port 8000 --set serve.max_batch=16")
+def serve(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt,
+          host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default serve.host: "
+                                                                   "127.0.0.1, this machine only)."),
+          port: Optional[int] = typer.Option(None, "--port", help="TCP port (default serve.port: 8000; 0 = any "
+                                                                   "free port)."),
+          debug: bool = DebugOpt, quiet: bool = QuietOpt) -> None:
+    """Serve a trained run over HTTP: OpenAI-compatible /v1/completions (or /v1/classify), with dynamic batching."""
+
+    def body():
+        extra = ((f"serve.host={json.dumps(host)}",) if host is not None else ()) + (
+            (f"serve.port={port}",) if port is not None else ())
+        exp = _load(config, set_, quiet, extra)
+        from llmctl import serve as serve_mod
+
+        serve_mod.run(exp, reporter=_reporter(exp), on_event=_serve_event)
+
+    _guard(debug, body)
+
+
+def _serve_event(name: str, values: dict) -> None:
+    if name == "listening":
+        line = (f"llmctl serve: {values['model']} ({values['kind']}) listening on {values['url']} — warming up; "
+                "GET /health answers 200 when ready")
+    elif name == "ready":
+        line = f"llmctl serve: ready after {values['seconds']:.1f} s"
+    else:
+        line = "llmctl serve: stopped (in-flight requests finished)"
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 # ---------------------------------------------------------------- config commands

@@ -381,6 +381,33 @@ class ExportConfig(Section):
     overwrite: bool = Field(False, description="Replace an existing export directory.")
 
 
+class ServeConfig(Section):
+    """`llmctl serve`: an OpenAI-compatible HTTP service for a trained run, with dynamic batching."""
+
+    host: str = Field("127.0.0.1", min_length=1,
+                      description="Address to bind (loopback only by default; `0.0.0.0` exposes the service).")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port, printed at start).")
+    backend: Literal["tf"] = Field("tf", description="Decoder: `tf` (the in-graph float32 decode loop).")
+    max_batch: int = Field(32, ge=1, le=1024, description="Rows (prompts) decoded together at most.")
+    batch_wait_ms: float = Field(
+        5.0, ge=0.0, le=10_000, description="An idle decoder waits this long for more requests to batch with.")
+    max_queue: int = Field(256, ge=1, description="Prompts waiting for a batch slot at most; beyond: 429 at once.")
+    chunk: int = Field(8, ge=1, le=1024, description="Decode steps per loop call: rows join, leave and stream "
+                                                      "between calls.")
+    max_tokens_limit: int = Field(1024, ge=1, description="Largest `max_tokens` a request may ask for.")
+    max_prompt_tokens: int = Field(1024, ge=1, description="Longest prompt, in tokens, a request may send.")
+    max_prompts: int = Field(32, ge=1, description="Most prompts (or classify inputs) in one request.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; beyond: 413.")
+    api_key: Optional[str] = Field(
+        None, min_length=1, description="Require `Authorization: Bearer KEY` on /v1/* (default: the "
+                                        "LLMCTL_API_KEY environment variable, else no key).")
+    xla: bool = Field(True, description="XLA-compile the decode loop (2-5x faster sampling on CPU; compiled at "
+                                        "start-up for batches padded to 1, 2, 4, ... max_batch rows).")
+    graceful_timeout_s: float = Field(
+        60.0, gt=0, description="On SIGTERM/Ctrl-C: how long in-flight requests may take to finish.")
+    access_log: bool = Field(False, description="Log every request line on stderr.")
+
+
 class Experiment(Section):
     """One experiment: every command reads the sections it needs from this."""
 
@@ -398,6 +425,7 @@ class Experiment(Section):
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Generation.")
     distribute: DistributeConfig = Field(default_factory=DistributeConfig, description="Distribution strategy.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="Export.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="HTTP serving.")
 
     @model_validator(mode="after")
     def _cross(self):

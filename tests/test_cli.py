@@ -19,12 +19,12 @@ runner = CliRunner()
 def test_help_lists_the_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("preprocess", "pretrain", "finetune", "evaluate", "generate", "export", "config"):
+    for command in ("preprocess", "pretrain", "finetune", "evaluate", "generate", "export", "serve", "config"):
         assert command in result.output
 
 
 def test_every_command_help_shows_an_example():
-    for command in ("preprocess", "pretrain", "finetune", "evaluate", "generate", "export"):
+    for command in ("preprocess", "pretrain", "finetune", "evaluate", "generate", "export", "serve"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0, result.output
         assert "Example: llmctl" in result.output

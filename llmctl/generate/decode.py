@@ -12,9 +12,12 @@
   the logit processors (repetition penalty over the tokens generated so far, EOS masked until `min_new_tokens`),
   picks the next token in-graph (argmax, or `graph_sampling.GraphSampler`: temperature → top-k → top-p →
   inverse-CDF draw) and advances the LSTM cells by one step with the carried (h, c) state. Rows that produced EOS
-  are frozen; the loop ends when every row has finished or `max_new_tokens` is reached. For streaming, the same
-  compiled loop runs in chunks of `chunk` steps (the carry — logits, states, tokens so far — goes in and out), so
-  text can be printed every few tokens at a negligible cost.
+  are frozen; the loop ends when every row has finished or `max_new_tokens` is reached. Every row carries its own
+  settings (`RowSettings`: greedy or sampled, temperature, top-p, seed and row id, length limit) and its own step,
+  so ONE loop serves `generate` (every row alike) and `llmctl serve`'s dynamic batching (`start` / `advance` on a
+  `RowBatch` whose rows join and leave between chunks): a row's tokens never depend on its neighbours. For
+  streaming, the same compiled loop runs in chunks of `chunk` steps (the carry — logits, states, tokens so far —
+  goes in and out), so text can be printed every few tokens at a negligible cost.
 * **Beam** search is one `tf.while_loop` too (`beam.beam_search_loop`), compiled as a plain graph: XLA's CPU top-k
   over width × vocab is slower than TensorFlow's kernel.
 
@@ -26,13 +29,13 @@ when the caller passes its global index as the row id.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from llmctl.generate.beam import beam_search_loop
-from llmctl.generate.graph_sampling import GraphSampler
+from llmctl.generate.graph_sampling import GraphSampler, sample_rows, top_p_target
 from llmctl.generate.samplers import apply_repetition_penalty, mask_tokens
 from llmctl.models.lstm_lm import flatten_states, unflatten_states
 from llmctl.tfenv import import_tf
@@ -64,6 +67,69 @@ class Generation:
         """Tokens produced by the model (EOS included), over every prompt and hypothesis."""
         return sum(len(seq) + (reason == "eos") for seqs, reasons in zip(self.sequences, self.finish, strict=True)
                    for seq, reason in zip(seqs, reasons, strict=True))
+
+
+@dataclass(frozen=True)
+class RowSettings:
+    """How one row is decoded: up to `max_new_tokens`; greedy, or sampled with its own `temperature` and `top_p`
+    (the decoder's `top_k`, repetition penalty and min_new_tokens apply to every row); its random stream is
+    (`seed`, `row`), as in `Decoder.generate(..., seed=seed, rows=[row])`."""
+
+    max_new_tokens: int
+    seed: int = 0
+    row: int = 0
+    greedy: bool = True
+    temperature: float = 1.0
+    top_p: float | None = None
+
+
+@dataclass
+class RowBatch:
+    """Rows decoded together by `Decoder.advance`: the loop's carry (tensors) and each row's settings (numpy), all
+    with one entry per row. Rows can leave (`take`) and join (`concat`) between `advance` calls."""
+
+    logits: Any
+    states: list
+    generated: Any      # [rows, width] int32 new tokens so far, -1 past each row's end
+    finished: Any       # [rows] bool (EOS produced or max_new_tokens reached)
+    lengths: Any        # [rows] int32 tokens produced so far (EOS included)
+    seed: np.ndarray
+    rows: np.ndarray
+    greedy: np.ndarray
+    temperature: np.ndarray
+    targets: np.ndarray
+    max_len: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.seed.shape[0])
+
+    def take(self, index: Sequence[int]) -> "RowBatch":
+        """The rows at `index`, in that order."""
+        idx = np.asarray(index, np.int32)
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                out[f.name] = value[idx]
+            elif isinstance(value, list):
+                out[f.name] = [tf.gather(v, idx) for v in value]
+            else:
+                out[f.name] = tf.gather(value, idx)
+        return RowBatch(**out)
+
+    @staticmethod
+    def concat(first: "RowBatch", second: "RowBatch") -> "RowBatch":
+        out = {}
+        for f in fields(first):
+            a, b = getattr(first, f.name), getattr(second, f.name)
+            if isinstance(a, np.ndarray):
+                out[f.name] = np.concatenate([a, b])
+            elif isinstance(a, list):
+                out[f.name] = [tf.concat([x, y], 0) for x, y in zip(a, b, strict=True)]
+            else:
+                out[f.name] = tf.concat([a, b], 0)
+        return RowBatch(**out)
 
 
 class Decoder:
@@ -100,7 +166,8 @@ class Decoder:
         self.jit_compile = bool(jit_compile)
         self._prefill_fn = tf.function(self._prefill_graph, input_signature=[
             tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.bool)])
-        self._loop_fn = None
+        self.top_k = None if top_k is None or strategy != "sample" else int(top_k)
+        self._loop_fns: dict[tuple[bool, bool], Callable] = {}
         self._beam_fns: dict[int, Callable] = {}
 
     @classmethod
@@ -169,18 +236,21 @@ class Decoder:
         logits, flat = self._prefill_fn(tf.constant(ids), tf.constant(mask))
         return logits, unflatten_states(flat)
 
-    # ---------------------------------------------------------------- greedy / sample loop
+    # ---------------------------------------------------------------- greedy / sample loop (per-row settings)
 
     def _process(self, logits, step, history):
-        """Logit processors shared by every strategy: repetition penalty, then EOS masked before min_new_tokens."""
+        """Logit processors shared by every strategy: repetition penalty, then EOS masked before min_new_tokens
+        (`step`: a scalar, or [batch] — each row's own step)."""
         if self.repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, history, self.repetition_penalty)
         if self.min_new_tokens > 0 and self.eos_id is not None:
             logits = mask_tokens(logits, [self.eos_id], active=step < self.min_new_tokens)
         return logits
 
-    def _loop_graph(self, logits, flat_states, generated, finished, lengths, start, stop, seed, rows):
-        """Steps [start, stop) of the decode loop; returns the carry (step reached, logits, states, tokens ...)."""
+    def _loop_graph(self, logits, flat_states, generated, finished, lengths, stop, seed, rows, greedy, temperature,
+                    targets, max_len, *, sample: bool, nucleus: bool):
+        """At most `stop` steps of the decode loop; every row at its own step (`lengths`: tokens it has so far) with
+        its own seed / row id / greedy flag / temperature / top-p target / length limit. Returns the carry."""
         width = tf.shape(generated)[1]
         columns = tf.range(width)[None, :]
 
@@ -188,25 +258,95 @@ class Decoder:
             return tf.logical_and(i < stop, tf.logical_not(tf.reduce_all(finished)))
 
         def body(i, logits, states, generated, finished, lengths):
-            scores = self._process(logits, i, generated)
-            if self.sampler is None:
-                token = tf.argmax(scores, axis=-1, output_type=tf.int32)
-            else:
-                token = self.sampler(scores, seed, rows, i)
+            scores = self._process(logits, lengths, generated)
+            token = tf.argmax(scores, axis=-1, output_type=tf.int32)
+            if sample:
+                drawn = sample_rows(scores, temperature, targets, seed, rows, lengths, top_k=self.top_k,
+                                    nucleus=nucleus)
+                token = tf.where(greedy, token, drawn)
             written = tf.where(finished, tf.constant(-1, tf.int32), token)
-            generated = tf.where(tf.equal(columns, i), written[:, None], generated)
+            generated = tf.where(tf.equal(columns, lengths[:, None]), written[:, None], generated)
             lengths = lengths + tf.cast(tf.logical_not(finished), tf.int32)
             if self.eos_id is not None:
                 finished = tf.logical_or(finished, tf.equal(written, self.eos_id))
+            finished = tf.logical_or(finished, lengths >= max_len)
             logits, new_states = self.step(token, unflatten_states(states))
             return i + 1, logits, flatten_states(new_states), generated, finished, lengths
 
-        return tf.while_loop(cond, body, (start, logits, list(flat_states), generated, finished, lengths))
+        return tf.while_loop(cond, body, (tf.constant(0), logits, list(flat_states), generated, finished, lengths))
 
-    def _loop(self):
-        if self._loop_fn is None:
-            self._loop_fn = tf.function(self._loop_graph, jit_compile=self.jit_compile, reduce_retracing=True)
-        return self._loop_fn
+    def _loop(self, sample: bool, nucleus: bool, batch: "RowBatch"):
+        """The compiled loop for one (sample, nucleus) variant, traced once for any number of rows and width."""
+        key = (sample, nucleus)
+        if key not in self._loop_fns:
+            def graph(*args):
+                return self._loop_graph(*args, sample=sample, nucleus=nucleus)
+
+            def spec(t, dtype):
+                return tf.TensorSpec([None, *t.shape[1:]], dtype)
+
+            row = tf.TensorSpec([None], tf.int32)
+            signature = [spec(batch.logits, tf.float32), [spec(t, tf.float32) for t in batch.states],
+                         tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.bool), row,
+                         tf.TensorSpec([], tf.int32), row, row, tf.TensorSpec([None], tf.bool),
+                         tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32), row]
+            self._loop_fns[key] = tf.function(graph, jit_compile=self.jit_compile, input_signature=signature)
+        return self._loop_fns[key]
+
+    def row_settings(self, *, seed: int = 0, row: int = 0, max_new_tokens: int = 1) -> RowSettings:
+        """The settings of one row decoded with this decoder's own strategy (what `generate` uses)."""
+        if self.sampler is None:
+            return RowSettings(max_new_tokens, seed=seed, row=row, greedy=True)
+        return RowSettings(max_new_tokens, seed=seed, row=row, greedy=False, temperature=self.sampler.temperature,
+                           top_p=self.sampler.top_p)
+
+    def start(self, prompts: Sequence[Sequence[int]], settings: Sequence[RowSettings], width: int) -> RowBatch:
+        """Prefill `prompts` into a `RowBatch` ready for `advance`; `width`: room for new tokens per row (>= every
+        row's max_new_tokens; batches joined with `RowBatch.concat` need the same width)."""
+        if len(settings) != len(prompts):
+            raise ValueError(f"{len(settings)} row settings for {len(prompts)} prompts")
+        if any(not 1 <= s.max_new_tokens <= width for s in settings):
+            raise ValueError(f"every row needs 1 <= max_new_tokens <= width={width}")
+        logits, states = self.prefill(prompts)
+        return self._started(logits, states, settings, width)
+
+    def _started(self, logits, states, settings: Sequence[RowSettings], width: int) -> RowBatch:
+        batch = len(settings)
+        return RowBatch(
+            logits=logits, states=flatten_states(states), generated=tf.fill([batch, int(width)], -1),
+            finished=tf.zeros([batch], tf.bool), lengths=tf.zeros([batch], tf.int32),
+            seed=np.asarray([int(s.seed) & 0x7FFFFFFF for s in settings], np.int32),
+            rows=np.asarray([s.row for s in settings], np.int32),
+            greedy=np.asarray([s.greedy for s in settings], bool),
+            temperature=np.asarray([1.0 if s.greedy else s.temperature for s in settings], np.float32),
+            targets=np.asarray([top_p_target(None if s.greedy else s.top_p) for s in settings], np.float32),
+            max_len=np.asarray([s.max_new_tokens for s in settings], np.int32))
+
+    def advance(self, batch: RowBatch, steps: int, *, pad_to: int | None = None,
+                full: bool = False) -> tuple[RowBatch, int]:
+        """Run up to `steps` steps of the compiled loop on every row (fewer if all rows finish): (new batch, steps
+        run). Finished rows stay in the batch, frozen, until the caller drops them (`RowBatch.take`).
+
+        `pad_to`: run the loop on this many rows (finished copies of row 0 fill the rest), so that an XLA loop
+        compiles once per padded size instead of once per row count. `full`: run the loop variant that samples
+        with the top-p filter whatever the rows need (ONE compiled loop for every mix of rows: greedy rows take
+        the argmax, rows without top-p are unfiltered — the same tokens, some work wasted); otherwise the
+        cheapest variant the rows need (greedy only / sampling without top-p / sampling with top-p)."""
+        size = batch.size
+        if pad_to is not None and pad_to > size:
+            filler = batch.take([0] * (pad_to - size))
+            filler = replace(filler, finished=tf.ones([pad_to - size], tf.bool))
+            batch = RowBatch.concat(batch, filler)
+        sample = full or not bool(batch.greedy.all())
+        nucleus = full or (sample and bool((batch.targets <= 1.0).any()))
+        loop = self._loop(sample, nucleus, batch)
+        ran, logits, flat, generated, finished, lengths = loop(
+            batch.logits, batch.states, batch.generated, batch.finished, batch.lengths, tf.constant(int(steps)),
+            tf.constant(batch.seed), tf.constant(batch.rows), tf.constant(batch.greedy),
+            tf.constant(batch.temperature), tf.constant(batch.targets), tf.constant(batch.max_len))
+        out = replace(batch, logits=logits, states=list(flat), generated=generated, finished=finished,
+                      lengths=lengths)
+        return (out.take(range(size)) if out.size > size else out), int(ran)
 
     # ---------------------------------------------------------------- beam
 
@@ -260,38 +400,32 @@ class Decoder:
             return Generation(sequences, finish, all_scores, steps=int(out.steps), prefill_s=t1 - t0,
                               decode_s=time.perf_counter() - t1, prompt_tokens=prompt_tokens)
 
-        batch = len(prompts)
         n = int(max_new_tokens)
-        row_ids = tf.constant(np.arange(batch) if rows is None else np.asarray(rows), tf.int32)
-        if row_ids.shape[0] != batch:
-            raise ValueError(f"rows has {row_ids.shape[0]} entries for {batch} prompts")
-        carry = (tf.constant(0), logits, flatten_states(states), tf.fill([batch, n], -1),
-                 tf.zeros([batch], tf.bool), tf.zeros([batch], tf.int32))
+        row_ids = list(range(len(prompts))) if rows is None else [int(r) for r in rows]
+        if len(row_ids) != len(prompts):
+            raise ValueError(f"rows has {len(row_ids)} entries for {len(prompts)} prompts")
+        settings = [self.row_settings(seed=seed, row=r, max_new_tokens=n) for r in row_ids]
+        rows_batch = self._started(logits, states, settings, n)
         step_size = n if chunk is None else max(1, int(chunk))
-        loop = self._loop()
-        seed_t = tf.constant(int(seed) & 0x7FFFFFFF, tf.int32)
         stopped = False
         done = 0
         while done < n:
-            step, logits, flat, generated, finished, lengths = carry
-            carry = loop(logits, flat, generated, finished, lengths, step, tf.constant(min(done + step_size, n)),
-                         seed_t, row_ids)
-            reached = int(carry[0])
-            all_finished = bool(tf.reduce_all(carry[4]))
-            if on_chunk is not None and reached > done:
-                keep_going = on_chunk(carry[3][:, done:reached].numpy(), carry[4].numpy())
+            rows_batch, ran = self.advance(rows_batch, min(step_size, n - done))
+            all_finished = bool(tf.reduce_all(rows_batch.finished))
+            if on_chunk is not None and ran > 0:
+                keep_going = on_chunk(rows_batch.generated[:, done:done + ran].numpy(), rows_batch.finished.numpy())
                 if keep_going is False:
                     stopped = True
-                    done = reached
+                    done += ran
                     break
-            done = reached
+            done += ran
             if all_finished:
                 break
-        generated = carry[3].numpy()
-        finished = carry[4].numpy()
-        lengths = carry[5].numpy()
+        generated = rows_batch.generated.numpy()
+        finished = rows_batch.finished.numpy()
+        lengths = rows_batch.lengths.numpy()
         sequences, finish = [], []
-        for b in range(batch):
+        for b in range(len(prompts)):
             ids = generated[b, :lengths[b]].tolist()
             ended = bool(finished[b]) and self.eos_id is not None and bool(ids) and ids[-1] == self.eos_id
             sequences.append([ids[:-1] if ended else ids])

@@ -20,7 +20,9 @@ do the same job without sorting and with ONE random number per row:
 * `top_k_filter(logits, k)` — the set `samplers.apply_top_k` keeps, by the same bisection counting tokens instead of
   probability mass (XLA's top-k on CPU costs ~3 ms per step for k=50 over 10k tokens, measured).
 
-`GraphSampler` chains them like `RandomSampler` does: temperature → top-k → top-p → draw.
+`GraphSampler` chains them like `RandomSampler` does: temperature → top-k → top-p → draw. `sample_rows` does the
+same with each row's own temperature, top-p, seed and step (the decode loop's per-row settings: `llmctl serve` decodes
+requests with different settings in one batch); a row draws what `GraphSampler` draws for it alone.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from llmctl.tfenv import import_tf
 tf = import_tf()
 
 BLOCK = 128  # tokens per block of the two-level cumulative sum
+TOP_P_OFF = 2.0  # a row's top-p target meaning "no nucleus filter" (any value > 1)
 _NEG_INF = float("-inf")
 _MIX1 = 0x7FEB352D  # "lowbias32" constants (C. Wellons' hash prospector): a well-mixing bijection on uint32
 _MIX2 = 0x846CA68B
@@ -86,6 +89,35 @@ def nucleus_filter(logits, p: float):
     return tf.where(keys >= threshold, logits, tf.constant(_NEG_INF, tf.float32))
 
 
+def top_p_target(p: float | None) -> np.float32:
+    """A row's nucleus bound for `nucleus_filter_rows`: the float32 `p - TOP_P_TOLERANCE` that `nucleus_filter`
+    uses (rounded from float64 the same way), or `TOP_P_OFF` for no filter (p None or >= 1)."""
+    return np.float32(TOP_P_OFF if p is None or p >= 1.0 else p - TOP_P_TOLERANCE)
+
+
+def nucleus_filter_rows(logits, targets):
+    """`nucleus_filter` with one bound per row: `targets` [batch] float32 from `top_p_target`; rows whose target is
+    `TOP_P_OFF` come back unchanged. A row gets exactly the tokens `nucleus_filter(row, p)` keeps."""
+    logits = tf.cast(logits, tf.float32)
+    keys = tf.cast(ordered_keys(logits), tf.int64)
+    threshold = _threshold_key(keys, tf.nn.softmax(logits, axis=-1), targets[:, None])
+    filtered = tf.where(keys >= threshold, logits, tf.constant(_NEG_INF, tf.float32))
+    return tf.where((targets <= 1.0)[:, None], filtered, logits)
+
+
+def sample_rows(logits, temperature, targets, seed, rows, steps, *, top_k: int | None = None, nucleus: bool = True):
+    """One sampled token per row, each row with its own settings: `temperature` [batch] (> 0), `targets` [batch]
+    (`top_p_target`), `seed`/`rows`/`steps` [batch] for `row_uniforms`; `top_k` is shared. A row draws the token
+    `GraphSampler(temperature, top_k, top_p)` draws for it alone (`nucleus=False` skips the top-p filter when no
+    row uses one)."""
+    logits = tf.cast(logits, tf.float32) / temperature[:, None]
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if nucleus:
+        logits = nucleus_filter_rows(logits, targets)
+    return categorical_draw(logits, row_uniforms(seed, rows, steps))
+
+
 def top_k_filter(logits, k: int):
     """Top-k filtering without `tf.math.top_k` (slow in XLA on CPU): exactly the set `samplers.apply_top_k` keeps
     (every logit >= the k-th largest, so ties at the boundary are all kept; k >= vocab keeps everything)."""
@@ -108,7 +140,8 @@ def _mix(x):
 
 
 def row_uniforms(seed, rows, step):
-    """One uniform float32 in [0, 1) per row from (seed, row id, step): `rows` [batch] int, `seed`/`step` scalars.
+    """One uniform float32 in [0, 1) per row from (seed, row id, step): `rows` [batch] int, `seed`/`step` scalars or
+    [batch] (each row its own seed and step: the same number as computing the row alone).
 
     Each input is folded in through its own mixing round, so distinct (row, step) pairs never collide for a given
     seed except by chance (a 2**-32 hash collision).

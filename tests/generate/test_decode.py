@@ -178,3 +178,61 @@ def test_decoder_rejects_bad_settings(model):
         Decoder(model, strategy="beam", beam_width=2, n_best=3)
     with pytest.raises(ValueError):
         Decoder(model).prefill([[1, 2], []])
+
+
+ROW_CASES = [  # (prompt, RowSettings kwargs)
+    ([5, 6, 7], dict(max_new_tokens=12, seed=3, row=0, greedy=True)),
+    ([8], dict(max_new_tokens=20, seed=4, row=1, greedy=False, temperature=0.7, top_p=0.9)),
+    ([9, 10, 11, 12], dict(max_new_tokens=5, seed=5, row=0, greedy=False, temperature=1.4)),
+    ([20, 21], dict(max_new_tokens=16, seed=6, row=2, greedy=False, temperature=1.0, top_p=0.6)),
+    ([13, 14], dict(max_new_tokens=9, seed=7, row=0, greedy=True)),
+]
+
+
+def _alone(model, prompt, s, jit):
+    """The same row through `Decoder.generate` with a decoder configured for exactly its settings."""
+    if s.greedy:
+        decoder = Decoder(model, jit_compile=jit)
+    else:
+        decoder = Decoder(model, strategy="sample", temperature=s.temperature, top_p=s.top_p, jit_compile=jit)
+    out = decoder.generate([prompt], s.max_new_tokens, seed=s.seed, rows=[s.row])
+    return out.sequences[0][0], out.finish[0][0]
+
+
+@pytest.mark.parametrize("jit,full,pad", [(False, False, False), (True, True, True)])
+def test_rows_with_own_settings_joining_and_leaving_equal_each_alone(jit, full, pad):
+    """Dynamic batching in miniature: rows with different settings and lengths start at different times, finished
+    rows leave, and every row still gets exactly the tokens it gets decoded alone."""
+    from llmctl.generate.decode import RowBatch, RowSettings
+
+    model = make_model(seed=3, eos_bias=0.5)
+    settings = [RowSettings(**kw) for _, kw in ROW_CASES]
+    decoder = Decoder(model, strategy="sample", jit_compile=jit)
+    width = 24
+    batch = decoder.start([ROW_CASES[0][0], ROW_CASES[1][0]], settings[:2], width)
+    owners = [0, 1]
+    results = {}
+    pending = [2, 3, 4]
+    while owners:
+        batch, _ = decoder.advance(batch, 3, pad_to=8 if pad else None, full=full)
+        finished = batch.finished.numpy()
+        lengths = batch.lengths.numpy()
+        generated = batch.generated.numpy()
+        keep = []
+        for r, owner in enumerate(owners):
+            if finished[r]:
+                ids = generated[r, :lengths[r]].tolist()
+                ended = bool(ids) and ids[-1] == EOS
+                results[owner] = (ids[:-1] if ended else ids, "eos" if ended else "length")
+            else:
+                keep.append(r)
+        owners = [owners[r] for r in keep]
+        batch = batch.take(keep) if keep else None
+        if pending:   # one new row joins after every chunk
+            k = pending.pop(0)
+            new = decoder.start([ROW_CASES[k][0]], [settings[k]], width)
+            batch = new if batch is None else RowBatch.concat(batch, new)
+            owners.append(k)
+    assert len(results) == len(ROW_CASES)
+    for k, (prompt, _) in enumerate(ROW_CASES):
+        assert results[k] == _alone(model, prompt, settings[k], jit), k
