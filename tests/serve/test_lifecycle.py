@@ -34,10 +34,10 @@ def test_help_imports_neither_tensorflow_nor_the_web_stack():
     assert "--host" in proc.stdout and "127.0.0.1" in proc.stdout
 
 
-def test_missing_path_exit_2_untrained_run_exit_4_bad_setting_exit_2(tmp_path):
+def test_missing_path_exit_4_untrained_run_exit_4_bad_setting_exit_2(tmp_path):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(f"run: {{name: never_trained, dir: {tmp_path}}}\n", encoding="utf-8")
-    for args, code, words in (([str(tmp_path / "nothing")], 2, "not found"), ([str(cfg)], 4, "never_trained"),
+    for args, code, words in (([str(tmp_path / "nothing")], 4, "does not exist"), ([str(cfg)], 4, "never_trained"),
                               ([str(cfg), "--set", "serve.max_batch=0"], 2, "serve.max_batch")):
         proc = subprocess.run([sys.executable, "-m", "llmctl", "serve", *args, "--port", "0"], env=_env(),
                               capture_output=True, text=True, timeout=300)
