@@ -253,7 +253,7 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, ge=1, description="Accumulate gradients over this many batches per optimizer step.")
     early_stopping: Optional[int] = Field(
         None, ge=1, description="Stop after this many evaluations without valid-loss improvement.")
-    eval_every: Optional[int] = Field(None, ge=1, description="Evaluate every N steps (default: each epoch end).")
+    eval_every: Optional[int] = Field(None, ge=1, description="Evaluate every N steps and where training ends (default: each epoch end).")
     checkpoint_every: int = Field(500, ge=1, description="Save the `last` checkpoint every N steps (and each epoch).")
     keep_last: int = Field(2, ge=1, description="How many `last` checkpoints to keep.")
     log_every: int = Field(20, ge=1, description="Log metrics every N steps.")
@@ -280,6 +280,11 @@ class FinetuneConfig(Section):
         "concat", description="Classifier pooling over LSTM outputs (`concat` = last ⊕ mean ⊕ max).")
     head_units: int = Field(64, ge=0, description="Hidden units of the classifier head (0 = linear head).")
     head_dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in the classifier head.")
+    head_norm: Literal["none", "batch"] = Field(
+        "none", description="`batch`: ULMFiT's normalised head (norm → dropout → Dense → ReLU → norm → dropout → "
+                            "Dense); each norm standardises with the first training batch's statistics, then fixed, "
+                            "with a trainable scale and shift, so a head on a pretrained encoder's small-variance "
+                            "features trains at once and inference matches training. `none`: no normalisation.")
     max_length: Optional[int] = Field(
         128, ge=2, description="Truncate classification/pairs sequences to this many tokens (their first ones); "
                                "null = whole documents.")

@@ -71,12 +71,36 @@ def masked_pool(hidden, mask, pooling: str):
 
 
 @keras.saving.register_keras_serializable(package="llmctl")
+class FirstBatchStandardization(layers.BatchNormalization):
+    """Per-feature standardisation whose mean and variance are taken from the first training batch and then kept
+    fixed, with a trainable scale and shift; training and inference apply the same transform.
+
+    Why not batch normalisation's moving statistics: a pretrained encoder's pooled features have variances near
+    1e-4 while fine-tuning moves their means by many standard deviations, so moving averages lag the batches and
+    inference sees differently normalised features than training did (measured: valid loss 7 where train is 0.08).
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.primed = self.add_weight(shape=(), initializer="zeros", trainable=False, name="primed")
+
+    def call(self, inputs, training=None, mask=None):
+        if training:
+            mean, variance = ops.moments(ops.cast(inputs, "float32"), axes=[0])
+            fresh = ops.equal(self.primed, 0.0)
+            self.moving_mean.assign(ops.where(fresh, mean, self.moving_mean))
+            self.moving_variance.assign(ops.where(fresh, variance, self.moving_variance))
+            self.primed.assign(1.0)
+        return super().call(inputs, training=False, mask=mask)
+
+
+@keras.saving.register_keras_serializable(package="llmctl")
 class SequenceClassifier(keras.Model):
     """Embedding → LSTM × N (shared with `LSTMLanguageModel`) → masked pooling → Dense head → class logits."""
 
     def __init__(self, encoder: dict[str, Any], num_classes: int, pooling: str = "concat", head_units: int = 64,
                  head_dropout: float = 0.2, start_id: int | None = None, bidirectional: bool = False,
-                 word_dropout: float = 0.0, **kwargs: Any):
+                 word_dropout: float = 0.0, head_norm: str = "none", **kwargs: Any):
         super().__init__(**kwargs)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -88,6 +112,9 @@ class SequenceClassifier(keras.Model):
         self.start_id = None if start_id is None else int(start_id)
         self.bidirectional = bool(bidirectional)
         self.word_dropout = float(word_dropout)
+        if head_norm not in ("none", "batch"):
+            raise ValueError(f"head_norm must be 'none' or 'batch', got {head_norm!r}")
+        self.head_norm = head_norm
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout!r}")
         if self.bidirectional and self.start_id is not None:
@@ -107,6 +134,11 @@ class SequenceClassifier(keras.Model):
         self.hidden = layers.Dense(self.head_units, activation="relu", name="head_hidden") if self.head_units else None
         self.hidden_dropout = layers.Dropout(self.head_dropout_rate, name="head_dropout")
         self.logits_layer = layers.Dense(self.num_classes, name="class_logits")
+        # the pooled features (and the hidden layer) standardised, as ULMFiT's batch-normalised head does
+        batch_norm = head_norm == "batch"
+        self.pool_norm = FirstBatchStandardization(name="pool_norm") if batch_norm else None
+        self.hidden_norm = (FirstBatchStandardization(name="hidden_norm")
+                            if batch_norm and self.hidden is not None else None)
 
     @property
     def pooled_width(self) -> int:
@@ -125,9 +157,13 @@ class SequenceClassifier(keras.Model):
             lstm.build((None, None, width))
             width = self.encoder.units
         width = self.pooled_width
+        if self.pool_norm is not None:
+            self.pool_norm.build((None, width))
         if self.hidden is not None:
             self.hidden.build((None, width))
             width = self.head_units
+            if self.hidden_norm is not None:
+                self.hidden_norm.build((None, width))
         self.logits_layer.build((None, width))
         super().build(input_shape)
 
@@ -225,14 +261,20 @@ class SequenceClassifier(keras.Model):
 
     def head(self, pooled, training: bool = False):
         """Class logits [B, C] float32 from a pooled representation."""
-        x = self.pool_dropout(pooled, training=training)
+        x = pooled if self.pool_norm is None else self.pool_norm(pooled, training=training)
+        x = self.pool_dropout(x, training=training)
         if self.hidden is not None:
-            x = self.hidden_dropout(self.hidden(x), training=training)
+            x = self.hidden(x)
+            if self.hidden_norm is not None:
+                x = self.hidden_norm(x, training=training)
+            x = self.hidden_dropout(x, training=training)
         return ops.cast(self.logits_layer(x), "float32")
 
     def layer_groups(self) -> list[tuple[str, list[Any]]]:
         """(name, variables) bottom to top: embedding, lstm_0 .. lstm_{n-1}, head."""
-        head = self.logits_layer.trainable_weights + ([] if self.hidden is None else self.hidden.trainable_weights)
+        head = self.logits_layer.trainable_weights + [
+            weight for layer in (self.hidden, self.pool_norm, self.hidden_norm) if layer is not None
+            for weight in layer.trainable_weights]
         groups = [("embedding", list(self.encoder.embedding.weights))]
         backward = self.backward_lstms or [None] * len(self.encoder.lstms)
         groups += [(lstm.name, list(lstm.weights) + (list(back.weights) if back is not None else []))
@@ -244,7 +286,7 @@ class SequenceClassifier(keras.Model):
         config = super().get_config()
         config.update(encoder=dict(self.encoder_config), num_classes=self.num_classes, pooling=self.pooling,
                       head_units=self.head_units, head_dropout=self.head_dropout_rate, start_id=self.start_id,
-                      bidirectional=self.bidirectional, word_dropout=self.word_dropout)
+                      bidirectional=self.bidirectional, word_dropout=self.word_dropout, head_norm=self.head_norm)
         return config
 
 
@@ -261,7 +303,8 @@ def build_classifier(model_cfg, *, vocab_size: int, num_classes: int, finetune_c
     model = SequenceClassifier(encoder_config(model_cfg, vocab_size), num_classes, pooling=finetune_cfg.pooling,
                                head_units=finetune_cfg.head_units, head_dropout=finetune_cfg.head_dropout,
                                start_id=start_id, bidirectional=finetune_cfg.bidirectional,
-                               word_dropout=finetune_cfg.word_dropout, name="classifier")
+                               word_dropout=finetune_cfg.word_dropout, head_norm=finetune_cfg.head_norm,
+                               name="classifier")
     model.build()
     return model
 

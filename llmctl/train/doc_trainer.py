@@ -182,7 +182,10 @@ def fit(task: DocTask, stepper: GroupStepper, train_cfg, finetune_cfg, *, report
                 if stop:
                     break
             out.epochs_done = epoch + 1
-            if not (train_cfg.eval_every and out.steps % train_cfg.eval_every == 0):
+            # with eval_every, epoch ends are evaluated only when training ends there (few-label runs have short
+            # epochs: evaluating each one would spend the budget on the valid split)
+            last_epoch = stop is not None or epoch + 1 == epochs
+            if not train_cfg.eval_every or (last_epoch and out.steps % train_cfg.eval_every != 0):
                 if evaluate(epoch, f"epoch {epoch + 1}"):
                     stop = stop or "early_stopping"
             with averaged():

@@ -215,7 +215,7 @@ def run(exp, reporter: Reporter, parent) -> Result:
     reporter.table("finetune classify", [
         ("run", str(run_dir.root)), ("dataset", f"{ds.root} ({len(train):,} train / {len(valid):,} valid docs)"),
         ("model", described), ("head", f"pooling {ft.pooling}, {ft.head_units} hidden units, dropout "
-                                       f"{ft.head_dropout}; {model.count_params():,} parameters"),
+                                       f"{ft.head_dropout}, norm {ft.head_norm}; {model.count_params():,} parameters"),
         ("classes", ", ".join(f"{n} ({c:,})" for n, c in zip(names, counts, strict=True))),
         ("class weights", ft.class_weights if ft.class_weights == "none" else
          ", ".join(f"{n}: {w:.3g}" for n, w in zip(names, weights, strict=True)))])

@@ -13,12 +13,13 @@ from llmctl import config
 from llmctl.train.finetune_classify import limit_subset
 
 
-def _classifier(pooling="concat", start_id=2, layers=2, dropout=0.0):
+def _classifier(pooling="concat", start_id=2, layers=2, dropout=0.0, head_norm="none"):
     from llmctl.models.classifier import SequenceClassifier
 
     encoder = {"vocab_size": 50, "embedding_dim": 8, "num_layers": layers, "units": 12, "embedding_dropout": 0.0,
                "dropout": dropout, "recurrent_dropout": 0.0, "freeze_embeddings": False}
-    model = SequenceClassifier(encoder, 3, pooling=pooling, head_units=6, head_dropout=0.0, start_id=start_id)
+    model = SequenceClassifier(encoder, 3, pooling=pooling, head_units=6, head_dropout=0.0, start_id=start_id,
+                               head_norm=head_norm)
     model.build()
     return model
 
@@ -50,6 +51,35 @@ def test_chunked_reading_equals_one_full_pass(pooling, start_id):
     full = np.asarray(model(tokens, training=False))
     for chunk in (4, 7, 64):
         np.testing.assert_allclose(_chunked_logits(model, tokens, chunk), full, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_norm_head_trains_its_statistics_and_infers_per_document():
+    """`finetune.head_norm: batch`: the normalisation's scale/shift train with the head group, its statistics come
+    from the first training batch and stay fixed, so training and inference apply the same transform (a document's
+    logits do not depend on its batch)."""
+    import tensorflow as tf
+
+    model = _classifier("concat", start_id=2, layers=1, head_norm="batch")
+    head = {w.path for w in dict(model.layer_groups())["head"]}
+    assert {w.path for w in model.pool_norm.trainable_weights + model.hidden_norm.trainable_weights} <= head
+    tokens = _docs([37, 5, 16, 1, 29])
+    before = np.asarray(model.pool_norm.moving_mean)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=np.array([0, 1, 2, 0, 1]), logits=model(tokens, training=True)))
+    grads = tape.gradient(loss, model.pool_norm.trainable_weights)
+    assert all(g is not None for g in grads)
+    primed = np.asarray(model.pool_norm.moving_mean)
+    assert not np.allclose(primed, before)
+    np.testing.assert_allclose(primed, np.asarray(model.pooled(tokens)).mean(axis=0), rtol=1e-4, atol=1e-6)
+    train_mode = np.asarray(model(tokens, training=True))          # a second batch leaves the statistics alone
+    np.testing.assert_allclose(np.asarray(model.pool_norm.moving_mean), primed)
+    np.testing.assert_allclose(train_mode, np.asarray(model(tokens, training=False)), rtol=1e-4, atol=1e-5)
+    alone = np.asarray(model(tokens[1:2, :5], training=False))
+    batched = np.asarray(model(tokens, training=False))[1:2]
+    np.testing.assert_allclose(alone, batched, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_chunked_logits(model, tokens, 7), np.asarray(model(tokens, training=False)),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_training_step_pools_the_whole_document_but_backpropagates_through_the_tail_only():
@@ -161,3 +191,23 @@ def test_whole_documents_train_evaluate_and_predict_agree(tmp_path, monkeypatch)
     cut = config.load(_write(tmp_path, LONG.format(run="cut"), "cut.yaml"),
                       ["finetune.backprop_tokens=null", "finetune.max_length=48"])
     assert finetune.run(cut).values["valid_accuracy"] <= 0.7
+
+
+def test_batch_norm_head_with_eval_every_evaluates_at_those_steps_and_at_the_end(tmp_path, monkeypatch):
+    """With `train.eval_every`, epoch ends are not evaluated again (only the end of training is): few-label runs
+    with short epochs would otherwise spend their budget on the valid split."""
+    import csv
+
+    from llmctl.data import preprocess
+    from llmctl.runs import RunDir
+    from llmctl.train import finetune
+
+    monkeypatch.chdir(tmp_path)
+    _write_long_reviews(tmp_path)
+    exp = config.load(_write(tmp_path, LONG.format(run="bn")), ["finetune.head_norm=batch", "train.eval_every=7"])
+    preprocess.run(exp)
+    result = finetune.run(exp)
+    assert result.values["valid_accuracy"] >= 0.9
+    with RunDir.of(exp).metrics.open(encoding="utf-8") as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle) if row["split"] == "valid"]
+    assert steps == [7, 14, 21, 28, 30]            # 160 documents / 16 = 10 steps per epoch, 3 epochs
