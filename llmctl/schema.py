@@ -253,7 +253,8 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, ge=1, description="Accumulate gradients over this many batches per optimizer step.")
     early_stopping: Optional[int] = Field(
         None, ge=1, description="Stop after this many evaluations without valid-loss improvement.")
-    eval_every: Optional[int] = Field(None, ge=1, description="Evaluate every N steps and where training ends (default: each epoch end).")
+    eval_every: Optional[int] = Field(None, ge=1, description="Evaluate every N steps and where training ends "
+                                                              "(default: each epoch end).")
     checkpoint_every: int = Field(500, ge=1, description="Save the `last` checkpoint every N steps (and each epoch).")
     keep_last: int = Field(2, ge=1, description="How many `last` checkpoints to keep.")
     log_every: int = Field(20, ge=1, description="Log metrics every N steps.")
