@@ -68,8 +68,8 @@ def train_and_score(side: str, labels: int, seed: int, fresh: bool) -> dict:
     exp.evaluate.split = "test"
     scored = evaluate.run(exp, Reporter("none")).values
     return {"accuracy": scored["accuracy"], "macro_f1": scored["macro_f1"], "best_epoch": summary.get("best_epoch"),
-            "valid_accuracy": summary.get("valid_accuracy"), "train_seconds": summary.get("train_seconds"),
-            "stopped_by": summary.get("stopped_by"), "train_documents": summary.get("train_documents"),
+            "valid_accuracy": summary.get("valid_accuracy"), "train_seconds": summary.get("train_time_s"),
+            "stopped_by": summary.get("stop_reason"), "train_documents": summary.get("train_documents"),
             "run": str(run.root)}
 
 
