@@ -17,7 +17,7 @@ from llmctl.schema import ModelConfig  # noqa: E402
 
 def _model(**settings):
     keras.utils.set_random_seed(3)
-    cfg = ModelConfig(embedding_dim=12, layers=2, units=16, **settings)
+    cfg = ModelConfig(**{"embedding_dim": 12, "layers": 2, "units": 16, **settings})
     return build_language_model(cfg, vocab_size=50)
 
 
