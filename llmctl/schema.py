@@ -160,11 +160,18 @@ class DataConfig(Section):
 class TokenizerConfig(Section):
     """Which tokenizer to train on the train split, or where to reuse one from."""
 
-    kind: Literal["char", "word", "bpe"] = Field("char", description="Character, word or byte-level BPE tokens.")
+    kind: Literal["char", "word", "whitespace", "bpe"] = Field(
+        "char", description="Character, word (punctuation split off), whitespace (`text.split()` only: pre-tokenized "
+                            "corpora such as PTB / WikiText) or byte-level BPE tokens.")
+    unk_token: str = Field(
+        "<unk>", min_length=1, pattern=r"^\S+$",
+        description="`whitespace`: the literal token the corpus writes for an unknown word; it encodes to the "
+                    "`<unk>` id and is never a vocabulary word.")
     vocab_size: int = Field(8000, ge=261,
                             description="Target vocabulary size for `bpe` (256 bytes + 5 specials at least).")
     min_freq: int = Field(1, ge=1, description="Drop tokens seen fewer times than this in train (char/word/bpe).")
-    max_vocab: Optional[int] = Field(None, ge=6, description="Cap the char/word vocabulary (specials included).")
+    max_vocab: Optional[int] = Field(None, ge=6,
+                                     description="Cap the char/word/whitespace vocabulary (specials included).")
     from_: Optional[PathField] = Field(
         None, alias="from",
         description="Reuse the tokenizer of this dataset or run directory instead of training one.")
@@ -202,6 +209,14 @@ class ModelConfig(Section):
                             "(evaluation stays exact full softmax).")
     sampled_negatives: int = Field(1024, ge=1, description="Negative samples per step for `output: sampled`.")
     strict_cudnn: bool = Field(False, description="Make any setting that rules out the cuDNN LSTM kernel an error.")
+    init: Literal["keras", "uniform"] = Field(
+        "keras", description="Initial weights. `keras`: Keras defaults (Glorot-uniform embedding/LSTM input and output "
+                             "kernels, orthogonal recurrent kernels, LSTM forget-gate bias 1). `uniform`: as PyTorch's "
+                             "`word_language_model` — embedding and output weights uniform in ±`init_range`, output "
+                             "bias 0, LSTM weights and biases as `torch.nn.LSTM` (uniform in ±1/sqrt(units), the bias "
+                             "the sum of two such draws).")
+    init_range: float = Field(0.1, gt=0.0, le=1.0,
+                              description="`init: uniform`: half-width of the embedding and output weight range.")
 
     @model_validator(mode="after")
     def _cudnn(self):

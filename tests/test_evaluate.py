@@ -59,7 +59,10 @@ def test_card_values_are_consistent_and_saved(trained):
     assert card["split"] == "train" and card["context"] == "carry" and card["columns"] == 3
     assert card["perplexity"] == pytest.approx(math.exp(card["nll_nats"]))
     assert card["bits_per_token"] == pytest.approx(card["nll_nats"] / math.log(2))
-    assert card["bits_per_char"] == card["bits_per_token"]  # char model
+    # char model: its tokens are the characters and <eos> (N units, N - 1 of them predicted)
+    units = card["characters"] + card["eos"]
+    assert card["tokens"] == units - 1
+    assert card["bits_per_char"] == pytest.approx(card["bits_per_token"] * card["tokens"] / units)
     assert 0 <= card["accuracy"] <= card["top5_accuracy"] <= 1
     saved = json.loads(run.eval_card("train").read_text(encoding="utf-8"))
     assert saved == json.loads(json.dumps(card))

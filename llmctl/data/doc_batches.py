@@ -14,7 +14,8 @@ from typing import Iterator
 
 import numpy as np
 
-PAD_ID = 0
+from llmctl.data.specials import PAD_ID
+
 LENGTH_MULTIPLE = 8
 POOL_BATCHES = 50
 WHOLE = 1 << 30          # the length cap of `finetune.max_length: null` (whole documents)

@@ -20,7 +20,7 @@ from llmctl.progress import Reporter
 from llmctl.runs import SPLITS, DatasetDir, RunDir
 
 # bumped when preprocess's output for the same inputs and settings changes, so old datasets rebuild
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: the manifest records each language-model split's words
 
 
 @dataclass
@@ -106,9 +106,9 @@ def make_plan(exp, reporter: Reporter) -> Plan:
     if exp.tokenizer.from_ is not None:
         plan.reuse = find_tokenizer(Path(exp.tokenizer.from_))
         plan.reused = load_reused(plan.reuse)
-        if exp.tokenizer.extend and plan.reused.kind not in ("char", "word"):
-            raise ConfigError(f"tokenizer.extend: the tokenizer in {plan.reuse} is `{plan.reused.kind}`; only char "
-                              "and word tokenizers can be extended",
+        if exp.tokenizer.extend and plan.reused.kind not in ("char", "word", "whitespace"):
+            raise ConfigError(f"tokenizer.extend: the tokenizer in {plan.reuse} is `{plan.reused.kind}`; only char, "
+                              "word and whitespace tokenizers can be extended",
                               hint="set tokenizer.extend=false (BPE spells new words with its subwords)")
     plan.build_key = build_key(plan)
     return plan
@@ -143,6 +143,8 @@ def build_key(plan: Plan) -> str:
     else:
         tokenizer = {"kind": tok.kind, "vocab_size": tok.vocab_size if tok.kind == "bpe" else None,
                      "min_freq": tok.min_freq, "max_vocab": tok.max_vocab if tok.kind != "bpe" else None}
+        if tok.kind == "whitespace":
+            tokenizer["unk_token"] = tok.unk_token
     key = {
         "preprocess_version": PREPROCESS_VERSION, "format_version": FORMAT_VERSION,
         "task": data.task, "documents": data.documents, "encoding": plan.opts.encoding, "errors": data.encoding_errors,

@@ -196,7 +196,9 @@ def _build(plan: Plan, final: Path, reporter: Reporter, pool: Workers | None, th
     with atomic.directory(final, replace=True) as tmp:
         layout = DatasetDir(tmp)
         tokenizer, sinks, splits = _tokenize(plan, scans, layout, label_ids, reporter, pool, threads)
-        splits = {name: {**counts, "characters": sinks[name].counts.characters} for name, counts in splits.items()}
+        lm = exp.data.task == "lm"
+        splits = {name: {**counts, "characters": sinks[name].counts.characters,
+                         **({"words": sinks[name].counts.words} if lm else {})} for name, counts in splits.items()}
         if splits["train"]["tokens"] == 0:
             raise DataError("data.train: the training split holds no tokens",
                             hint="add data or lower data.split.valid / data.split.test")
@@ -205,7 +207,7 @@ def _build(plan: Plan, final: Path, reporter: Reporter, pool: Workers | None, th
                             f"tokenizer.min_freq={exp.tokenizer.min_freq} drops every token of data.train",
                             hint="lower tokenizer.min_freq")
         report = stats_mod.report({n: s.counts for n, s in sinks.items()}, tokenizer, label_names,
-                                  skipped=skipped, filtered=sum(s.filtered for s in scans.values()))
+                                  skipped=skipped, filtered=sum(s.filtered for s in scans.values()), words=lm)
         atomic.write_json(layout.stats, report)
         _warn_label_skew(plan, report, reporter)
         normalize = plan.normalizer.settings()

@@ -7,6 +7,8 @@ Definitions:
 * `oov_rate` (valid/test) — share of a split's tokens that are `<unk>` or never occur in the train split: how much
   of the held-out text the model cannot have learned from training data.
 * `top_tokens` — the most frequent train tokens with their share of all train tokens.
+* `words` (language-model data) — whitespace-separated words of a split's text (`len(text.split())` summed over
+  documents), the denominator of the protocol card's per-word figures with every kind of tokenizer.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from llmctl.data.tokenizers import UNK_ID
+from llmctl.data.specials import NUM_SPECIAL, UNK_ID
 
 TOP_TOKENS = 20
 
@@ -28,6 +30,7 @@ class SplitCounts:
     vocab_size: int
     documents: int = 0
     characters: int = 0
+    words: int = 0  # whitespace-separated words (language-model text only)
     tokens: int = 0
     token_counts: np.ndarray = field(init=False)
     label_counts: dict[int, int] = field(default_factory=dict)
@@ -51,14 +54,14 @@ def _rate(part: int, whole: int) -> float:
 def _token_text(tokenizer, token_id: int) -> str:
     """A readable form of one token: its decoded text, specials by name, whitespace and control characters quoted
     (`' '`, `'\\n'`)."""
-    if token_id < 5:
+    if token_id < NUM_SPECIAL:
         return tokenizer.id_to_token(token_id)
     text = tokenizer.decode([token_id])
     return repr(text) if (not text.strip() or not text.isprintable()) else text
 
 
 def report(splits: dict[str, SplitCounts], tokenizer, label_names: list[str], *,
-           skipped: int = 0, filtered: int = 0) -> dict[str, Any]:
+           skipped: int = 0, filtered: int = 0, words: bool = False) -> dict[str, Any]:
     """The stats.json content."""
     train = splits.get("train")
     seen_in_train = train.token_counts > 0 if train is not None else None
@@ -67,6 +70,7 @@ def report(splits: dict[str, SplitCounts], tokenizer, label_names: list[str], *,
         entry: dict[str, Any] = {
             "documents": counts.documents,
             "characters": counts.characters,
+            **({"words": counts.words} if words else {}),
             "tokens": counts.tokens,
             "tokens_per_document": _rate(counts.tokens, counts.documents),
             "characters_per_token": _rate(counts.characters, counts.tokens),
@@ -100,7 +104,7 @@ def split_rows(stats: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """Columns and rows of the per-split table."""
     names = list(stats["splits"])
     columns = ["", *names]
-    keys = [("documents", "documents"), ("characters", "characters"), ("tokens", "tokens"),
+    keys = [("documents", "documents"), ("characters", "characters"), ("words", "words"), ("tokens", "tokens"),
             ("tokens/doc", "tokens_per_document"), ("chars/token", "characters_per_token"),
             ("<unk> rate", "unk_rate"), ("OOV rate vs train", "oov_rate")]
     rows: list[list[Any]] = []

@@ -1,6 +1,7 @@
 """The train pass: train the tokenizer on the train split (after routing), streamed.
 
-char counts code points with numpy; word counts words with numpy (`fast_words.WordCounter`); both then build the
+char counts code points with numpy; word counts words with numpy (`fast_words.WordCounter`), whitespace counts
+`str.split` tokens with `Counter`; all then build the
 tokenizer with `tokenizers.tokenizer_from_counts`, the vocabulary rule of `train_tokenizer`. bpe trains with
 `train_tokenizer` (the Rust trainer). A word tokenizer normally skips this pass: preprocess counts its words while
 it encodes (`writing.encode_counting`), and comes here only if that cannot tell words apart.
@@ -40,7 +41,8 @@ def extend(plan: Plan, scans: dict[str, ScanInfo], reporter: Reporter):
     tok, base = plan.exp.tokenizer, plan.reused
     with Meter(reporter, f"extend {base.kind} tokenizer", plan.groups["train"].bytes) as meter:
         texts = train_texts(plan, scans, meter)
-        counts = char_counts(texts) if base.kind == "char" else word_counts(texts)
+        counts = (char_counts(texts) if base.kind == "char" else whitespace_counts(texts)
+                  if base.kind == "whitespace" else word_counts(texts))
     try:
         tokenizer = extend_tokenizer(base, counts, tok.min_freq, tok.max_vocab)
     except ValueError as exc:
@@ -77,6 +79,9 @@ def train_with(tok, texts: Iterator[str]):
             tokenizer = tokenizer_from_counts("char", char_counts(texts), tok.min_freq, tok.max_vocab)
         elif tok.kind == "word":
             tokenizer = tokenizer_from_counts("word", word_counts(texts), tok.min_freq, tok.max_vocab)
+        elif tok.kind == "whitespace":
+            tokenizer = tokenizer_from_counts("whitespace", whitespace_counts(texts), tok.min_freq, tok.max_vocab,
+                                              split=True, unk_token=tok.unk_token)
         else:
             tokenizer = train_tokenizer(tok.kind, texts, vocab_size=tok.vocab_size if tok.kind == "bpe" else None,
                                         min_freq=tok.min_freq, max_vocab=tok.max_vocab if tok.kind != "bpe" else None)
@@ -108,6 +113,14 @@ def char_counts(texts: Iterator[str]) -> Counter:
         totals += np.bincount(points, minlength=MAX_CODE_POINT + 1)
     seen = np.flatnonzero(totals)
     return Counter({chr(int(p)): int(totals[p]) for p in seen})
+
+
+def whitespace_counts(texts: Iterator[str]) -> Counter:
+    """Counts of the whitespace-separated tokens of `texts` (`str.split`, counted in C by `Counter.update`)."""
+    counts: Counter = Counter()
+    for text in texts:
+        counts.update(text.split())
+    return counts
 
 
 def word_counts(texts: Iterator[str]) -> Counter:

@@ -50,6 +50,7 @@ from llmctl.data.tokenizers import (
     tokenizer_from_counts,
     tokenizer_from_ranked,
 )
+from llmctl.data.word_count import continues_word, ends_in_word, words_per_text
 from llmctl.errors import DataError, ResourceError
 from llmctl.progress import Reporter
 from llmctl.runs import DatasetDir
@@ -81,15 +82,21 @@ class Sink:
         self.writer = SplitWriter(layout, split, np.dtype(np.int32) if provisional else dtype)
         self.counts = stats_mod.SplitCounts(vocab_size=vocab_size)
         self.open = False  # a streamed document is open
+        self.in_word = False  # the open document's text so far ends inside a word
         self._uncounted: list[np.ndarray] = []
 
-    def piece(self, ids: np.ndarray, chars: int) -> None:
-        """Append part of the open document, opening one if needed."""
+    def piece(self, ids: np.ndarray, chars: int, words: int = 0, text: str = "") -> None:
+        """Append part of the open document, opening one if needed (`words` of `text`, the piece: one less when it
+        continues the previous piece's last word)."""
         self.open = True
         if ids.size:
             self.writer.extend_document(ids)
             self._uncounted.append(ids)
         self.counts.characters += chars
+        if words and continues_word(self.in_word, text):
+            words -= 1
+        self.counts.words += words
+        self.in_word = ends_in_word(text, self.in_word)
 
     def close(self, eos: bool) -> None:
         """End the open document (with `<eos>` if asked); its pieces become one document."""
@@ -101,10 +108,11 @@ class Sink:
             self._uncounted.append(end)
         self.writer.end_document()
         self.open = False
+        self.in_word = False
         self.counts.documents += 1
 
     def documents(self, ids: np.ndarray, lengths: np.ndarray, chars: int, *, eos: bool = False,
-                  labels: Sequence[int] | None = None) -> None:
+                  labels: Sequence[int] | None = None, words: int = 0) -> None:
         """Append several whole documents at once: `ids` concatenated, `lengths` per document."""
         if eos:
             ids = np.insert(ids, np.cumsum(lengths), EOS_ID)
@@ -113,6 +121,7 @@ class Sink:
         self._uncounted.append(ids)
         self.counts.documents += len(lengths)
         self.counts.characters += chars
+        self.counts.words += words
         if labels is not None:
             for label in labels:
                 self.counts.add_label(label)
@@ -138,7 +147,8 @@ class Sink:
         """After `finish`: rewrite the token file with `table[id]` for every provisional id, as `dtype`, counting
         the tokens for the report."""
         counts = stats_mod.SplitCounts(vocab_size=vocab_size, documents=self.counts.documents,
-                                       characters=self.counts.characters, label_counts=self.counts.label_counts)
+                                       characters=self.counts.characters, label_counts=self.counts.label_counts,
+                                       words=self.counts.words)
         path = self.writer.layout.tokens(self.writer.split)
         target = path.with_name(path.name + ".ids")
         lost = ResourceError("a worker process died while encoding (out of memory?)",
@@ -403,6 +413,9 @@ def apply(chunk: Chunk, result: tuple[np.ndarray, np.ndarray], sinks: dict[str, 
     ends = np.cumsum(lengths)
     starts = ends - lengths
     texts, events = chunk.texts, chunk.events
+    # whitespace-separated words of language-model text (the protocol card's per-word figures)
+    lm_text = any(e[0] == "piece" or (e[0] == "doc" and e[3] is None) for e in events)
+    words = words_per_text(texts) if lm_text else np.zeros(len(texts), dtype=np.int64)
     k, n = 0, len(events)
     while k < n:
         kind, split = events[k][0], events[k][1]
@@ -414,7 +427,8 @@ def apply(chunk: Chunk, result: tuple[np.ndarray, np.ndarray], sinks: dict[str, 
             labels = [e[3] for e in events[k:j + 1]] if events[k][3] is not None else None
             sinks[split].documents(flat[starts[first]:ends[last]], lengths[first:last + 1],
                                    sum(map(len, texts[first:last + 1])),
-                                   eos=labels is None and state["eos"], labels=labels)
+                                   eos=labels is None and state["eos"], labels=labels,
+                                   words=int(words[first:last + 1].sum()))
             k = j + 1
             continue
         if kind == "piece":
@@ -422,7 +436,7 @@ def apply(chunk: Chunk, result: tuple[np.ndarray, np.ndarray], sinks: dict[str, 
                 sinks[state["open"]].close(eos=False)
             state["open"] = split
             i = events[k][2]
-            sinks[split].piece(flat[starts[i]:ends[i]], len(texts[i]))
+            sinks[split].piece(flat[starts[i]:ends[i]], len(texts[i]), int(words[i]), texts[i])
         elif kind == "end":
             if state["open"] is not None:
                 sinks[state["open"]].close(eos=state["eos"])

@@ -1,12 +1,13 @@
-"""The text an LM evaluation scores: its token stream and its size in characters and whitespace-separated words.
+"""The text an LM evaluation scores: its token stream, its size in characters and whitespace-separated words, and
+the `<eos>` tokens of the stream (the protocol card's per-word and per-character denominators, the same whatever the
+tokenizer: `llmctl.evaluation.lm.lm_card`).
 
-* A dataset split: the memory-mapped token stream; characters from the manifest (the split's normalised text);
-  words counted from the tokens (vectorised for `char`, decoded between special tokens for `bpe`).
+* A dataset split: the memory-mapped token stream; characters and words from the manifest, which preprocess
+  records per split (`len(text.split())` over the split's normalised documents); a dataset made before it did has
+  no word count (the card then says "not available").
 * New text files: read, normalised and tokenised exactly as `preprocess` does for a language-model split, with the
   run's own settings (`data.encoding`, `data.documents`, `data.normalize`, tokenizer): every document is followed by
   `<eos>`, except for a single plain-text file read with `documents: file` (one continuous document).
-
-Word counts are None for `word` tokenizers (their tokens are words).
 """
 
 from __future__ import annotations
@@ -18,16 +19,15 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from llmctl.data.specials import EOS_ID
 from llmctl.errors import DataError
-
-DECODE_CHUNK = 1 << 20  # tokens decoded at a time when counting words
 
 
 @dataclass
 class EvalText:
     tokens: np.ndarray                     # 1-D integer token stream
     characters: int | None                 # characters of the evaluated (normalised) text
-    words: int | None                      # whitespace-separated words (None for word tokenizers)
+    words: int | None                      # whitespace-separated words of the evaluated text
     documents: int | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)
 
@@ -36,70 +36,22 @@ class EvalText:
         """Hash of the token stream: identifies exactly what was scored."""
         return hashlib.sha256(np.ascontiguousarray(self.tokens, dtype=np.int64).tobytes()).hexdigest()[:16]
 
-
-# ---------------------------------------------------------------- words in a token stream
-
-
-def _special_ids() -> int:
-    from llmctl.data.tokenizers import SPECIAL_TOKENS
-
-    return len(SPECIAL_TOKENS)
-
-
-def count_words(tokenizer, tokens: np.ndarray) -> int | None:
-    """Whitespace-separated words of the text `tokens` decode to; special tokens (document ends) separate words."""
-    if tokenizer.kind == "word":
-        return None
-    tokens = np.asarray(tokens)
-    n_special = _special_ids()
-    if tokenizer.kind == "char":
-        space = np.zeros(tokenizer.vocab_size, dtype=bool)
-        space[:n_special] = True
-        for i in range(n_special, tokenizer.vocab_size):
-            space[i] = tokenizer.id_to_token(i).isspace()
-        is_space = space[tokens]
-        starts = ~is_space
-        starts[1:] &= is_space[:-1]
-        return int(starts.sum())
-    # bpe: decode the segments between special tokens, cut into chunks before a token that starts with whitespace
-    # (so no chunk boundary splits a word or a multi-byte character)
-    leading_space = np.zeros(tokenizer.vocab_size, dtype=bool)
-    for i in range(n_special, tokenizer.vocab_size):
-        leading_space[i] = tokenizer.decode([i])[:1].isspace()
-    words = 0
-    bounds = np.flatnonzero(tokens < n_special)
-    start = 0
-    for stop in [*bounds.tolist(), len(tokens)]:
-        words += _segment_words(tokenizer, tokens[start:stop], leading_space)
-        start = stop + 1
-    return words
-
-
-def _segment_words(tokenizer, segment: np.ndarray, leading_space: np.ndarray) -> int:
-    words = 0
-    start = 0
-    while start < len(segment):
-        stop = min(start + DECODE_CHUNK, len(segment))
-        if stop < len(segment):
-            cuts = np.flatnonzero(leading_space[segment[stop:]])
-            stop = stop + int(cuts[0]) if len(cuts) else len(segment)
-        words += len(tokenizer.decode(segment[start:stop].tolist()).split())
-        start = stop
-    return words
+    @property
+    def eos(self) -> int:
+        """`<eos>` tokens in the stream (document ends)."""
+        return int(np.count_nonzero(np.asarray(self.tokens) == EOS_ID))
 
 
 # ---------------------------------------------------------------- a dataset split
 
 
-def split_text(dataset, split: str, tokenizer) -> EvalText:
-    """The token stream of `split` with its character count (manifest) and word count."""
+def split_text(dataset, split: str, tokenizer=None) -> EvalText:
+    """The token stream of `split` with its character and word counts (manifest; None when not recorded)."""
     tokens = dataset.tokens(split)
     info = dataset.manifest["splits"].get(split, {})
-    characters = info.get("characters")
-    if characters is None and tokenizer.kind != "word":
-        characters = len(tokenizer.decode(np.asarray(tokens).tolist()))
+    characters, words = info.get("characters"), info.get("words")
     return EvalText(tokens=tokens, characters=None if characters is None else int(characters),
-                    words=count_words(tokenizer, tokens), documents=info.get("documents"))
+                    words=None if words is None else int(words), documents=info.get("documents"))
 
 
 # ---------------------------------------------------------------- new text files
@@ -122,8 +74,6 @@ def files_text(paths: list[Path], data, normalizer, tokenizer) -> EvalText:
     """
     from llmctl.data import sources as src
     from llmctl.data.preprocess import encoder
-    from llmctl.data.tokenizers import EOS_ID
-
     if not paths:
         raise DataError("no files to evaluate", hint="pass --file PATH (repeatable) or set evaluate.files")
     data = data.model_copy(update={"task": "lm"})
@@ -170,5 +120,4 @@ def files_text(paths: list[Path], data, normalizer, tokenizer) -> EvalText:
         names = ", ".join(str(p) for p in paths[:3])
         raise DataError(f"evaluate.files ({names}) hold {len(tokens)} token(s) after normalisation: nothing to "
                         "predict", hint="pass files with at least two tokens of text")
-    return EvalText(tokens=tokens, characters=characters, words=None if tokenizer.kind == "word" else words,
-                    documents=documents, sources=sources)
+    return EvalText(tokens=tokens, characters=characters, words=words, documents=documents, sources=sources)

@@ -34,9 +34,9 @@ from llmctl.tfenv import import_tf
 
 tf = import_tf()
 
+from llmctl.data.specials import UNK_ID  # noqa: E402
 from llmctl.train.loop import StreamEvaluator  # noqa: E402 - training's validation: one implementation of NLL
 
-UNK_ID = 1
 LN2 = math.log(2.0)
 CONTEXTS = ("carry", "reset")
 
@@ -104,30 +104,29 @@ def _exp(x: float) -> float:
     return math.exp(x) if x < 700 else float("inf")
 
 
+NOT_AVAILABLE = "not available"
+
+
 def lm_card(totals: StreamTotals, *, tokenizer_kind: str, characters: int | None, words: int | None,
-            split: str, checkpoint: dict[str, Any], dataset_fingerprint: str, data_sha256: str,
+            split: str, checkpoint: dict[str, Any], dataset_fingerprint: str, data_sha256: str, eos: int = 0,
             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The protocol card (plain data) from stream totals and the size of the evaluated text.
 
-    bits_per_char: for `char` tokenizers = bits per token (one token per character); otherwise total NLL bits /
-    `characters` of the evaluated text. word_perplexity: exp(total NLL / `words`); for `word` tokenizers the tokens
-    are the words, so it equals the token perplexity.
+    Per-word and per-character figures have one definition for every tokenizer, so models of the same text with
+    different tokenizers compare on one scale: `word_perplexity` = exp(total NLL / (`words` + `eos`)), where
+    `words` are the whitespace-separated words of the evaluated text and `eos` the `<eos>` tokens of its stream (one
+    per document: the model predicts them, as the PTB/WikiText protocol counts one per line); `bits_per_char` =
+    total NLL bits / (`characters` + `eos`). Without a count (a dataset made before preprocess recorded words, or
+    characters) the figure is `"not available"`, never the per-token one under another name.
     """
     nll = totals.nll
     bits_token = nll / LN2
     total_bits = totals.nll_sum / LN2
-    if tokenizer_kind == "char":
-        bpc = bits_token
-    elif characters:
-        bpc = total_bits / characters
-    else:
-        bpc = None
-    if tokenizer_kind == "word":
-        word_ppl = _exp(nll)
-    elif words:
-        word_ppl = _exp(totals.nll_sum / words)
-    else:
-        word_ppl = None
+    word_units = words + eos if words is not None else None
+    char_units = characters + eos if characters is not None else None
+    word_ppl: float | str = _exp(totals.nll_sum / word_units) if word_units else NOT_AVAILABLE
+    bpc: float | str = total_bits / char_units if char_units else NOT_AVAILABLE
+    eos_note = f" + {eos:,} <eos>" if eos else ""
     card: dict[str, Any] = {
         "split": split,
         "nll_nats": nll,
@@ -136,6 +135,12 @@ def lm_card(totals: StreamTotals, *, tokenizer_kind: str, characters: int | None
         "perplexity_base": "e (perplexity = exp(nll_nats) = 2 ** bits_per_token)",
         "bits_per_char": bpc,
         "word_perplexity": word_ppl,
+        "word_perplexity_basis": (f"exp(total NLL / {word_units:,} = {words:,} whitespace-separated words"
+                                  f"{eos_note})" if word_units else
+                                  "the dataset records no word count (made by an older llmctl: run preprocess "
+                                  "--force)"),
+        "bits_per_char_basis": (f"total NLL bits / {char_units:,} = {characters:,} characters{eos_note}"
+                                if char_units else "the dataset records no character count"),
         "accuracy": totals.correct / totals.tokens,
         "top5_accuracy": totals.top5 / totals.tokens,
         "tokens": totals.tokens,
@@ -143,6 +148,7 @@ def lm_card(totals: StreamTotals, *, tokenizer_kind: str, characters: int | None
         "unk_tokens": totals.unk,
         "characters": characters,
         "words": words,
+        "eos": eos,
         "tokenizer": tokenizer_kind,
         "context": totals.context,
         "columns": totals.columns,
@@ -213,7 +219,8 @@ def evaluate_run(exp, opened, reporter):
     if files:
         extra["files"] = text.sources
     card = lm_card(totals, tokenizer_kind=tokenizer.kind, characters=text.characters, words=text.words,
-                   split=split, checkpoint=checkpoint, dataset_fingerprint=fingerprint, data_sha256=text.sha256,
+                   eos=text.eos, split=split, checkpoint=checkpoint, dataset_fingerprint=fingerprint,
+                   data_sha256=text.sha256,
                    extra=extra)
     path = run.eval_card(card_name(split, files))
     atomic.write_json(path, card)

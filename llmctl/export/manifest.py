@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import __version__
-from llmctl.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, SEP_ID, UNK_ID
+from llmctl.data.specials import BOS_ID, EOS_ID, PAD_ID, SEP_ID, UNK_ID
 from llmctl.export.graphs import state_names
 from llmctl.export.plan import FORMAT
 from llmctl.export.source import ExportSource, summary_metrics

@@ -204,6 +204,9 @@ def build_language_model(model_cfg, vocab_size: int) -> LSTMLanguageModel:
         tie_embeddings=model_cfg.tie_embeddings, freeze_embeddings=model_cfg.freeze_embeddings,
         name="lstm_lm")
     model.build()
+    from llmctl.models.weight_init import apply_init
+
+    apply_init(model, getattr(model_cfg, "init", "keras"), getattr(model_cfg, "init_range", 0.1))
     return model
 
 

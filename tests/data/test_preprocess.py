@@ -120,9 +120,10 @@ def test_tail_boundary_splits_a_document_across_splits(tmp_path):
     exp, _ = _run(tmp_path, {"train": ["c"], "split": {"valid": 0.125, "test": 0.125}})
     ds = Dataset(exp.data.dir)
     # train: docs 0-2 with <eos>; valid: the first half of doc 3 (no <eos>); test: its second half + <eos>
-    assert ds.manifest["splits"]["train"] == {"tokens": 303, "documents": 3, "characters": 300}
-    assert ds.manifest["splits"]["valid"] == {"tokens": 50, "documents": 1, "characters": 50}
-    assert ds.manifest["splits"]["test"] == {"tokens": 51, "documents": 1, "characters": 50}
+    # words: each split's own text (the cut word of doc 3 is a word of valid and of test)
+    assert ds.manifest["splits"]["train"] == {"tokens": 303, "documents": 3, "characters": 300, "words": 3}
+    assert ds.manifest["splits"]["valid"] == {"tokens": 50, "documents": 1, "characters": 50, "words": 1}
+    assert ds.manifest["splits"]["test"] == {"tokens": 51, "documents": 1, "characters": 50, "words": 1}
     assert ds.tokens("test")[-1] == EOS_ID and EOS_ID not in ds.tokens("valid").tolist()
 
 
@@ -329,7 +330,7 @@ def test_tokenizer_extend_needs_from_and_a_char_or_word_tokenizer(tmp_path):
     with pytest.raises(ConfigError, match="tokenizer.extend needs tokenizer.from"):
         _run(tmp_path, {"train": ["a.txt"]}, {"kind": "word", "extend": True})
     bpe, _ = _run(tmp_path, {"dir": "bpe", "train": ["a.txt"]}, {"kind": "bpe", "vocab_size": 300})
-    with pytest.raises(ConfigError, match="only char and word tokenizers can be extended"):
+    with pytest.raises(ConfigError, match="only char, word and whitespace tokenizers can be extended"):
         _run(tmp_path, {"dir": "x", "train": ["a.txt"]}, {"from": str(bpe.data.dir), "extend": True})
 
 

@@ -13,8 +13,7 @@ from llmctl.tfenv import import_tf
 tf = import_tf()
 
 from llmctl.data.batching import StreamLayout  # noqa: E402
-from llmctl.evaluation import eval_text  # noqa: E402
-from llmctl.evaluation.eval_text import count_words, files_text  # noqa: E402
+from llmctl.evaluation.eval_text import files_text  # noqa: E402
 from llmctl.evaluation.lm import StreamScorer, StreamTotals, lm_card  # noqa: E402
 from llmctl.models.lstm_lm import build_language_model  # noqa: E402
 from llmctl.schema import ModelConfig  # noqa: E402
@@ -111,34 +110,27 @@ def test_card_arithmetic_for_each_tokenizer_kind():
     assert char["nll_nats"] == pytest.approx(0.693)
     assert char["bits_per_token"] == pytest.approx(0.693 / math.log(2))
     assert char["perplexity"] == pytest.approx(math.exp(0.693))
-    assert char["bits_per_char"] == char["bits_per_token"]
+    assert char["bits_per_char"] == pytest.approx(693.0 / math.log(2) / 1001)  # 1000 targets of 1001 characters
     assert char["word_perplexity"] == pytest.approx(math.exp(693.0 / 200))
     assert (char["accuracy"], char["top5_accuracy"], char["unk_rate"]) == (0.4, 0.8, 0.01)
     bpe = lm_card(_totals(), tokenizer_kind="bpe", characters=3000, words=500, **common)
     assert bpe["bits_per_char"] == pytest.approx(693.0 / math.log(2) / 3000)
     assert bpe["word_perplexity"] == pytest.approx(math.exp(693.0 / 500))
-    word = lm_card(_totals(), tokenizer_kind="word", characters=None, words=None, **common)
-    assert word["word_perplexity"] == pytest.approx(word["perplexity"])
-    assert word["bits_per_char"] is None
+    # one <eos> per document: predicted, so counted with the words and characters
+    lines = lm_card(_totals(), tokenizer_kind="word", characters=3000, words=450, eos=50, **common)
+    assert lines["word_perplexity"] == pytest.approx(math.exp(693.0 / 500))
+    assert lines["bits_per_char"] == pytest.approx(693.0 / math.log(2) / 3050)
+    assert "450 whitespace-separated words + 50 <eos>" in lines["word_perplexity_basis"]
+    # a whitespace model's tokens are the words and <eos>: N - 1 targets of N units
+    ws = lm_card(_totals(tokens=1000), tokenizer_kind="whitespace", characters=None, words=950, eos=51, **common)
+    assert ws["word_perplexity"] == pytest.approx(math.exp(693.0 / 1001))
+    assert ws["bits_per_char"] == "not available"
+    old = lm_card(_totals(), tokenizer_kind="word", characters=None, words=None, **common)
+    assert old["word_perplexity"] == old["bits_per_char"] == "not available"  # never the per-token figure
     for key in ("nll_nats", "bits_per_token", "perplexity", "accuracy", "top5_accuracy", "tokens", "unk_rate",
-                "bits_per_char", "word_perplexity", "context", "checkpoint", "dataset_fingerprint", "split"):
+                "bits_per_char", "word_perplexity", "words", "eos", "characters", "context", "checkpoint",
+                "dataset_fingerprint", "split"):
         assert key in char
-
-
-TEXT = "The quick brown fox\njumps over  the lazy dog.\n\tNaïve café, déjà vu!  end"
-
-
-@pytest.mark.parametrize("kind", ["char", "bpe"])
-def test_count_words_matches_str_split(kind, monkeypatch):
-    from llmctl.data.tokenizers import EOS_ID, train_tokenizer
-
-    tokenizer = train_tokenizer(kind, [TEXT * 3], vocab_size=300 if kind == "bpe" else None)
-    ids = np.asarray(tokenizer.encode(TEXT), np.int64)
-    assert count_words(tokenizer, ids) == len(TEXT.split())
-    two_docs = np.concatenate([ids, [EOS_ID], ids])  # <eos> separates words of adjacent documents
-    assert count_words(tokenizer, two_docs) == 2 * len(TEXT.split())
-    monkeypatch.setattr(eval_text, "DECODE_CHUNK", 3)  # chunked decoding must not split words
-    assert count_words(tokenizer, two_docs) == 2 * len(TEXT.split())
 
 
 @pytest.mark.parametrize("documents,normalize", [("file", {}), ("line", {"lowercase": True})])
