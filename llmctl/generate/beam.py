@@ -1,7 +1,8 @@
 """Beam search as ONE `tf.while_loop` (fixed-size tensors), for the compiled decoder.
 
-Same search and scoring as `samplers.beam_search` — which unrolls a Python loop of `max_new_tokens` steps, so tracing
-it takes ~23 s for 256 tokens (measured) and every new length retraces; here the loop is a graph loop, traced once:
+Same search and scoring as `samplers.beam_search` — which unrolls a Python loop of `max_new_tokens` steps, so its
+trace grows with the length and every new length retraces (docs/benchmarks.md); here the loop is a graph loop,
+traced once:
 
 * beams are flattened batch-major (row `b * width + j` is beam j of prompt b); only beam 0 is live at the start;
 * each step takes the top `2 * width` candidates over all live beams; candidates ending in `eos_id` move to a pool of

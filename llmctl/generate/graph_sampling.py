@@ -1,9 +1,8 @@
 """Sampling pieces that stay fast inside an XLA-compiled decode loop, exact counterparts of `samplers`.
 
-`samplers.RandomSampler` sorts the vocabulary for top-p and draws with `tf.random.stateless_categorical`. Both are
-slow inside one XLA-compiled `tf.while_loop` on CPU (measured, vocab 10k, per token: a full sort 0.6–1.4 ms,
-XLA's stateless RNG over the vocabulary ~2–3 ms), against ~0.2–0.3 ms for a whole greedy step. The two pieces here
-do the same job without sorting and with ONE random number per row:
+`samplers.RandomSampler` sorts the vocabulary for top-p and draws with `tf.random.stateless_categorical`. Both cost
+several greedy steps each inside one XLA-compiled `tf.while_loop` on CPU (docs/benchmarks.md). The pieces here do
+the same job without sorting and with ONE random number per row:
 
 * `nucleus_filter(logits, p)` — keeps exactly the tokens `samplers.apply_top_p` keeps (the smallest top set whose
   probability mass reaches p, ties at the threshold kept, top-1 always kept), found by a 32-step bisection over
@@ -18,7 +17,7 @@ do the same job without sorting and with ONE random number per row:
   is split into batches, and a rerun with the same seed gives the same text.
 
 * `top_k_filter(logits, k)` — the set `samplers.apply_top_k` keeps, by the same bisection counting tokens instead of
-  probability mass (XLA's top-k on CPU costs ~3 ms per step for k=50 over 10k tokens, measured).
+  probability mass (XLA's top-k on CPU is as slow as the sort).
 
 `GraphSampler` chains them like `RandomSampler` does: temperature → top-k → top-p → draw. `sample_rows` does the
 same with each row's own temperature, top-p, seed and step (the decode loop's per-row settings: `llmctl serve` decodes
