@@ -68,9 +68,9 @@ def masked_prefill(model, token_ids, lengths) -> tuple[Any, list[Any]]:
 def _sample(logits, temperature, top_k, top_p, seed, rows, step):
     """One token per row: temperature → top-k (k > 0) → top-p (p < 1) → inverse-CDF draw with the uniform number of
     (seed, row, step) — the filters and random stream of `llmctl generate` (`llmctl.generate.graph_sampling`), with
-    the filter settings as tensors (the nucleus found by sorting, `samplers.apply_top_p`)."""
+    the filter settings as tensors (the nucleus found by sorting, `logit_processors.apply_top_p`)."""
     from llmctl.generate.graph_sampling import categorical_draw, row_uniforms
-    from llmctl.generate.samplers import apply_top_k, apply_top_p
+    from llmctl.generate.logit_processors import apply_top_k, apply_top_p
 
     logits = logits / temperature
     logits = tf.cond(top_k > 0, lambda: apply_top_k(logits, top_k), lambda: logits)

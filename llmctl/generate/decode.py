@@ -36,7 +36,7 @@ import numpy as np
 
 from llmctl.generate.beam import beam_search_loop
 from llmctl.generate.graph_sampling import GraphSampler, sample_rows, top_p_target
-from llmctl.generate.samplers import apply_repetition_penalty, mask_tokens
+from llmctl.generate.logit_processors import apply_repetition_penalty, mask_tokens
 from llmctl.models.lstm_lm import flatten_states, unflatten_states
 from llmctl.tfenv import import_tf
 
