@@ -316,6 +316,7 @@ def load_classifier(run, which: str = "best") -> tuple[SequenceClassifier, dict[
     if info.get("kind") != "classify":
         raise ArtifactError(f"{run.root} is a `{info.get('kind')}` run, not a classifier",
                             hint="use a run made by `llmctl finetune` with finetune.task=classify")
+
     def build():
         exp = config_mod.validate(run.saved_config(), source=str(run.config))
         return build_classifier(exp.model, vocab_size=int(info["vocab_size"]), num_classes=int(info["num_classes"]),
