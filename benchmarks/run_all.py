@@ -77,6 +77,9 @@ def main() -> int:
     return 1 if failed else 0
 
 
+NOTES = "## Measurements behind design choices"
+
+
 def write_markdown(result: dict) -> None:
     lines = ["# Benchmarks", "",
              "Measured by `make bench` (`benchmarks/run_all.py`); every ratio compares two things measured side by "
@@ -92,7 +95,11 @@ def write_markdown(result: dict) -> None:
         lines.append("")
     if result["failed"]:
         lines += ["## Did not finish", ""] + [f"- {f}" for f in result["failed"]] + [""]
-    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines), encoding="utf-8")
+    path = ROOT / "docs" / "benchmarks.md"
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if NOTES in old:  # the hand-written section below the generated tables is kept
+        lines.append(old[old.index(NOTES):].rstrip("\n") + "\n")
+    path.write_text("\n".join(lines), encoding="utf-8")
 
 
 if __name__ == "__main__":

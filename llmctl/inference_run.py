@@ -90,7 +90,7 @@ def load_run_tokenizer(run: RunDir):
 
 
 def _has_checkpoint(run: RunDir) -> bool:
-    from llmctl.train.checkpoints import read_pointer
+    from llmctl.models.checkpoint_io import read_pointer
 
     pointer = read_pointer(run.checkpoints) if run.checkpoints.is_dir() else {}
     return bool(pointer.get("best") or pointer.get("last"))
@@ -104,16 +104,17 @@ def load_language_model(opened: InferenceRun, which: str = "best"):
     """
     run = opened.run
     if _has_checkpoint(run) or which not in ("best", "last"):
-        from llmctl.train.checkpoints import restore_model
+        from llmctl.models.checkpoint_io import restore_model
 
         model, details = restore_model(run, which)
         return model, {"which": which, "path": details["checkpoint"], "step": details.get("step"),
                        "valid_loss": details.get("valid_loss")}
     if which == "best" and run.model.is_file():
-        import llmctl.models.lstm_lm  # noqa: F401 - registers the model class with Keras
-        from llmctl.models.keras_file import load_keras_file
+        from llmctl.models.checkpoint_io import run_language_model
+        from llmctl.models.keras_file import read_model_file
+        from llmctl.models.lstm_lm import LSTMLanguageModel
 
-        model = load_keras_file(run.model)
+        model = read_model_file(run.model, lambda: run_language_model(run)[0], LSTMLanguageModel)
         return model, {"which": "best", "path": str(run.model), "step": None, "valid_loss": None}
     raise ArtifactError(f"run {run.root} has no `{which}` checkpoint", hint="use checkpoint=best or train the run")
 

@@ -422,7 +422,7 @@ class ServeConfig(Section):
     api_key: Optional[str] = Field(
         None, min_length=1, description="Require `Authorization: Bearer KEY` on /v1/* (default: the "
                                         "LLMCTL_API_KEY environment variable, else no key).")
-    xla: bool = Field(True, description="XLA-compile the decode loop (2-5x faster sampling on CPU; compiled at "
+    xla: bool = Field(True, description="XLA-compile the decode loop (faster sampling on CPU; compiled at "
                                         "start-up for batches padded to 1, 2, 4, ... max_batch rows).")
     graceful_timeout_s: float = Field(
         60.0, gt=0, description="On SIGTERM/Ctrl-C: how long in-flight requests may take to finish.")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmctl.models.lstm_lm import one_step  # noqa: F401 - one decoding step, part of this module's interface
 from llmctl.tfenv import import_tf
 
 tf = import_tf()
@@ -24,21 +25,6 @@ tf = import_tf()
 def state_names(layers: int) -> list[str]:
     """Names of the flat state tensors, bottom layer first: h0, c0, h1, c1, ..."""
     return [f"{kind}{i}" for i in range(layers) for kind in ("h", "c")]
-
-
-def one_step(model, token_ids, flat_states) -> tuple[Any, list[Any]]:
-    """Advance the language model by one token per row: `token_ids` [B] int32 → logits [B, V] and the new state.
-
-    Uses each LSTM layer's cell directly (the same weights and math as the layer's loop over one step), which keeps
-    the graph free of loops: it converts to builtin TFLite ops and runs faster than a one-step `tf.while_loop`.
-    """
-    x = model.embedding(tf.cast(token_ids, tf.int32))
-    new_states = []
-    for i, lstm in enumerate(model.lstms):
-        x, (h, c) = lstm.cell(x, [flat_states[2 * i], flat_states[2 * i + 1]], training=False)
-        new_states += [h, c]
-    logits = model.project(x[:, None, :], training=False)[:, 0, :]
-    return logits, new_states
 
 
 def prefill(model, token_ids) -> tuple[Any, list[Any]]:
@@ -65,22 +51,10 @@ def masked_prefill(model, token_ids, lengths) -> tuple[Any, list[Any]]:
     return logits, flat
 
 
-def _sample(logits, temperature, top_k, top_p, seed, rows, step):
-    """One token per row: temperature → top-k (k > 0) → top-p (p < 1) → inverse-CDF draw with the uniform number of
-    (seed, row, step) — the filters and random stream of `llmctl generate` (`llmctl.generate.graph_sampling`), with
-    the filter settings as tensors (the nucleus found by sorting, `samplers.apply_top_p`)."""
-    from llmctl.generate.graph_sampling import categorical_draw, row_uniforms
-    from llmctl.generate.samplers import apply_top_k, apply_top_p
-
-    logits = logits / temperature
-    logits = tf.cond(top_k > 0, lambda: apply_top_k(logits, top_k), lambda: logits)
-    logits = tf.cond(top_p < 1.0, lambda: apply_top_p(logits, top_p), lambda: logits)
-    return categorical_draw(logits, row_uniforms(seed, rows, step))
-
-
 def decode(model, prompt_ids, prompt_lengths, max_new_tokens, temperature, top_k, top_p, seed, *, eos_id: int,
            pad_id: int) -> tuple[Any, Any]:
-    """Continue right-padded prompts inside one graph: masked prefill, then a `tf.while_loop` over `one_step`.
+    """Continue right-padded prompts inside one graph: masked prefill, then the decode loop of `llmctl generate`
+    (`llmctl.generate.loop.decode_loop`) over `one_step` with the `FilterSampling` strategy.
 
     `temperature` <= 0 → greedy (argmax); otherwise sample from softmax(logits / temperature), restricted to the
     `top_k` most likely tokens when `top_k` > 0 and to the top-p nucleus when `top_p` < 1. Token i of batch row r is
@@ -90,40 +64,19 @@ def decode(model, prompt_ids, prompt_lengths, max_new_tokens, temperature, top_k
 
     Returns `tokens` int32 [B, max_new_tokens] (right-padded with `pad_id`) and `lengths` int32 [B].
     """
+    from llmctl.generate.loop import FilterSampling, decode_loop
+
     max_new_tokens = tf.maximum(tf.cast(max_new_tokens, tf.int32), 0)
-    temperature = tf.cast(temperature, tf.float32)
-    top_k = tf.cast(top_k, tf.int32)
-    top_p = tf.cast(top_p, tf.float32)
     seed = tf.cast(tf.bitwise.bitwise_and(tf.cast(seed, tf.int64), tf.constant(0x7FFFFFFF, tf.int64)), tf.int32)
     logits, flat = masked_prefill(model, prompt_ids, prompt_lengths)
     batch = tf.shape(prompt_ids)[0]
-    rows = tf.range(batch, dtype=tf.int32)
-
-    def pick(step_logits, i):
-        return tf.cond(temperature <= 0.0,
-                       lambda: tf.argmax(step_logits, axis=-1, output_type=tf.int32),
-                       lambda: _sample(step_logits, tf.maximum(temperature, 1e-6), top_k, top_p, seed, rows, i))
-
-    def keep_going(i, _logits, _flat, _out, finished, _lengths):
-        return tf.logical_and(i < max_new_tokens, tf.logical_not(tf.reduce_all(finished)))
-
-    def body(i, step_logits, states, out, finished, lengths):
-        token = tf.where(finished, tf.constant(pad_id, tf.int32), pick(step_logits, i))
-        out = tf.concat([out, token[:, None]], axis=1)
-        lengths += tf.cast(tf.logical_not(finished), tf.int32)
-        finished = tf.logical_or(finished, tf.equal(token, eos_id))
-        more = tf.logical_and(i + 1 < max_new_tokens, tf.logical_not(tf.reduce_all(finished)))
-        step_logits, states = tf.cond(more, lambda: one_step(model, token, states),
-                                      lambda: (step_logits, list(states)))
-        return i + 1, step_logits, states, out, finished, lengths
-
-    start = (tf.constant(0), logits, flat, tf.zeros([batch, 0], tf.int32), tf.zeros([batch], tf.bool),
-             tf.zeros([batch], tf.int32))
-    invariants = (tf.TensorShape([]), logits.shape, [s.shape for s in flat], tf.TensorShape([None, None]),
-                  tf.TensorShape([None]), tf.TensorShape([None]))
-    _, _, _, out, _, lengths = tf.while_loop(keep_going, body, start, shape_invariants=invariants)
-    out = tf.pad(out, [[0, 0], [0, max_new_tokens - tf.shape(out)[1]]], constant_values=pad_id)
-    return out, lengths
+    strategy = FilterSampling(tf.cast(temperature, tf.float32), tf.cast(top_k, tf.int32), tf.cast(top_p, tf.float32),
+                              seed, tf.range(batch, dtype=tf.int32))
+    _, _, _, out, _, lengths = decode_loop(
+        lambda token, states: one_step(model, token, states), strategy, logits, flat,
+        tf.fill([batch, max_new_tokens], -1), tf.zeros([batch], tf.bool), tf.zeros([batch], tf.int32),
+        max_new_tokens, tf.fill([batch], max_new_tokens), eos_id=eos_id)
+    return tf.where(out < 0, tf.constant(pad_id, tf.int32), out), lengths
 
 
 def classify(model, token_ids, max_length: int) -> tuple[Any, Any]:

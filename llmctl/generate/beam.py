@@ -1,7 +1,8 @@
 """Beam search as ONE `tf.while_loop` (fixed-size tensors), for the compiled decoder.
 
-Same search and scoring as `samplers.beam_search` — which unrolls a Python loop of `max_new_tokens` steps, so tracing
-it takes ~23 s for 256 tokens (measured) and every new length retraces; here the loop is a graph loop, traced once:
+Same search and scoring as the reference `beam_search` (tests/generate/reference_decoders.py) — which unrolls a
+Python loop of `max_new_tokens` steps, so its trace grows with the length and every new length retraces
+(docs/benchmarks.md); here the loop is a graph loop, traced once:
 
 * beams are flattened batch-major (row `b * width + j` is beam j of prompt b); only beam 0 is live at the start;
 * each step takes the top `2 * width` candidates over all live beams; candidates ending in `eos_id` move to a pool of
@@ -54,7 +55,7 @@ def beam_search_loop(step_fn: Callable, initial_state: Any, start_logits, *, bea
     """Beam search over `step_fn(tokens [batch*width], state) -> (logits [batch*width, vocab], state)`.
 
     `initial_state` (leading dim batch) and `start_logits` [batch, vocab] describe the position after the prompt.
-    Call inside a `tf.function`. Arguments as in `samplers.beam_search`.
+    Call inside a `tf.function`. Arguments as in the reference `beam_search`.
     """
     width = int(beam_width)
     n_steps = int(max_new_tokens)

@@ -8,7 +8,8 @@
   Prompts of different lengths are **right-aligned** (left-padded) and masked: the Keras LSTM keeps its state
   unchanged on masked steps, so every row starts its prompt from the zero state, exactly as if run alone, and all
   rows' next-token logits sit in the last column. (Bucketing by length would need one decode loop per bucket.)
-* **Decode** (`greedy` / `sample`) is ONE `tf.while_loop` in one XLA-compiled `tf.function`: each iteration applies
+* **Decode** (`greedy` / `sample`) is ONE `tf.while_loop` (`loop.decode_loop`, shared with the SavedModel
+  `generate` signature) in one XLA-compiled `tf.function`: each iteration applies
   the logit processors (repetition penalty over the tokens generated so far, EOS masked until `min_new_tokens`),
   picks the next token in-graph (argmax, or `graph_sampling.GraphSampler`: temperature → top-k → top-p →
   inverse-CDF draw) and advances the LSTM cells by one step with the carried (h, c) state. Rows that produced EOS
@@ -35,9 +36,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from llmctl.generate.beam import beam_search_loop
-from llmctl.generate.graph_sampling import GraphSampler, sample_rows, top_p_target
-from llmctl.generate.samplers import apply_repetition_penalty, mask_tokens
-from llmctl.models.lstm_lm import flatten_states, unflatten_states
+from llmctl.generate.graph_sampling import GraphSampler, top_p_target
+from llmctl.generate.logit_processors import apply_repetition_penalty, mask_tokens
+from llmctl.generate.loop import Greedy, RowSampling, decode_loop
+from llmctl.models.lstm_lm import flatten_states, one_step, unflatten_states
 from llmctl.tfenv import import_tf
 
 tf = import_tf()
@@ -193,18 +195,10 @@ class Decoder:
     # ---------------------------------------------------------------- model pieces
 
     def step(self, tokens, states):
-        """One decoding step: tokens [B] int32 and [(h, c)] per layer → (logits [B, V] float32, new states).
-
-        Calls the LSTM cells directly (no per-step sequence loop); same weights and math as `model(tokens, states)`.
-        """
-        model = self.model
-        x = model.embedding(tokens)
-        new_states = []
-        for lstm, (h, c) in zip(model.lstms, states, strict=True):
-            x, (h, c) = lstm.cell(x, [h, c], training=False)
-            new_states.append((h, c))
-        logits = model.project(x[:, None, :])[:, 0]
-        return tf.cast(logits, tf.float32), new_states
+        """One decoding step: tokens [B] int32 and [(h, c)] per layer → (logits [B, V] float32, new states)
+        (`lstm_lm.one_step`: the LSTM cells directly, the same weights and math as `model(tokens, states)`)."""
+        logits, flat = one_step(self.model, tokens, flatten_states(states))
+        return logits, unflatten_states(flat)
 
     def _prefill_graph(self, tokens, mask):
         model = self.model
@@ -249,31 +243,13 @@ class Decoder:
 
     def _loop_graph(self, logits, flat_states, generated, finished, lengths, stop, seed, rows, greedy, temperature,
                     targets, max_len, *, sample: bool, nucleus: bool):
-        """At most `stop` steps of the decode loop; every row at its own step (`lengths`: tokens it has so far) with
-        its own seed / row id / greedy flag / temperature / top-p target / length limit. Returns the carry."""
-        width = tf.shape(generated)[1]
-        columns = tf.range(width)[None, :]
-
-        def cond(i, logits, states, generated, finished, lengths):
-            return tf.logical_and(i < stop, tf.logical_not(tf.reduce_all(finished)))
-
-        def body(i, logits, states, generated, finished, lengths):
-            scores = self._process(logits, lengths, generated)
-            token = tf.argmax(scores, axis=-1, output_type=tf.int32)
-            if sample:
-                drawn = sample_rows(scores, temperature, targets, seed, rows, lengths, top_k=self.top_k,
-                                    nucleus=nucleus)
-                token = tf.where(greedy, token, drawn)
-            written = tf.where(finished, tf.constant(-1, tf.int32), token)
-            generated = tf.where(tf.equal(columns, lengths[:, None]), written[:, None], generated)
-            lengths = lengths + tf.cast(tf.logical_not(finished), tf.int32)
-            if self.eos_id is not None:
-                finished = tf.logical_or(finished, tf.equal(written, self.eos_id))
-            finished = tf.logical_or(finished, lengths >= max_len)
-            logits, new_states = self.step(token, unflatten_states(states))
-            return i + 1, logits, flatten_states(new_states), generated, finished, lengths
-
-        return tf.while_loop(cond, body, (tf.constant(0), logits, list(flat_states), generated, finished, lengths))
+        """At most `stop` steps of the decode loop (`loop.decode_loop`); every row at its own step (`lengths`:
+        tokens it has so far) with its own seed / row id / greedy flag / temperature / top-p target / length limit.
+        Returns the carry."""
+        strategy = RowSampling(greedy, temperature, targets, seed, rows, top_k=self.top_k, nucleus=nucleus) \
+            if sample else Greedy()
+        return decode_loop(lambda token, flat: one_step(self.model, token, flat), strategy, logits, flat_states,
+                           generated, finished, lengths, stop, max_len, eos_id=self.eos_id, process=self._process)
 
     def _loop(self, sample: bool, nucleus: bool, batch: "RowBatch"):
         """The compiled loop for one (sample, nucleus) variant, traced once for any number of rows and width."""

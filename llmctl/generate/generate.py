@@ -31,7 +31,7 @@ from llmctl.results import Result
 
 STREAM_CHUNK = 16          # tokens per streamed chunk (one compiled-loop call each)
 MAX_BATCH = 256            # prompts decoded together
-XLA_MIN_STEPS = 4096       # XLA compiles in ~3-5 s and saves ~0.3 ms/step: worth it for long jobs only
+XLA_MIN_STEPS = 4096       # decode steps from which XLA's compile time pays off (docs/benchmarks.md)
 
 
 def _eos_terminated(opened) -> bool:

@@ -1,15 +1,14 @@
-"""Sampling pieces that stay fast inside an XLA-compiled decode loop, exact counterparts of `samplers`.
+"""Sampling pieces that stay fast inside an XLA-compiled decode loop, exact counterparts of `logit_processors`.
 
-`samplers.RandomSampler` sorts the vocabulary for top-p and draws with `tf.random.stateless_categorical`. Both are
-slow inside one XLA-compiled `tf.while_loop` on CPU (measured, vocab 10k, per token: a full sort 0.6–1.4 ms,
-XLA's stateless RNG over the vocabulary ~2–3 ms), against ~0.2–0.3 ms for a whole greedy step. The two pieces here
-do the same job without sorting and with ONE random number per row:
+The reference `RandomSampler` (tests/generate/reference_decoders.py) sorts the vocabulary for top-p and draws with
+`tf.random.stateless_categorical`. Both cost several greedy steps each inside one XLA-compiled `tf.while_loop` on
+CPU (docs/benchmarks.md). The pieces here do the same job without sorting and with ONE random number per row:
 
-* `nucleus_filter(logits, p)` — keeps exactly the tokens `samplers.apply_top_p` keeps (the smallest top set whose
-  probability mass reaches p, ties at the threshold kept, top-1 always kept), found by a 32-step bisection over
-  the float32 logit values viewed as ordered integers: each step is one masked sum over the vocabulary. The kept
-  set can differ from the sorting version only when the mass before a token lies within float32 rounding of
-  `p - TOP_P_TOLERANCE` (the summation order differs).
+* `nucleus_filter(logits, p)` — keeps exactly the tokens `logit_processors.apply_top_p` keeps (the smallest top
+  set whose probability mass reaches p, ties at the threshold kept, top-1 always kept), found by a 32-step
+  bisection over the float32 logit values viewed as ordered integers: each step is one masked sum over the
+  vocabulary. The kept set can differ from the sorting version only when the mass before a token lies within
+  float32 rounding of `p - TOP_P_TOLERANCE` (the summation order differs).
 * `categorical_draw(logits, uniforms)` — an exact draw from softmax(logits) by inverse-CDF: a two-level cumulative
   sum (blocks of 128 tokens, then inside the chosen block) located with one uniform number per row. Tokens whose
   logit is -inf are never drawn.
@@ -17,8 +16,8 @@ do the same job without sorting and with ONE random number per row:
   a prompt's random stream depends on its own row id only, so the same prompt list gives the same text however it
   is split into batches, and a rerun with the same seed gives the same text.
 
-* `top_k_filter(logits, k)` — the set `samplers.apply_top_k` keeps, by the same bisection counting tokens instead of
-  probability mass (XLA's top-k on CPU costs ~3 ms per step for k=50 over 10k tokens, measured).
+* `top_k_filter(logits, k)` — the set `logit_processors.apply_top_k` keeps, by the same bisection counting tokens
+  instead of probability mass (XLA's top-k on CPU is as slow as the sort).
 
 `GraphSampler` chains them like `RandomSampler` does: temperature → top-k → top-p → draw. `sample_rows` does the
 same with each row's own temperature, top-p, seed and step (the decode loop's per-row settings: `llmctl serve` decodes
@@ -29,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmctl.generate.samplers import TOP_P_TOLERANCE, apply_temperature
+from llmctl.generate.logit_processors import TOP_P_TOLERANCE, apply_temperature
 from llmctl.tfenv import import_tf
 
 tf = import_tf()
@@ -73,7 +72,7 @@ def _threshold_key(keys, weights, target):
 
 
 def nucleus_filter(logits, p: float):
-    """Top-p filtering without sorting: the kept set of `samplers.apply_top_p` (see the module docstring).
+    """Top-p filtering without sorting: the kept set of `logit_processors.apply_top_p` (see the module docstring).
 
     `logits` [batch, vocab] float32 (may hold -inf); `p` a Python float in (0, 1]. Returns logits with the tokens
     outside the nucleus set to -inf.
@@ -119,8 +118,8 @@ def sample_rows(logits, temperature, targets, seed, rows, steps, *, top_k: int |
 
 
 def top_k_filter(logits, k: int):
-    """Top-k filtering without `tf.math.top_k` (slow in XLA on CPU): exactly the set `samplers.apply_top_k` keeps
-    (every logit >= the k-th largest, so ties at the boundary are all kept; k >= vocab keeps everything)."""
+    """Top-k filtering without `tf.math.top_k` (slow in XLA on CPU): exactly the set `logit_processors.apply_top_k`
+    keeps (every logit >= the k-th largest, so ties at the boundary are all kept; k >= vocab keeps everything)."""
     if int(k) != k or k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {k!r}")
     logits = tf.cast(logits, tf.float32)
@@ -192,7 +191,7 @@ def categorical_draw(logits, uniforms):
 class GraphSampler:
     """Temperature → top-k → top-p → inverse-CDF draw, for use inside a compiled decode loop.
 
-    Same distribution as `samplers.RandomSampler(temperature, top_k, top_p)`; the random numbers come from
+    Same distribution as the reference `RandomSampler(temperature, top_k, top_p)`; the random numbers come from
     `row_uniforms` instead of `tf.random.stateless_categorical` (see the module docstring for why).
     """
 

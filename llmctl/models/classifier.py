@@ -55,10 +55,9 @@ def masked_pool(hidden, mask, pooling: str):
     parts = []
     if pooling in ("last", "concat"):
         last_index = ops.maximum(ops.cast(count, "int32") - 1, 0)          # [B]
-        index = ops.reshape(last_index, (-1, 1, 1))
-        last = ops.take_along_axis(hidden, ops.broadcast_to(index, (ops.shape(hidden)[0], 1, ops.shape(hidden)[2])),
-                                   axis=1)
-        parts.append(ops.squeeze(last, axis=1) * has_any)
+        index = ops.reshape(last_index, (-1, 1, 1)) * ops.ones_like(hidden[:, :1, :], dtype="int32")  # [B, 1, D]
+        last = ops.take_along_axis(hidden, index, axis=1)
+        parts.append(last[:, 0] * has_any)
     if pooling in ("mean", "concat"):
         total = ops.sum(hidden * ops.expand_dims(maskf, -1), axis=1)
         parts.append(total / ops.expand_dims(ops.maximum(count, 1.0), -1))
@@ -68,6 +67,14 @@ def masked_pool(hidden, mask, pooling: str):
         masked = ops.where(ops.expand_dims(mask, -1), hidden, very_negative)
         parts.append(ops.max(masked, axis=1) * has_any)
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+
+
+def reverse_real_tokens(tokens, mask):
+    """Each row's real tokens (`mask` [B, T], a right-padded prefix mask) in reverse order, padding left in place
+    (what `tf.reverse_sequence` does, in `keras.ops` so that a stock Keras graph can hold it)."""
+    positions = ops.cumsum(ops.ones_like(tokens), axis=1) - 1                   # [B, T]: 0, 1, ...
+    lengths = ops.sum(ops.cast(mask, tokens.dtype), axis=1, keepdims=True)      # [B, 1]
+    return ops.take_along_axis(tokens, ops.where(positions < lengths, lengths - 1 - positions, positions), axis=1)
 
 
 @keras.saving.register_keras_serializable(package="llmctl")
@@ -188,10 +195,9 @@ class SequenceClassifier(keras.Model):
 
     def _backward(self, tokens, mask, training: bool):
         """Outputs of the backward stack [B, T, units], in reading order: each document's real tokens reversed in
-        place (`tf.reverse_sequence`), so the padding stays on the right and `masked_pool` applies unchanged (`last`
+        place (`reverse_real_tokens`), so the padding stays on the right and `masked_pool` applies unchanged (`last`
         = the state after reading the whole document backwards)."""
-        lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
-        reversed_tokens = tf.reverse_sequence(tokens, lengths, seq_axis=1, batch_axis=0)
+        reversed_tokens = reverse_real_tokens(tokens, mask)
         x = self.encoder.embedding_dropout(self.encoder.embedding(reversed_tokens), training=training)
         zeros = ops.zeros((ops.shape(tokens)[0], self.encoder.units), dtype=x.dtype)
         for i, lstm in enumerate(self.backward_lstms):
@@ -347,20 +353,23 @@ def load_classifier(run, which: str = "best") -> tuple[SequenceClassifier, dict[
     rebuilt from the run's config.yaml + run.json; `model.keras` when the run has no checkpoints left."""
     from llmctl import config as config_mod
     from llmctl.errors import ArtifactError
-    from llmctl.train.checkpoints import load_weights, read_pointer, resolve_checkpoint
+    from llmctl.models.checkpoint_io import load_weights, read_pointer, resolve_checkpoint
 
     info = run.read_info()
     if info.get("kind") != "classify":
         raise ArtifactError(f"{run.root} is a `{info.get('kind')}` run, not a classifier",
                             hint="use a run made by `llmctl finetune` with finetune.task=classify")
-    if not read_pointer(run.checkpoints) and run.model.is_file() and which == "best":
-        from llmctl.models.keras_file import load_keras_file
 
-        model = load_keras_file(run.model)
-        return model, {"checkpoint": str(run.model), "which": which}
-    exp = config_mod.validate(run.saved_config(), source=str(run.config))
+    def build():
+        exp = config_mod.validate(run.saved_config(), source=str(run.config))
+        return build_classifier(exp.model, vocab_size=int(info["vocab_size"]), num_classes=int(info["num_classes"]),
+                                finetune_cfg=exp.finetune, start_id=info.get("start_id"))
+
+    if not read_pointer(run.checkpoints) and run.model.is_file() and which == "best":
+        from llmctl.models.keras_file import read_model_file
+
+        return read_model_file(run.model, build, SequenceClassifier), {"checkpoint": str(run.model), "which": which}
     prefix, entry = resolve_checkpoint(run.checkpoints, which)
-    model = build_classifier(exp.model, vocab_size=int(info["vocab_size"]), num_classes=int(info["num_classes"]),
-                             finetune_cfg=exp.finetune, start_id=info.get("start_id"))
+    model = build()
     load_weights(model, prefix)
     return model, {"checkpoint": str(prefix), "which": which, "step": entry.get("step")}

@@ -210,6 +210,18 @@ def build_language_model(model_cfg, vocab_size: int) -> LSTMLanguageModel:
     return model
 
 
+def one_step(model, token_ids, flat_states) -> tuple[Any, list[Any]]:
+    """Advance `model` by one token per row: `token_ids` [B] int32 and the flat state [h0, c0, ...] → (logits [B, V]
+    float32, new flat state). Calls each LSTM layer's cell directly (the layer's own weights and math for one step),
+    which keeps the graph free of loops: decode loops carry it, and it converts to builtin TFLite ops."""
+    x = model.embedding(ops.cast(token_ids, "int32"))
+    new_states = []
+    for i, lstm in enumerate(model.lstms):
+        x, (h, c) = lstm.cell(x, [flat_states[2 * i], flat_states[2 * i + 1]], training=False)
+        new_states += [h, c]
+    return model.project(x[:, None, :], training=False)[:, 0, :], new_states
+
+
 def flatten_states(states) -> list[Any]:
     """[(h, c), ...] → [h0, c0, h1, c1, ...] (for signatures and checkpoints)."""
     return [t for pair in states for t in pair]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmctl import atomic
 from llmctl.runs import RunDir
 from llmctl.train.training_run import open_training_run
 
@@ -68,15 +67,10 @@ def restore_start(store, model, average=None) -> dict[str, Any]:
 
 
 def save_keras(run: RunDir, model) -> None:
-    """model.keras, atomically."""
-    import keras
+    """model.keras, atomically (a graph of stock Keras layers: `llmctl.models.keras_file`)."""
+    from llmctl.models.keras_file import save_model_file
 
-    tmp = run.root / f"{atomic.TMP_PREFIX}model.keras"
-    try:
-        keras.saving.save_model(model, tmp)
-        atomic.write_bytes(run.model, tmp.read_bytes())
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_model_file(model, run.model)
 
 
 def log_writer(run: RunDir, resume_step: int | None, *, perplexity: bool = True):

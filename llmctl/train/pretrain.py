@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from llmctl import atomic, locks
+from llmctl import locks
 from llmctl.errors import ArtifactError, DataError, TrainingError
 from llmctl.progress import Reporter
 from llmctl.results import Result
@@ -556,8 +556,7 @@ class PretrainSession:
 
     # -- finish
     def finish(self, stop: str) -> Result:
-        import keras
-
+        from llmctl.models.keras_file import save_model_file
         from llmctl.train.checkpoints import load_weights, resolve_checkpoint
 
         p = self.progress
@@ -569,12 +568,7 @@ class PretrainSession:
         if self.dist.is_chief:
             prefix, _ = resolve_checkpoint(self.run_dir.checkpoints, which)
             load_weights(self.model, prefix)
-            tmp = self.run_dir.root / f"{atomic.TMP_PREFIX}model.keras"
-            try:
-                keras.saving.save_model(self.model, tmp)
-                atomic.write_bytes(self.run_dir.model, tmp.read_bytes())
-            finally:
-                tmp.unlink(missing_ok=True)
+            save_model_file(self.model, self.run_dir.model)
         values = self._write_outputs(status="finished", stop=stop, final_valid=final_valid, weights=which)
         return Result(title=f"pretrain: {self.run_dir.root.name}", values=values,
                       lines=[f"stopped by {stop}; model.keras holds the {which} weights (step "

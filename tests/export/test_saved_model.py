@@ -103,8 +103,8 @@ def test_generate_equals_llmctl_decoder(saved, lm_model, lm_tokenizer, settings)
 
 
 def test_generate_equals_llmctls_in_graph_greedy_decoder(saved, lm_model, lm_tokenizer):
-    """Same continuation as `llmctl.evaluation.greedy.GreedyDecoder` (prefill + tf.while_loop over the Keras model)."""
-    from llmctl.evaluation.greedy import GreedyDecoder
+    """Same continuation as the reference `GreedyDecoder` (prefill + tf.while_loop over the Keras model)."""
+    from tests.generate.reference_decoders import GreedyDecoder
 
     prompts = [lm_tokenizer.encode(p) for p in ("The quick brown ", "The dog")]
     decoder = GreedyDecoder(lm_model, max_new_tokens=30)

@@ -15,15 +15,16 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def tied(tmp_path_factory):
-    import keras
-
-    import llmctl.models.lstm_lm  # noqa: F401 - registers the class for load_model
     from llmctl.data.tokenizers import load_tokenizer
+    from llmctl.models.checkpoint_io import run_language_model
+    from llmctl.models.keras_file import read_model_file
+    from llmctl.models.lstm_lm import LSTMLanguageModel
 
     run = make_lm_run(tmp_path_factory.mktemp("runs"), name="tied_pairs", steps=60, kind="pairs", keras_only=True,
                       model={"tie_embeddings": True, "embedding_dim": 12, "units": 20, "layers": 1})
     export_run(run)
-    return run, keras.saving.load_model(run.model), load_tokenizer(run.tokenizer)
+    model = read_model_file(run.model, lambda: run_language_model(run)[0], LSTMLanguageModel)
+    return run, model, load_tokenizer(run.tokenizer)
 
 
 def test_tied_projection_model_exports_with_parity(tied):

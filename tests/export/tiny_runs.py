@@ -118,9 +118,9 @@ def make_lm_run(root: Path, name: str = "tiny_lm", steps: int = 150, kind: str =
 
     loss, optimizer = _train(model, loss_fn, steps, exp.run.seed)
     if keras_only:
-        import keras
+        from llmctl.models.keras_file import save_model_file
 
-        keras.saving.save_model(model, run.model)
+        save_model_file(model, run.model)
     else:
         _save_best(run, model, optimizer, loss, steps)
     return run

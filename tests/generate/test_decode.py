@@ -1,5 +1,5 @@
 """The compiled decoder against plain references: full-sequence logits, a Python greedy loop, one-by-one prompts,
-and the unrolled `samplers.beam_search` (tiny random-weight models; both the XLA and the plain-graph loop)."""
+and the unrolled reference `beam_search` (tiny random-weight models; both the XLA and the plain-graph loop)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from llmctl.tfenv import import_tf
 tf = import_tf()
 
 from llmctl.generate.decode import Decoder  # noqa: E402
-from llmctl.generate.samplers import apply_repetition_penalty, beam_search  # noqa: E402
+from llmctl.generate.logit_processors import apply_repetition_penalty  # noqa: E402
 from llmctl.models.lstm_lm import build_language_model  # noqa: E402
 from llmctl.schema import ModelConfig  # noqa: E402
+from tests.generate.reference_decoders import beam_search  # noqa: E402
 
 VOCAB = 37
 EOS = 3

@@ -1,4 +1,4 @@
-"""The sort-free nucleus filter and the inverse-CDF draw against `samplers` and exact probabilities."""
+"""The sort-free nucleus filter and the inverse-CDF draw against `logit_processors` and exact probabilities."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from llmctl.generate.graph_sampling import (  # noqa: E402
     row_uniforms,
     top_k_filter,
 )
-from llmctl.generate.samplers import TOP_P_TOLERANCE, apply_top_k, apply_top_p  # noqa: E402
+from llmctl.generate.logit_processors import TOP_P_TOLERANCE, apply_top_k, apply_top_p  # noqa: E402
 
 
 def test_ordered_keys_follow_float_order():

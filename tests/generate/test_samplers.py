@@ -1,4 +1,4 @@
-"""Tests for llmctl.generate.samplers (fake logits, no model)."""
+"""Tests for llmctl.generate.logit_processors and the reference samplers (fake logits, no model)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from llmctl.generate.samplers import (
-    BeamSearchResult,
-    GreedySampler,
-    RandomSampler,
+from llmctl.generate.logit_processors import (
     apply_repetition_penalty,
     apply_temperature,
     apply_top_k,
     apply_top_p,
-    beam_search,
     mask_tokens,
     step_seed,
 )
+from tests.generate.reference_decoders import BeamSearchResult, GreedySampler, RandomSampler, beam_search
 
 SEED = tf.constant([1234, 5678], tf.int32)
 

@@ -76,11 +76,12 @@ def test_pretrain_writes_every_artifact(tmp_path, dataset):
     assert [s for s, split, _ in rows if split == "valid"] == [v["steps"] // 2, v["steps"]]
     pointer = read_pointer(run.checkpoints)
     assert len(pointer["last"]) == 2 and pointer["last"][-1]["step"] == v["steps"]
-    # model.keras holds the best weights: same logits as the restored best checkpoint
+    # model.keras holds the best weights: same logits as the restored best checkpoint (the file is a graph of stock
+    # Keras layers: token ids → logits; the checkpoint's model runs llmctl's fused LSTM kernel)
     best, details = restore_model(run, "best")
     loaded = keras.saving.load_model(run.model)
     x = tf.constant([[5, 6, 7, 8]])
-    np.testing.assert_allclose(np.asarray(loaded(x)[0]), np.asarray(best(x)[0]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(best(x)[0]), atol=1e-5)
     assert details["step"] == v["best_step"]
 
 
