@@ -268,7 +268,7 @@ class Driver:
                         self.restored_carry = None
                     elif p.epoch_step == 0 or carry is None:
                         carry = task.initial_carry()
-                    trainable = self._trainable(p.epoch)
+                    self.trainer.trainable = self._trainable(p.epoch)  # gradual unfreezing
                     elements = task.elements(p.epoch, p.epoch_step)
                     while p.epoch_step < n_steps and stop is None:
                         element, tokens = next(elements)
@@ -279,8 +279,7 @@ class Driver:
                                 self.reporter.warn(f"XLA off: {task.jit_reason}")
                         lr = self._lr() * task.lr_scale(p.epoch, p.epoch_step)
                         t0 = time.perf_counter()
-                        loss_sum, count, norm, new_carry = self.trainer.step(element, carry, p.step, lr,
-                                                                             trainable=trainable)
+                        loss_sum, count, norm, new_carry = self.trainer.step(element, carry, p.step, lr)
                         dt = time.perf_counter() - t0
                         mean = loss_sum / max(count, 1e-9)
                         if not (math.isfinite(loss_sum) and math.isfinite(norm)):

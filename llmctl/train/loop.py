@@ -224,7 +224,7 @@ class Trainer:
         Returns (loss_sum, token_count, grad_norm) as floats — one host sync — and the new states."""
         if not self.dist.distributed:
             element = tf.nest.map_structure(tf.convert_to_tensor, element)
-        summary, new_states = self.gradient.run((True,), element, list(states), self._seed(step_index),
+        summary, new_states = self.gradient.run((True,), element, states, self._seed(step_index),
                                                 self._lr(lr))
         loss_sum, count, norm = (float(v) for v in summary.numpy())
         return loss_sum, count, norm, new_states

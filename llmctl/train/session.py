@@ -11,7 +11,8 @@ the final `model.keras`.
 its first checkpoint is replaced by a new start. The run directory is locked (`llmctl.locks`) for the rest of the
 command; `RunDir.prepare` saves the resolved config (the one owner of the run's settings from then on) and refuses
 a directory holding a different run. A resumed run must still speak the dataset's tokenizer
-(`check_data_fingerprint`); a new start drops stale checkpoints and copies the dataset's tokenizer into the run.
+(`llmctl.runs.check_data_fingerprint`); a new start drops stale checkpoints and copies the dataset's tokenizer into
+the run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, Callable
 
 from llmctl import atomic, locks
 from llmctl.errors import ArtifactError, ConfigError, DataError
-from llmctl.runs import RunDir
+from llmctl.runs import RunDir, check_data_fingerprint
 
 PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
@@ -153,14 +154,6 @@ class Interrupts:
 
 
 # ---------------------------------------------------------------- the run directory
-
-
-def check_data_fingerprint(ds, recorded: str | None, *, what: str, hint: str) -> None:
-    """The one fingerprint check of training: `ds` (tokenizer + normalisation) must be the data `recorded` names
-    (a run's run.json field; None = nothing recorded, accepted)."""
-    if recorded and recorded != ds.fingerprint:
-        raise ArtifactError(f"{what}: it was trained with tokenizer {recorded}, the dataset {ds.root} has "
-                            f"{ds.fingerprint}", hint=hint)
 
 
 def open_run(exp, ds, *, kind: str, info: dict[str, Any], parent: RunDir | None = None, dist=None,

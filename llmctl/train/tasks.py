@@ -140,7 +140,7 @@ def init_embeddings(exp, embedding_layer, tokenizer) -> dict[str, Any] | None:
         return None
     from llmctl.models.embeddings_init import load_pretrained_vectors
 
-    matrix, stats = load_pretrained_vectors(exp.model.pretrained_embeddings, tokenizer, exp.model.embedding_dim,
+    matrix, stats = load_pretrained_vectors(exp.model.pretrained_embeddings, tokenizer, embedding_layer.output_dim,
                                             seed=exp.run.seed)
     embedding_layer.embeddings.assign(matrix)
     return stats
@@ -164,6 +164,7 @@ class DocumentTrainer:
 
     def __init__(self, gradient, dist):
         self.gradient, self.dist = gradient, dist
+        self.trainable = (True,) * len(gradient.names)  # the groups that train (the driver sets it per epoch)
 
     @property
     def jit(self) -> bool:
@@ -172,11 +173,11 @@ class DocumentTrainer:
     def probe_jit(self, element, carry, step_index: int) -> str | None:
         return None
 
-    def step(self, element, carry, step_index: int, lr: float, *, trainable: Sequence[bool]):
+    def step(self, element, carry, step_index: int, lr: float):
         if not self.dist.distributed:
             element = tf.nest.map_structure(tf.convert_to_tensor, element)
         seed = tf.constant([0, int(step_index)], dtype=tf.int64)
-        summary, carry = self.gradient.run(trainable, element, carry, seed, tf.constant(float(lr), tf.float32))
+        summary, carry = self.gradient.run(self.trainable, element, carry, seed, tf.constant(float(lr), tf.float32))
         loss_sum, count, norm = (float(v) for v in summary.numpy())
         return loss_sum, count, norm, carry
 

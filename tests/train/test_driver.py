@@ -96,3 +96,13 @@ def test_classify_mirrored_on_two_logical_cpus_matches_one_device(sentiment):
     for (_, _, a), (_, _, b) in zip(out["none"], out["mirrored"], strict=True):
         assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (a, b)
     assert out["none_accuracy"] == out["mirrored_accuracy"]
+
+
+def test_classify_trains_in_mixed_precision(sentiment):
+    from llmctl.train import finetune
+
+    exp = experiment(sentiment, CLASSIFY.format(run="bf16", data="clf"), "bf16.yaml",
+                     overrides=["train.mixed_precision=bfloat16", "train.epochs=1"])
+    values = finetune.run(exp).values
+    assert values["status"] == "finished" and values["precision"] == "bfloat16" and values["steps"] == 6
+    assert values["valid_accuracy"] is not None
