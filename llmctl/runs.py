@@ -239,6 +239,14 @@ class RunDir:
         return resuming
 
 
+def check_data_fingerprint(ds, recorded: str | None, *, what: str, hint: str) -> None:
+    """The one check that dataset `ds` (tokenizer + normalisation) is the data a run `recorded` in run.json (None:
+    nothing recorded, accepted)."""
+    if recorded and recorded != ds.fingerprint:
+        raise ArtifactError(f"{what}: it was trained with tokenizer {recorded}, the dataset {ds.root} was made with "
+                            f"another tokenizer ({ds.fingerprint})", hint=hint)
+
+
 def identity_diff(old: dict[str, Any], new: dict[str, Any], *, ignore_budgets: bool) -> list[str]:
     """Dotted keys whose values differ in the sections that define a run."""
     out: list[str] = []

@@ -458,3 +458,8 @@ class Experiment(Section):
         if self.train.schedule.kind == "plateau" and self.data.split.valid == 0 and not self.data.valid:
             raise ValueError("train.schedule.kind=plateau needs a validation split (data.valid or data.split.valid)")
         return self
+
+
+def eval_bptt(exp: Experiment) -> int:
+    """The evaluation window length: `evaluate.bptt`, else `train.bptt` (the one place this rule is written)."""
+    return exp.evaluate.bptt or exp.train.bptt

@@ -40,10 +40,10 @@ def check_same_labels(run_names: list[str], data_names: list[str], ds_root) -> N
 
 def check_run_dataset(run: RunDir, ds) -> None:
     """The dataset must speak the run's tokenizer (and normalisation)."""
-    recorded = run.read_info().get("tokenizer_fingerprint")
-    if recorded and recorded != ds.fingerprint:
-        raise ArtifactError(f"dataset {ds.root} was made with another tokenizer than run {run.root}",
-                            hint=f"run preprocess with `tokenizer: {{from: {run.root}}}`")
+    from llmctl.runs import check_data_fingerprint
+
+    check_data_fingerprint(ds, run.read_info().get("tokenizer_fingerprint"), what=f"run {run.root}",
+                           hint=f"run preprocess with `tokenizer: {{from: {run.root}}}`")
 
 
 def confusion_png(matrix: np.ndarray, names: Sequence[str], path: Path, *, title: str) -> Path:

@@ -35,6 +35,7 @@ from llmctl.tfenv import import_tf
 tf = import_tf()
 
 from llmctl.data.specials import UNK_ID  # noqa: E402
+from llmctl.schema import eval_bptt  # noqa: E402
 from llmctl.train.loop import StreamEvaluator  # noqa: E402 - training's validation: one implementation of NLL
 
 LN2 = math.log(2.0)
@@ -211,7 +212,7 @@ def evaluate_run(exp, opened, reporter):
                             hint="evaluate data made with the run's own tokenizer")
     gpus = tf.config.list_physical_devices("GPU")
     jit = not gpus and exp.train.jit_compile is not False
-    bptt = cfg.bptt or exp.train.bptt
+    bptt = eval_bptt(exp)
     totals = StreamScorer(model, jit=jit).score(text.tokens, batch_size=cfg.batch_size, bptt=bptt,
                                                 context=cfg.context, reporter=reporter,
                                                 description=f"evaluate {split}")

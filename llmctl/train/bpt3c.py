@@ -8,7 +8,7 @@ whatever the document length.
 
     reader = ChunkedReader(model, chunk=bptt, backprop_tokens=256)
     batch = reader.training_batch(tokens, labels)        # tuple matching `reader.input_signature`
-    loss = reader.loss(*batch, training=True)
+    loss = reader.loss_function(class_weights)(*batch, training=True)
 """
 
 from __future__ import annotations
@@ -40,11 +40,7 @@ class ChunkedReader:
         self._prefix_fn = tf.function(self._prefix_chunk, input_signature=chunk_spec + self.state_signature,
                                       reduce_retracing=True)
 
-    @property
-    def input_signature(self) -> list[Any]:
-        """(tail tokens, tail mask, states, sum, max, last, count, labels)."""
-        return [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.bool),
-                *self.state_signature, tf.TensorSpec([None], tf.int32)]
+    batch_axes = (0, 0, 1, 0, 0, 0, 0, 0)  # the batch axis of each array of `training_batch` (states: [2L, B, U])
 
     def _prefix_chunk(self, tokens, mask, states, total, high, last, count):
         states, stats = self.model.encode_chunk(tokens, mask, states, (total, high, last, count), training=True)
@@ -77,13 +73,17 @@ class ChunkedReader:
                                         *carry)
         return (tokens[:, prefix:], mask[:, prefix:], *carry, np.asarray(labels, dtype=np.int32))
 
-    def loss_function(self, weight_table) -> Callable[..., Any]:
-        """The step's loss: read the tail from the carried state, pool over the whole document, weighted CE."""
+    def logits(self, tokens, mask, states, total, high, last, count, labels, training: bool = True):
+        """(class logits, labels): read the tail from the carried state and pool over the whole document."""
         model = self.model
+        _, stats = model.encode_chunk(tokens, mask, states, (total, high, last, count), training=training)
+        return model.head(model.pool_from_stats(stats), training=training), labels
 
-        def loss_fn(tokens, mask, states, total, high, last, count, labels, training=True):
-            _, stats = model.encode_chunk(tokens, mask, states, (total, high, last, count), training=training)
-            logits = model.head(model.pool_from_stats(stats), training=training)
+    def loss_function(self, weight_table) -> Callable[..., Any]:
+        """The class-weighted mean cross-entropy of a `training_batch`."""
+
+        def loss_fn(*batch, training=True):
+            logits, labels = self.logits(*batch, training=training)
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
             w = tf.gather(weight_table, labels)
             return tf.reduce_sum(ce * w) / tf.maximum(tf.reduce_sum(w), 1e-9)

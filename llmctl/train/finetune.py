@@ -7,6 +7,7 @@
 * `classify` — ULMFiT-style text classification (`llmctl.train.finetune_classify`), kind `classify`.
 * `pairs` — prompt → response with the loss on the response only (`llmctl.train.finetune_pairs`), kind `pairs`.
 
+Every task trains through the one driver (`llmctl.train.driver`), the parent's architecture adopted once.
 Guard rails before any training: the parent exists and is a language model; the dataset was made with the parent's
 tokenizer; the dataset has what the task needs (labels, prompt/response boundaries).
 """
@@ -23,10 +24,12 @@ from llmctl.tfenv import import_tf
 def run(exp, reporter: Reporter | None = None) -> Result:
     """Fine-tune per `exp.finetune.task`; returns the final metrics (also in the run's summary.json)."""
     import_tf()
-    from llmctl.train.parent import open_parent
+    from llmctl.train.parent import adopt_architecture, open_parent
 
     reporter = reporter or Reporter("none")
     parent = open_parent(exp)
+    if parent is not None:
+        exp = adopt_architecture(exp, parent, reporter)  # once: the run's saved config owns the sizes from here on
     task = exp.finetune.task
     if task == "lm":
         from llmctl.train import finetune_lm

@@ -12,18 +12,19 @@ class weights) is kept and saved as `model.keras`.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
 from llmctl import atomic
-from llmctl.data.doc_batches import Documents, iterate
+from llmctl.data.doc_batches import Documents
 from llmctl.errors import DataError
 from llmctl.progress import Reporter
 from llmctl.results import Result
-from llmctl.tfenv import import_tf, seed_everything
+from llmctl.runs import RunDir
+from llmctl.tfenv import import_tf
 from llmctl.train import parent as parent_mod
+from llmctl.train.tasks import DocumentTask, init_embeddings, model_sizes, require_valid
 
 tf = import_tf()
 
@@ -93,32 +94,6 @@ def class_weights(counts: np.ndarray, mode: str) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def build_model(exp, ds, parent, num_classes: int, reporter: Reporter):
-    """(classifier, description): encoder from the parent's weights, or fresh from `exp.model`."""
-    from llmctl.models.classifier import build_classifier, copy_encoder_weights
-
-    ft = exp.finetune
-    if parent is None:
-        model = build_classifier(exp.model, vocab_size=ds.vocab_size, num_classes=num_classes, finetune_cfg=ft)
-        if exp.model.pretrained_embeddings is not None:
-            from llmctl.models.embeddings_init import load_pretrained_vectors
-
-            matrix, stats = load_pretrained_vectors(exp.model.pretrained_embeddings, ds.tokenizer(),
-                                                    exp.model.embedding_dim, seed=exp.run.seed)
-            model.encoder.embedding.embeddings.assign(matrix)
-            reporter.info(f"embedding initialised from {exp.model.pretrained_embeddings}: "
-                          f"{stats['coverage']:.1%} of the vocabulary covered")
-        return model, f"from scratch: {exp.model.layers}×{exp.model.units} LSTM, emb {exp.model.embedding_dim}"
-    parent_mod.adopt_architecture(exp, parent, reporter)
-    lm, info = parent_mod.load_parent_model(parent, ft.checkpoint)
-    arch = exp.model
-    model = build_classifier(arch, vocab_size=lm.vocab_size, num_classes=num_classes, finetune_cfg=ft,
-                             start_id=start_id_for(parent))
-    copy_encoder_weights(lm, model)
-    return model, (f"encoder from {parent.name} ({ft.checkpoint} checkpoint, step {info.get('step')}): "
-                   f"{arch.layers}×{arch.units} LSTM, emb {arch.embedding_dim}")
-
-
 def start_id_for(parent) -> int | None:
     """`<eos>` when the parent language model read `<eos>`-separated documents (the state it starts a document
     from), else None."""
@@ -134,100 +109,124 @@ def start_id_for(parent) -> int | None:
     return EOS_ID if eos else None
 
 
-def make_task(exp, model, train: Documents, valid: Documents, weights: np.ndarray, label_names: list[str]):
-    from llmctl.evaluation.classify_metrics import class_report
-    from llmctl.models.classifier import ClassifierPredictor
-    from llmctl.train.doc_trainer import DocTask
+class ClassifyTask(DocumentTask):
+    """Labelled whole documents → class logits; the best evaluation by accuracy (macro-F1 when balanced)."""
 
-    ft, cfg = exp.finetune, exp.train
-    weight_table = tf.constant(weights)
+    kind, title, mode = "classify", "finetune classify", "max"
 
-    def loss_fn(tokens, labels, training=True):
-        logits = model(tokens, training=training)
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        w = tf.gather(weight_table, labels)
-        return tf.reduce_sum(ce * w) / tf.maximum(tf.reduce_sum(w), 1e-9)
+    def open(self, dist) -> None:
+        from llmctl.data.dataset import open_dataset
 
-    signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
-    reader = None
-    if ft.backprop_tokens is not None:  # BPT3C: chunks of train.bptt, gradients through the tail only
-        from llmctl.train.bpt3c import ChunkedReader
+        super().open(dist)
+        exp, ft = self.exp, self.exp.finetune
+        self.ds = ds = open_dataset(exp.data.dir)
+        self.names = names = check_labelled(ds)
+        if self.parent is not None:
+            parent_mod.check_dataset_tokenizer(self.parent, ds)
+        require_valid(ds)
+        self.vocab_size = ds.vocab_size
+        train = Documents.from_dataset(ds, "train", max_length=ft.max_length, labels=True)
+        self.valid_docs = Documents.from_dataset(ds, "valid", max_length=ft.max_length, labels=True)
+        if exp.data.train_limit is not None:
+            train = train.subset(limit_subset(train.labels, len(names), exp.data.train_limit,
+                                              balanced=exp.data.train_limit_balanced, seed=exp.data.train_limit_seed))
+        self.train_docs = train
+        self.counts = np.bincount(train.labels, minlength=len(names))
+        check_class_counts(self.counts, names, ft.min_class_examples)
+        check_eval_labels(self.valid_docs.labels, self.counts, names, "valid")
+        self.weights = class_weights(self.counts, ft.class_weights)
+        self.monitor = "macro_f1" if ft.class_weights == "balanced" else "accuracy"
+        self.start_id = start_id_for(self.parent)
 
-        reader = ChunkedReader(model, chunk=cfg.bptt, backprop_tokens=ft.backprop_tokens)
-        loss_fn, signature = reader.loss_function(weight_table), reader.input_signature
+    def run_info(self) -> dict:
+        return {"parent": None if self.parent is None else self.parent.name, "labels": self.names,
+                "num_classes": len(self.names), "start_id": self.start_id}
 
-    def batches(epoch: int):
-        for index, tokens in iterate(train, cfg.batch_size, ft.max_length, shuffle=True,
-                                     seed=exp.run.seed * 1000 + epoch):
-            yield (tokens, train.labels[index]) if reader is None else reader.training_batch(tokens,
-                                                                                              train.labels[index])
+    def build(self, resuming: bool) -> None:
+        from llmctl.models.classifier import ClassifierPredictor, build_classifier, copy_encoder_weights
 
-    predictor = ClassifierPredictor(model, batch_size=max(cfg.batch_size, 64), max_length=ft.max_length)
+        exp, ft, cfg = self.exp, self.exp.finetune, self.exp.train
+        if self.dist.is_chief:
+            atomic.write_json(RunDir.of(exp).labels, self.names)
+        self.model = build_classifier(exp.model, vocab_size=self.vocab_size, num_classes=len(self.names),
+                                      finetune_cfg=ft, start_id=self.start_id)
+        if self.parent is None:
+            stats = init_embeddings(exp, self.model.encoder.embedding, self.ds.tokenizer())
+            self.origin = "from scratch"
+            if stats:
+                self.reporter.info(f"embedding initialised from {exp.model.pretrained_embeddings}: "
+                                   f"{stats['coverage']:.1%} of the vocabulary covered")
+        else:
+            lm, info = parent_mod.load_parent_model(self.parent, ft.checkpoint)
+            copy_encoder_weights(lm, self.model)
+            self.origin = f"encoder from {self.parent.name} ({ft.checkpoint} checkpoint, step {info.get('step')})"
+        self.reader = None
+        if ft.backprop_tokens is not None:  # BPT3C: chunks of train.bptt, gradients through the tail only
+            from llmctl.train.bpt3c import ChunkedReader
 
-    def evaluate() -> dict[str, float]:
-        logits = predictor.logits(valid)
-        report = class_report(valid.labels, logits.argmax(-1), len(label_names))
+            self.reader = ChunkedReader(self.model, chunk=cfg.bptt, backprop_tokens=ft.backprop_tokens)
+            self.batch_axes = self.reader.batch_axes + (0,)
+        self.weight_table = tf.constant(self.weights)
+        self.predictor = ClassifierPredictor(self.model, batch_size=max(cfg.batch_size, 64), max_length=ft.max_length)
+
+    def host_batch(self, index: np.ndarray, tokens: np.ndarray) -> tuple:
+        labels = self.train_docs.labels[index].astype(np.int32)
+        w = self.weights[labels]
+        if self.reader is None:
+            return tokens, labels, w
+        return (*self.reader.training_batch(tokens, labels), w)
+
+    def loss_sum(self, batch, training: bool):
+        if self.reader is None:
+            tokens, labels, w = batch
+            logits = self.model(tokens, training=training)
+        else:
+            *inputs, w = batch
+            logits, labels = self.reader.logits(*inputs, training=training)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
+        return tf.reduce_sum(ce * tf.cast(w, tf.float32))
+
+    def evaluate(self) -> dict[str, float]:
+        from llmctl.evaluation.classify_metrics import class_report
+
+        valid = self.valid_docs
+        logits = self.predictor.logits(valid)
+        report = class_report(valid.labels, logits.argmax(-1), len(self.names))
         logp = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
         loss = float(-logp[np.arange(len(valid)), valid.labels].mean())
         return {"loss": loss, "accuracy": report.accuracy, "macro_f1": report.macro_f1}
 
-    steps = -(-len(train) // cfg.batch_size)
-    monitor = "macro_f1" if ft.class_weights == "balanced" else "accuracy"
-    return DocTask(name="classify", model=model, groups=model.layer_groups(), loss_fn=loss_fn,
-                   input_signature=signature, batches=batches, steps_per_epoch=steps, evaluate=evaluate,
-                   monitor=monitor, mode="max")
+    def logged(self, metrics: dict[str, float]) -> dict:
+        return {"loss": metrics["loss"], "ppl": None}
+
+    def describe_data(self) -> list:
+        names, ft = self.names, self.exp.finetune
+        return [("dataset", f"{self.ds.root} ({len(self.train_docs):,} train / {len(self.valid_docs):,} valid docs)"),
+                ("classes", ", ".join(f"{n} ({c:,})" for n, c in zip(names, self.counts, strict=True))),
+                ("class weights", ft.class_weights if ft.class_weights == "none" else
+                 ", ".join(f"{n}: {w:.3g}" for n, w in zip(names, self.weights, strict=True)))]
+
+    def describe_model(self, trainer) -> list:
+        ft = self.exp.finetune
+        return [("model", f"{self.origin}: {model_sizes(self.model)}"),
+                ("head", f"pooling {ft.pooling}, {ft.head_units} hidden units, dropout {ft.head_dropout}, "
+                         f"norm {ft.head_norm}; {self.model.count_params():,} parameters")]
+
+    def summary(self, p) -> dict:
+        best = p.best_metrics
+        return {**super().summary(p), "train_documents": len(self.train_docs), "train_limit": self.exp.data.train_limit,
+                "valid_accuracy": best.get("accuracy"), "valid_macro_f1": best.get("macro_f1"),
+                "valid_loss": best.get("loss")}
+
+    def summary_details(self, p) -> dict:
+        return {**super().summary_details(p), "labels": self.names}
+
+    def result_lines(self, run, p, which: str, stop: str) -> list[str]:
+        return [f"model.keras holds the best epoch ({p.best_epoch}) by valid {self.monitor}; "
+                f"`llmctl evaluate {run.root}` for per-class scores, `llmctl predict` for new texts"]
 
 
 def run(exp, reporter: Reporter, parent) -> Result:
-    from llmctl.data.dataset import open_dataset
-    from llmctl.train import doc_run, doc_trainer
+    from llmctl.train.driver import drive
 
-    t_start = time.perf_counter()
-    ft = exp.finetune
-    doc_trainer.check_supported(exp.train, exp.distribute, "classify")
-    seed_everything(exp.run.seed, exp.run.deterministic)
-    ds = open_dataset(exp.data.dir)
-    names = check_labelled(ds)
-    if parent is not None:
-        parent_mod.check_dataset_tokenizer(parent, ds)
-    doc_run.require_valid(ds)
-    train = Documents.from_dataset(ds, "train", max_length=ft.max_length, labels=True)
-    valid = Documents.from_dataset(ds, "valid", max_length=ft.max_length, labels=True)
-    if exp.data.train_limit is not None:
-        train = train.subset(limit_subset(train.labels, len(names), exp.data.train_limit,
-                                          balanced=exp.data.train_limit_balanced, seed=exp.data.train_limit_seed))
-    counts = np.bincount(train.labels, minlength=len(names))
-    check_class_counts(counts, names, ft.min_class_examples)
-    check_eval_labels(valid.labels, counts, names, "valid")
-    weights = class_weights(counts, ft.class_weights)
-
-    model, described = build_model(exp, ds, parent, len(names), reporter)
-    task = make_task(exp, model, train, valid, weights, names)
-    stepper = doc_trainer.build_stepper(task, exp.train, ft, jit_compile=exp.train.jit_compile is True)
-    run_dir, resuming = doc_run.prepare_run(exp, ds, kind="classify", parent=parent,
-                                            extra_info={"labels": names, "num_classes": len(names),
-                                                        "start_id": model.start_id})
-    atomic.write_json(run_dir.labels, names)
-    store = doc_run.checkpoint_store(run_dir, model, stepper, exp.train.keep_last)
-    start = doc_run.restore_start(store, model, stepper.average) if resuming else None
-    if start:
-        reporter.info(f"resuming {run_dir.root} after epoch {start['epoch']} (step {start['step']})")
-    reporter.table("finetune classify", [
-        ("run", str(run_dir.root)), ("dataset", f"{ds.root} ({len(train):,} train / {len(valid):,} valid docs)"),
-        ("model", described), ("head", f"pooling {ft.pooling}, {ft.head_units} hidden units, dropout "
-                                       f"{ft.head_dropout}, norm {ft.head_norm}; {model.count_params():,} parameters"),
-        ("classes", ", ".join(f"{n} ({c:,})" for n, c in zip(names, counts, strict=True))),
-        ("class weights", ft.class_weights if ft.class_weights == "none" else
-         ", ".join(f"{n}: {w:.3g}" for n, w in zip(names, weights, strict=True)))])
-
-    outcome, log = doc_run.fit(exp, task, stepper, store, run_dir, start, reporter, perplexity=False)
-    final = task.evaluate()
-    summary = {**doc_run.summary_base(run_dir, "classify", parent, outcome, model, t_start),
-               "train_documents": len(train), "train_limit": exp.data.train_limit,
-               "valid_accuracy": final["accuracy"], "valid_macro_f1": final["macro_f1"], "valid_loss": final["loss"],
-               "labels": names, "history": outcome.history}
-    doc_run.finish(run_dir, model, log, summary)
-    values = {k: v for k, v in summary.items() if k not in ("history", "labels")}
-    return Result(title=f"finetune classify: {run_dir.root.name}", values=values,
-                  lines=[f"model.keras holds the best epoch ({outcome.best_epoch}) by valid {task.monitor}; "
-                         f"`llmctl evaluate {run_dir.root}` for per-class scores, `llmctl predict` for new texts"])
+    return drive(exp, ClassifyTask(exp, parent), reporter)

@@ -1,5 +1,5 @@
 """`finetune.task: lm` — domain adaptation: continue language-model training on a new corpus from the parent's
-weights, with pretrain's own training loop (`llmctl.train.pretrain.run(..., init_model=...)`): same batching,
+weights, as pretrain's language-model task (`llmctl.train.pretrain.run(..., init_model=...)`): same batching,
 checkpoints, resume, schedules, budgets and outputs. The result is a language model run (kind `lm`, with `parent`
 recorded in run.json), usable by `generate`, `evaluate`, `export` and as the parent of a further finetune.
 
@@ -47,7 +47,6 @@ def run(exp, reporter: Reporter, parent) -> Result:
                                "`llmctl pretrain`)")
     ds = open_dataset(exp.data.dir)
     old_vocab = parent_mod.check_dataset_tokenizer(parent, ds, allow_extension=exp.finetune.extend_vocab)
-    parent_mod.adopt_architecture(exp, parent, reporter)
     rates = parent_mod.unk_rates(ds)
     reporter.table("domain adaptation", [
         ("parent", f"{parent.name} ({exp.finetune.checkpoint} checkpoint)"),
@@ -66,10 +65,9 @@ def run(exp, reporter: Reporter, parent) -> Result:
             extend_weights(lm, model, old_vocab)
         reporter.info(f"weights initialised from {parent.name} ({exp.finetune.checkpoint})")
 
-    result = pretrain.run(exp, reporter, init_model=init_model,
+    result = pretrain.run(exp, reporter, init_model=init_model, title="finetune lm", parent=parent,
                           run_info={"parent": parent.name, "finetune_task": "lm",
                                     "unk_rate": {k: float(np.round(v, 6)) for k, v in rates.items()},
                                     "extended_vocab_from": old_vocab})
-    result.title = result.title.replace("pretrain", "finetune lm", 1)
     result.values.update({"parent": parent.name, **{f"unk_rate_{k}": v for k, v in rates.items()}})
     return result

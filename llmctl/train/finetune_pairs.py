@@ -11,7 +11,6 @@ discriminative learning rates as for classification. The best epoch by valid res
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
@@ -19,9 +18,10 @@ from llmctl.data.doc_batches import Documents, iterate, response_mask
 from llmctl.errors import ConfigError, DataError
 from llmctl.progress import Reporter
 from llmctl.results import Result
-from llmctl.tfenv import import_tf, seed_everything
+from llmctl.tfenv import import_tf
 from llmctl.train import parent as parent_mod
 from llmctl.train import ulmfit
+from llmctl.train.tasks import DocumentTask, init_embeddings, model_sizes, require_valid
 
 tf = import_tf()
 
@@ -66,97 +66,84 @@ class ResponseScorer:
         return total, count
 
 
-def build_model(exp, ds, parent, reporter: Reporter):
-    from llmctl.models.lstm_lm import build_language_model
+class PairsTask(DocumentTask):
+    """Prompt → response with the loss on the response; the best evaluation by valid response loss."""
 
-    if parent is None:
-        model = build_language_model(exp.model, ds.vocab_size)
-        if exp.model.pretrained_embeddings is not None:
-            from llmctl.models.embeddings_init import load_pretrained_vectors
+    kind, title = "pairs", "finetune pairs"
 
-            matrix, _ = load_pretrained_vectors(exp.model.pretrained_embeddings, ds.tokenizer(),
-                                                exp.model.embedding_dim, seed=exp.run.seed)
-            model.embedding.embeddings.assign(matrix)
-        return model, f"from scratch: {exp.model.layers}×{exp.model.units} LSTM, emb {exp.model.embedding_dim}"
-    parent_mod.adopt_architecture(exp, parent, reporter)
-    lm, info = parent_mod.load_parent_model(parent, exp.finetune.checkpoint)
-    model = build_language_model(exp.model, lm.vocab_size)
-    model.set_weights(lm.get_weights())
-    return model, (f"from {parent.name} ({exp.finetune.checkpoint} checkpoint, step {info.get('step')}): "
-                   f"{exp.model.layers}×{exp.model.units} LSTM, emb {exp.model.embedding_dim}")
+    def open(self, dist) -> None:
+        from llmctl.data.dataset import open_dataset
 
+        super().open(dist)
+        exp, ft = self.exp, self.exp.finetune
+        if exp.model.output != "full":
+            raise ConfigError("model.output=sampled is not supported by finetune.task=pairs (documents are short)",
+                              hint="set model.output=full")
+        self.ds = ds = open_dataset(exp.data.dir)
+        check_pairs(ds)
+        if self.parent is not None:
+            parent_mod.check_dataset_tokenizer(self.parent, ds)
+        require_valid(ds)
+        self.vocab_size = ds.vocab_size
+        self.train_docs = Documents.from_dataset(ds, "train", max_length=ft.max_length, responses=True)
+        self.valid_docs = Documents.from_dataset(ds, "valid", max_length=ft.max_length, responses=True)
+        cut = int(np.count_nonzero(self.train_docs.response_starts >= self.train_docs.lengths))
+        if cut:
+            self.reporter.warn(f"{cut} training pair(s) have no response token left within finetune.max_length="
+                               f"{ft.max_length}; they teach nothing (raise finetune.max_length)")
 
-def make_task(exp, model, train: Documents, valid: Documents):
-    from llmctl.train.doc_trainer import DocTask
+    def run_info(self) -> dict:
+        return {"parent": None if self.parent is None else self.parent.name}
 
-    ft, cfg = exp.finetune, exp.train
+    def build(self, resuming: bool) -> None:
+        from llmctl.models.lstm_lm import build_language_model
 
-    def loss_fn(inputs, targets, weights, training=True):
-        nll, n = masked_nll(model, inputs, targets, weights, training)
-        return nll / tf.maximum(n, 1.0)
+        exp, ft = self.exp, self.exp.finetune
+        self.model = build_language_model(exp.model, self.vocab_size)
+        if self.parent is None:
+            init_embeddings(exp, self.model.embedding, self.ds.tokenizer())
+            self.origin = "from scratch"
+        else:
+            lm, info = parent_mod.load_parent_model(self.parent, ft.checkpoint)
+            self.model.set_weights(lm.get_weights())
+            self.origin = f"from {self.parent.name} ({ft.checkpoint} checkpoint, step {info.get('step')})"
+        self.scorer = ResponseScorer(self.model, batch_size=max(exp.train.batch_size, 64), max_length=ft.max_length)
 
-    def batches(epoch: int):
-        for index, tokens in iterate(train, cfg.batch_size, ft.max_length, shuffle=True,
-                                     seed=exp.run.seed * 1000 + epoch):
-            if tokens.shape[1] >= 2:
-                yield pair_batch(train, index, tokens)
+    def groups(self) -> list:
+        return ulmfit.language_model_groups(self.model)
 
-    scorer = ResponseScorer(model, batch_size=max(cfg.batch_size, 64), max_length=ft.max_length)
+    def host_batch(self, index: np.ndarray, tokens: np.ndarray) -> tuple:
+        if tokens.shape[1] < 2:  # nothing to predict: a batch of weight 0
+            tokens = np.pad(tokens, [(0, 0), (0, 2 - tokens.shape[1])])
+        inputs, targets, weights = pair_batch(self.train_docs, index, tokens)
+        return inputs, targets, weights.astype(np.float32)
 
-    def evaluate() -> dict[str, float]:
-        total, count = scorer(valid)
+    def loss_sum(self, batch, training: bool):
+        nll, _ = masked_nll(self.model, *batch, training)
+        return nll
+
+    def evaluate(self) -> dict:
+        total, count = self.scorer(self.valid_docs)
         loss = total / max(count, 1.0)
         return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else float("inf")}
 
-    spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
-            tf.TensorSpec([None, None], tf.float32)]
-    return DocTask(name="pairs", model=model, groups=ulmfit.language_model_groups(model), loss_fn=loss_fn,
-                   input_signature=spec, batches=batches, steps_per_epoch=-(-len(train) // cfg.batch_size),
-                   evaluate=evaluate, monitor="loss", mode="min")
+    def describe_data(self) -> list:
+        return [("dataset", f"{self.ds.root} ({len(self.train_docs):,} train / {len(self.valid_docs):,} valid pairs)"),
+                ("loss", "response tokens + <eos> only (teacher forcing)")]
+
+    def describe_model(self, trainer) -> list:
+        return [("model", f"{self.origin}: {model_sizes(self.model)}; {self.model.count_params():,} parameters")]
+
+    def summary(self, p) -> dict:
+        best = p.best_metrics
+        return {**super().summary(p), "valid_response_loss": best.get("loss"), "valid_response_ppl": best.get("ppl")}
+
+    def result_lines(self, run, p, which: str, stop: str) -> list[str]:
+        return [f"model.keras holds the best epoch ({p.best_epoch}) by valid response loss; "
+                f"`llmctl evaluate {run.root}` for exact match and BLEU/chrF"]
 
 
 def run(exp, reporter: Reporter, parent) -> Result:
-    from llmctl.data.dataset import open_dataset
-    from llmctl.train import doc_run, doc_trainer
+    from llmctl.train.driver import drive
 
-    t_start = time.perf_counter()
-    ft = exp.finetune
-    doc_trainer.check_supported(exp.train, exp.distribute, "pairs")
-    if exp.model.output != "full":
-        raise ConfigError("model.output=sampled is not supported by finetune.task=pairs (documents are short)",
-                        hint="set model.output=full")
-    seed_everything(exp.run.seed, exp.run.deterministic)
-    ds = open_dataset(exp.data.dir)
-    check_pairs(ds)
-    if parent is not None:
-        parent_mod.check_dataset_tokenizer(parent, ds)
-    doc_run.require_valid(ds)
-    train = Documents.from_dataset(ds, "train", max_length=ft.max_length, responses=True)
-    valid = Documents.from_dataset(ds, "valid", max_length=ft.max_length, responses=True)
-    cut = int(np.count_nonzero(train.response_starts >= train.lengths))
-    if cut:
-        reporter.warn(f"{cut} training pair(s) have no response token left within finetune.max_length="
-                      f"{ft.max_length}; they teach nothing (raise finetune.max_length)")
-
-    model, described = build_model(exp, ds, parent, reporter)
-    task = make_task(exp, model, train, valid)
-    stepper = doc_trainer.build_stepper(task, exp.train, ft, jit_compile=exp.train.jit_compile is True)
-    run_dir, resuming = doc_run.prepare_run(exp, ds, kind="pairs", parent=parent)
-    store = doc_run.checkpoint_store(run_dir, model, stepper, exp.train.keep_last)
-    start = doc_run.restore_start(store, model, stepper.average) if resuming else None
-    if start:
-        reporter.info(f"resuming {run_dir.root} after epoch {start['epoch']} (step {start['step']})")
-    reporter.table("finetune pairs", [
-        ("run", str(run_dir.root)), ("dataset", f"{ds.root} ({len(train):,} train / {len(valid):,} valid pairs)"),
-        ("model", f"{described}; {model.count_params():,} parameters"),
-        ("loss", "response tokens + <eos> only (teacher forcing)")])
-
-    outcome, log = doc_run.fit(exp, task, stepper, store, run_dir, start, reporter)
-    final = task.evaluate()
-    summary = {**doc_run.summary_base(run_dir, "pairs", parent, outcome, model, t_start),
-               "valid_response_loss": final["loss"], "valid_response_ppl": final["ppl"], "history": outcome.history}
-    doc_run.finish(run_dir, model, log, summary)
-    values = {k: v for k, v in summary.items() if k != "history"}
-    return Result(title=f"finetune pairs: {run_dir.root.name}", values=values,
-                  lines=[f"model.keras holds the best epoch ({outcome.best_epoch}) by valid response loss; "
-                         f"`llmctl evaluate {run_dir.root}` for exact match and BLEU/chrF"])
+    return drive(exp, PairsTask(exp, parent), reporter)

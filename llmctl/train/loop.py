@@ -1,18 +1,13 @@
-"""The compiled training step and the exact stream evaluation.
+"""Stream language-model training parts: kernel/XLA decisions, losses, the stream step and the exact evaluation.
 
     trainer = Trainer(model, optimizer, dist, clip_norm=1.0, carry_state=True, jit=True)
     states = trainer.zero_states()
     loss_sum, tokens, grad_norm, states = trainer.step(element, states, step_index)   # element: `accum` batches
 
-One step: the GLOBAL token count of the step (weights summed over the `accum` batches and all replicas); for each
-batch — forward with the explicit (h, c) state, the sum of per-token sparse cross-entropies from logits (float32,
-weight-0 padding excluded; or `tf.nn.sampled_softmax_loss` for `model.output: sampled`) divided by that count,
-gradients summed — then an all-reduce of gradients and loss sums across replicas (so any replica count or
-accumulation gives the update of one device on the same global batch), global-norm clipping on the unscaled
-gradients, and one optimizer update.
-
-On a single device the whole step (forward, backward, clipping, update) is one XLA cluster when `jit` is on; under a
-strategy the per-replica forward/backward is compiled and the collectives stay outside XLA.
+The step itself (normalisation by the global token count, accumulation, all-reduce, clipping, the update) is
+`llmctl.train.step.GradientStep`; `Trainer` supplies the stream forward pass — the explicit (h, c) state carried
+across windows, the sum of per-token sparse cross-entropies from float32 logits (weight-0 padding excluded; or
+`tf.nn.sampled_softmax_loss` for `model.output: sampled`) — and moves the state in and out of checkpoints.
 
 `StreamEvaluator` computes the exact mean negative log-likelihood of a whole split: the split is laid out as stream
 columns (`llmctl.data.batching.StreamLayout`), the state is carried across windows, every token after the first is
@@ -31,7 +26,6 @@ from llmctl.data.batching import StreamLayout
 from llmctl.tfenv import import_tf
 
 tf = import_tf()
-import keras  # noqa: E402
 
 from llmctl.models.lstm_lm import flatten_states, unflatten_states  # noqa: E402
 
@@ -124,42 +118,37 @@ class SampledSoftmax:
 
 
 class Trainer:
-    """The compiled train step over a distribution strategy (`llmctl.train.distribution.Distribution`)."""
+    """The stream language-model step (`llmctl.train.step.GradientStep` with one group) and its carried state."""
 
     def __init__(self, model, optimizer, dist, *, clip_norm: float | None, carry_state: bool = True,
                  jit: bool = False, sampled: SampledSoftmax | None = None, seed: int = 0, state_reset: float = 0.0):
+        from llmctl.train.step import GradientStep
+
         self.model = model
         self.optimizer = optimizer
         self.dist = dist
         self.strategy = dist.strategy
-        self.clip_norm = float(clip_norm) if clip_norm else None
         self.carry_state = bool(carry_state)
         self.sampled = sampled
         self.seed = int(seed)
         self.state_reset = float(state_reset) if carry_state else 0.0
-        self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        self.variables = list(model.trainable_variables)
         self.replica_batch: int | None = None
-        self.jit = False
         self._gather_fn = None
+        self.gradient = GradientStep(dist, [("model", list(model.trainable_variables))], [optimizer],
+                                     forward=self._forward, clip_norm=clip_norm)
+        self._lstm_kernel = getattr(self.model, "lstm_kernel", None)  # the kernel asked for
         self._build(jit)
+
+    @property
+    def jit(self) -> bool:
+        return self.gradient.jit
 
     # -- compilation
     def _build(self, jit: bool) -> None:
-        self.jit = bool(jit)
-        if not hasattr(self, "_lstm_kernel"):
-            self._lstm_kernel = getattr(self.model, "lstm_kernel", None)  # the kernel asked for
         if self._lstm_kernel == "fused_xla":
             # an XLA step compiles the fused recurrence itself; a nested XLA function inside it runs ~15x slower
-            self.model.lstm_kernel = "fused" if self.jit else "fused_xla"
-        if self.dist.distributed:
-            grads = tf.function(self._grads, jit_compile=True) if jit else self._grads
-            self._grads_fn = grads
-            self._step_fn = tf.function(self._step, reduce_retracing=True)
-        else:
-            self._grads_fn = self._grads
-            # reduce_retracing: variable-length windows share one trace with a None time dimension
-            self._step_fn = tf.function(self._step, jit_compile=self.jit, reduce_retracing=not self.jit)
+            self.model.lstm_kernel = "fused" if jit else "fused_xla"
+        self.gradient.set_jit(jit)
 
     def probe_jit(self, element, states, step_index: int) -> str | None:
         """Check that the XLA step compiles for this element (without running it); on failure switch XLA off and
@@ -168,8 +157,8 @@ class Trainer:
             return None
         element = tf.nest.map_structure(tf.convert_to_tensor, element)
         try:
-            self._step_fn.experimental_get_compiler_ir(element, states, self._seed(step_index),
-                                                       self._lr(None))(stage="hlo")
+            self.gradient.function((True,)).experimental_get_compiler_ir(
+                element, states, self._seed(step_index), self._lr(None))(stage="hlo")
         except Exception as exc:  # noqa: BLE001 - any lowering failure means "no XLA for this step"
             self._build(False)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -235,7 +224,8 @@ class Trainer:
         Returns (loss_sum, token_count, grad_norm) as floats — one host sync — and the new states."""
         if not self.dist.distributed:
             element = tf.nest.map_structure(tf.convert_to_tensor, element)
-        summary, new_states = self._step_fn(element, states, self._seed(step_index), self._lr(lr))
+        summary, new_states = self.gradient.run((True,), element, states, self._seed(step_index),
+                                                self._lr(lr))
         loss_sum, count, norm = (float(v) for v in summary.numpy())
         return loss_sum, count, norm, new_states
 
@@ -243,51 +233,21 @@ class Trainer:
         value = float(self.optimizer.learning_rate.numpy()) if lr is None else float(lr)
         return tf.constant(value, tf.float32)
 
-    def _forward(self, x, y, w, states, seed):
+    def _forward(self, batch, states, seed, m):
+        """Σ weighted token losses of micro-batch `m` from the carried (h, c) state; the new state."""
+        x, y, w = batch
+        states = list(states)
+        if not self.carry_state:
+            states = [tf.zeros_like(s) for s in states]
+        elif self.state_reset > 0:
+            states = self._random_resets(states, seed, m)
+        seed = tf.random.experimental.stateless_fold_in(seed, m)
         hidden, new_states = self.model.features(x, unflatten_states(states), training=True)
         if self.sampled is not None:
             per_token = self.sampled.losses(self.model, hidden, y, seed, training=True)
         else:
             per_token = token_nll(self.model.project(hidden, training=True), y)
-        w = tf.cast(w, tf.float32)
-        return tf.reduce_sum(per_token * w), tf.reduce_sum(w), flatten_states(new_states)
-
-    def _grads(self, micro, states, seed):
-        """Per replica: gradients of (loss sum / GLOBAL token count) over the `accum` batches of one step, the loss
-        sum, the global token count and the new states. The count is known from the weights before the forward
-        pass (one scalar all-reduce across replicas), so the gradients come out normalised: no extra pass.
-
-        Without accumulation and outside XLA the embedding gradient stays sparse (`tf.IndexedSlices` of the rows
-        the batch touched), as Keras' own training does; otherwise gradients are summed densely."""
-        sparse = len(micro) == 1 and not self.jit
-        count = tf.add_n([tf.reduce_sum(tf.cast(w, tf.float32)) for _, _, w in micro])
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1:
-            count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
-        inverse = 1.0 / tf.maximum(count, 1.0)
-        grads_sum = [None if sparse else tf.zeros_like(v) for v in self.variables]
-        loss_total = tf.constant(0.0, tf.float32)
-        states = list(states)
-        for m, (x, y, w) in enumerate(micro):
-            if not self.carry_state:
-                states = [tf.zeros_like(s) for s in states]
-            elif self.state_reset > 0:
-                states = self._random_resets(states, seed, m)
-            with tf.GradientTape() as tape:
-                loss_sum, _, new_states = self._forward(
-                    x, y, w, states, tf.random.experimental.stateless_fold_in(seed, m))
-                target = loss_sum * inverse
-                if self.loss_scaled:
-                    target = self.optimizer.scale_loss(target)
-            grads = tape.gradient(target, self.variables)
-            if sparse:
-                grads_sum = [tf.zeros_like(v) if g is None else g for v, g in zip(self.variables, grads, strict=True)]
-            else:
-                grads_sum = [acc if g is None else acc + tf.convert_to_tensor(g)
-                             for acc, g in zip(grads_sum, grads, strict=True)]
-            loss_total += loss_sum
-            states = [tf.stop_gradient(s) for s in new_states]
-        return grads_sum, loss_total, count, states
+        return tf.reduce_sum(per_token * tf.cast(w, tf.float32)), flatten_states(new_states)
 
     def _random_resets(self, states, seed, m):
         """Zero each column's state with probability `state_reset` (keyed by seed, step, batch and replica)."""
@@ -298,50 +258,6 @@ class Trainer:
         rows = tf.shape(states[0])[0]
         keep = tf.random.stateless_uniform([rows, 1], key) >= self.state_reset
         return [tf.where(keep, s, tf.zeros_like(s)) for s in states]
-
-    def _replica(self, micro, states, seed):
-        grads, loss_sum, count, states = self._grads_fn(micro, states, seed)
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1:
-            grads, loss_sum = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (grads, loss_sum))
-        return grads, loss_sum, count, states
-
-    def _step(self, micro, states, seed, lr):
-        self.optimizer.learning_rate.assign(lr)
-        grads, loss_sum, count, states = self.strategy.run(self._replica, args=(micro, states, seed))
-        if self.dist.distributed:
-            def first(v):
-                return self.strategy.experimental_local_results(v)[0]
-            grads = [first(g) for g in grads]
-            loss_sum, count = first(loss_sum), first(count)
-        grads = [_unique_rows(g) for g in grads]
-        scale = tf.cast(self.optimizer.dynamic_scale, tf.float32) if self.loss_scaled else tf.constant(1.0)
-        norm = tf.sqrt(tf.add_n([_squared_norm(g) for g in grads])) / scale
-        if self.clip_norm is not None:
-            factor = self.clip_norm / tf.maximum(norm, self.clip_norm)
-            grads = [_scaled(g, factor) for g in grads]
-        self.optimizer.apply(grads, self.variables)
-        return tf.stack([loss_sum, count, norm]), states
-
-
-def _unique_rows(g):
-    """IndexedSlices with each row once (duplicates summed), so norms and updates are those of the dense gradient."""
-    if not isinstance(g, tf.IndexedSlices):
-        return g
-    rows, position = tf.unique(g.indices)
-    values = tf.math.unsorted_segment_sum(g.values, position, tf.shape(rows)[0])
-    return tf.IndexedSlices(values, rows, g.dense_shape)
-
-
-def _scaled(g, factor):
-    if isinstance(g, tf.IndexedSlices):
-        return tf.IndexedSlices(g.values * tf.cast(factor, g.values.dtype), g.indices, g.dense_shape)
-    return g * tf.cast(factor, g.dtype)
-
-
-def _squared_norm(g):
-    values = g.values if isinstance(g, tf.IndexedSlices) else g
-    return tf.reduce_sum(tf.square(tf.cast(values, tf.float32)))
 
 
 # ---------------------------------------------------------------- exact evaluation

@@ -155,9 +155,11 @@ def unk_rates(ds) -> dict[str, float]:
 ARCHITECTURE_FIELDS = ("embedding_dim", "layers", "units", "tie_embeddings")
 
 
-def adopt_architecture(exp, parent: ParentRun, reporter) -> None:
-    """Give `exp.model` the parent's architecture (sizes, tying), so the run's saved config rebuilds the model that
-    holds the parent's weights; dropouts and other training-time settings stay as configured."""
+def adopt_architecture(exp, parent: ParentRun, reporter):
+    """A copy of `exp` whose `model` has the parent's architecture (sizes, tying), so the run's saved config — from
+    then on the one owner of these values — rebuilds the model that holds the parent's weights; dropouts and other
+    training-time settings stay as configured. Called once, before the run directory is created."""
+    exp = exp.model_copy(deep=True)
     saved = parent.run.saved_config().get("model") or {}
     changes = {}
     for key in ARCHITECTURE_FIELDS:
@@ -167,9 +169,9 @@ def adopt_architecture(exp, parent: ParentRun, reporter) -> None:
     if explicit:
         reporter.warn("the parent's architecture replaces " + ", ".join(
             f"model.{k}={getattr(exp.model, k)}→{changes[k]}" for k in explicit))
-    if changes:
-        for key, value in changes.items():
-            setattr(exp.model, key, value)
+    for key, value in changes.items():
+        setattr(exp.model, key, value)
     if exp.model.pretrained_embeddings is not None:
         reporter.warn("model.pretrained_embeddings ignored: the embedding comes from the parent run")
         exp.model.pretrained_embeddings = None
+    return exp

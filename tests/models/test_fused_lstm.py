@@ -115,15 +115,20 @@ def test_an_xla_step_compiles_the_recurrence_itself():
 
 
 def test_finetune_honours_train_lstm_kernel_keras():
-    from llmctl.schema import FinetuneConfig
-    from llmctl.train import doc_trainer, ulmfit
+    from llmctl.schema import Experiment, FinetuneConfig
+    from llmctl.train import ulmfit
+    from llmctl.train.tasks import DocumentTask
 
     model = build_language_model(ModelConfig(embedding_dim=8, layers=1, units=H), 30)
-    task = doc_trainer.DocTask(name="lm", model=model, groups=ulmfit.language_model_groups(model),
-                               loss_fn=lambda tokens, training=True: tf.reduce_mean(model(tokens)[0]),
-                               input_signature=[tf.TensorSpec([None, None], tf.int32)], batches=lambda epoch: iter(()),
-                               steps_per_epoch=1, evaluate=lambda: {})
-    doc_trainer.build_stepper(task, TrainConfig(), FinetuneConfig())
+    groups = ulmfit.language_model_groups(model)
+    dist = Distribution("none", tf.distribute.get_strategy())
+
+    def trainer(cfg):
+        task = DocumentTask(Experiment(train=cfg, finetune=FinetuneConfig()))
+        task.model = model
+        task.trainer(dist, groups, [build_optimizer(cfg) for _ in groups], [1.0] * len(groups), None, gpus=0)
+
+    trainer(TrainConfig())
     assert model.lstm_kernel == "auto" and model.kernel_for(model.lstms[0]) == "fused"
-    doc_trainer.build_stepper(task, TrainConfig(lstm_kernel="keras"), FinetuneConfig())
+    trainer(TrainConfig(lstm_kernel="keras"))
     assert model.kernel_for(model.lstms[0]) == "keras"

@@ -83,10 +83,28 @@ def test_describe_says_when_a_group_never_trains():
 # ---------------------------------------------------------------- the grouped step
 
 
+class _Stepper:
+    """The shared `GradientStep` over two layer groups, with a mean-squared-error loss."""
+
+    def __init__(self, tf, gradient, batch):
+        self.tf, self.gradient, self.batch, self.lr = tf, gradient, batch, 0.0
+        self.optimizers = gradient.optimizers
+
+    def set_lr(self, lr):
+        self.lr = lr
+
+    def step(self, trainable, x, y):
+        tf = self.tf
+        element = ((tf.constant(x), tf.constant(y), tf.ones([x.shape[0]])),)
+        return self.gradient.run(trainable, element, (), tf.constant([0, 0], tf.int64), tf.constant(self.lr))
+
+
 def _stepper(optimizer="sgd", multipliers=(0.25, 1.0)):
     from llmctl.schema import TrainConfig
     from llmctl.tfenv import import_tf
-    from llmctl.train.group_step import GroupStepper
+    from llmctl.train.distribution import Distribution
+    from llmctl.train.optimizers import build_optimizer
+    from llmctl.train.step import GradientStep
 
     tf = import_tf()
     import keras
@@ -98,13 +116,22 @@ def _stepper(optimizer="sgd", multipliers=(0.25, 1.0)):
     def loss_fn(x, y, training=True):
         return tf.reduce_mean(tf.square(high(low(x)) - y))
 
+    def forward(batch, carry, seed, m):  # Σ per-row losses × weights: normalised by Σ weights = the mean above
+        x, y, w = batch
+        return tf.reduce_sum(tf.reduce_mean(tf.square(high(low(x)) - y), axis=-1) * w), carry
+
     cfg = TrainConfig(optimizer=optimizer, lr=0.1, clip_norm=None)
-    spec = [tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None, 2], tf.float32)]
-    stepper = GroupStepper([("low", low.weights), ("high", high.weights)], cfg, loss_fn,
-                           multipliers=list(multipliers), input_signature=spec)
+    optimizers = []
+    for layer in (low, high):
+        opt = build_optimizer(cfg)
+        opt.build(layer.weights)
+        optimizers.append(opt)
+    gradient = GradientStep(Distribution("none", tf.distribute.get_strategy()), [("low", low.weights),
+                            ("high", high.weights)], optimizers, forward=forward, clip_norm=None,
+                            multipliers=list(multipliers))
     rng = np.random.default_rng(0)
     batch = (rng.normal(size=(8, 4)).astype(np.float32), rng.normal(size=(8, 2)).astype(np.float32))
-    return tf, stepper, low, high, loss_fn, batch
+    return tf, _Stepper(tf, gradient, batch), low, high, loss_fn, batch
 
 
 def test_frozen_groups_do_not_change():
@@ -133,8 +160,9 @@ def test_sgd_updates_scale_with_the_group_multiplier():
 
 
 def test_adam_groups_have_their_own_learning_rates():
-    _, stepper, *_ = _stepper("adam", multipliers=(1 / 2.6, 1.0))
+    _, stepper, *_, batch = _stepper("adam", multipliers=(1 / 2.6, 1.0))
     stepper.set_lr(0.01)
+    stepper.step((True, True), *batch)  # the step sets every group's rate
     assert [float(o.learning_rate.numpy()) for o in stepper.optimizers] == pytest.approx([0.01 / 2.6, 0.01])
 
 
