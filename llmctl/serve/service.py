@@ -5,8 +5,8 @@ a missing or damaged run is a one-line `ArtifactError` before anything listens �
 
 * a language-model / prompt→response run: its decoder — `serve.backend: graph`, the in-graph `Decoder`, or
   `tflite`, `tflite_backend.TFLiteDecoder` over the exported int8 step model (per-row settings, the run's
-  `generate.top_k`, `repetition_penalty` and `min_new_tokens` for every row) — and a `Batcher` thread; prompts are encoded by
-  `generate.encode_prompts` (same conditioning prefix, same normalisation), or
+  `generate.top_k`, `repetition_penalty` and `min_new_tokens` for every row) — and a `Batcher` thread; prompts
+  are encoded by `generate.encode_prompts` (same conditioning prefix, same normalisation), or
 * a classifier run: `predict.Classifier`, the code and numbers of `llmctl predict`.
 
 `warm_up()` traces every graph a request can need (prefill; the greedy, sampling and top-p variants of the decode
