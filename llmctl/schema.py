@@ -410,6 +410,12 @@ class ServeConfig(Section):
         60.0, gt=0, description="On SIGTERM/Ctrl-C: how long in-flight requests may take to finish.")
     access_log: bool = Field(False, description="Log every request line on stderr.")
 
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _earlier_backend_name(cls, value):
+        # the config.yaml saved in runs made before the tflite backend says `backend: tf`, which is `graph`
+        return "graph" if value == "tf" else value
+
 
 class Experiment(Section):
     """One experiment: every command reads the sections it needs from this."""

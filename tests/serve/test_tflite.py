@@ -110,3 +110,11 @@ def test_tflite_agrees_with_the_float32_graph_backend(tflite_server, server):
         assert a[0] == b[0] == 200
         same += a[1]["choices"][0]["text"] == b[1]["choices"][0]["text"]
     assert same / len(PROMPTS) >= MIN_SAME_GREEDY, (same, numbers)
+
+
+def test_runs_saved_with_the_earlier_backend_name_still_load():
+    from llmctl.schema import Experiment
+
+    assert Experiment.model_validate({"serve": {"backend": "tf"}}).serve.backend == "graph"
+    with pytest.raises(ValueError, match="graph"):
+        Experiment.model_validate({"serve": {"backend": "onnx"}})
