@@ -1,21 +1,30 @@
 """`llmctl serve` under load: 1, 8 and 32 concurrent clients against the demo model, a bounded number of requests.
 
-    python benchmarks/bench_serve.py                 # ~1-2 minutes on 2 CPU cores
-    python benchmarks/bench_serve.py --quick         # a few requests per level: checks that it works
-    python benchmarks/bench_serve.py --run runs/demo --json out.json
+    python benchmarks/bench_serve.py                 # both backends, 48 / 320 / 2,048 requests: a few minutes
+    python benchmarks/bench_serve.py --quick         # 8 / 32 / 128 requests: checks that it works
+    python benchmarks/bench_serve.py --run runs/demo --backends graph --json out.json
+    python benchmarks/bench_serve.py --latest        # ... and merge the numbers into benchmarks/results/latest.json
+    python benchmarks/run_all.py serve               # the same, as `make bench` runs it (also docs/benchmarks.md)
 
 Server: `llmctl serve RUN --port 0` in a subprocess (the real command, default settings: XLA decode loop, dynamic
 batching with max_batch 32), on the demo model — `runs/demo` when `make demo` trained it, otherwise a run of the
 same shape made here (the demo's BPE-2000 tokenizer preprocessed from the embedded corpus, embedding 128, 1×512
 LSTM, initial weights: speed does not depend on the values, and EOS is then rare, so most requests produce all
-their tokens). Reported: start (process spawn) to `/health` ready, idle RSS after warm-up.
+their tokens). One server per backend (`serve.backend`: `graph`, then `tflite` — the exported step model with
+int8 weights); for each: start (process spawn) to `/health` ready, idle RSS after warm-up, RSS after the load.
 
 Clients: threads with a keep-alive HTTP connection each, every client sending its requests one after another
 (`POST /v1/completions`, `max_tokens` 32, temperature 0.8, top-p 0.95 — the demo's sampling settings — and a
 seed per request). Per level: requests, errors (any non-200 or transport failure), completion tokens, aggregate
-generated tokens/s (all clients, wall time of the level), p50 / p99 request latency, and the server's mean rows
-per decode-loop call (from /metrics). The levels run one after another against the same server; the ratio
-`serve_32_vs_1` compares aggregate tokens/s at 32 clients with one client's, measured in the same run.
+generated tokens/s (all clients, wall time of the level), p50 / p99 request latency (nearest rank), and the
+server's mean rows per decode-loop call (from /metrics). The levels run one after another against the same server;
+the ratio `serve_32_vs_1` compares aggregate tokens/s at 32 clients with one client's, measured in the same run.
+Targets (issue #18): `serve_32_vs_1` >= 4, `serve_errors` 0 over >= 2,000 requests at 32 clients.
+
+TFLite agreement (`serve_tflite_top1_agreement`, `serve_tflite_sampled_agreement`): the served run's float32 model
+and its int8 step model read the same text (the last 20,000 characters of the demo corpus, teacher-forced); the share
+of positions where their argmax agrees, and where the token drawn with the same random number (temperature 0.8,
+top-p 0.95) agrees.
 """
 
 from __future__ import annotations
@@ -175,6 +184,64 @@ def level(host, port, clients: int, per_client: int, max_tokens: int) -> dict:
             "mean_rows_per_loop_call": round((rows_after[0] - rows_before[0]) / calls, 2) if calls else None}
 
 
+def tflite_agreement(run: Path) -> dict:
+    """Teacher-forced agreement of the run's int8 step model with its float32 model (see the module docstring)."""
+    from llmctl import config as config_mod
+    from llmctl.demo_data import write_demo_data
+    from llmctl.inference_run import load_language_model, open_run
+    from llmctl.serve.tflite_backend import agreement, tflite_decoder
+
+    exp = config_mod.load(run, [])
+    opened = open_run(exp)
+    model, checkpoint = load_language_model(opened, exp.generate.checkpoint)
+    decoder, source = tflite_decoder(exp, opened, model, checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        text = Path(write_demo_data(Path(tmp))["corpus"]).read_text(encoding="utf-8")[-20_000:]
+    ids = opened.tokenizer.encode(text)
+    t0 = time.perf_counter()
+    numbers = agreement(model, decoder, ids)
+    numbers["int8_step_ms"] = round(1000 * (time.perf_counter() - t0) / len(ids), 4)   # includes the float32 pass
+    return {**numbers, **source}
+
+
+def run_backend(run: Path, backend: str, totals, max_tokens: int, sets: list[str]) -> dict:
+    extra = ["--set", f"serve.backend={backend}", *[x for s in sets for x in ("--set", s)]]
+    proc, host, port, ready_s = start_server(run, extra)
+    try:
+        idle = rss_mb(proc.pid)
+        results = {}
+        for clients, total in zip(LEVELS, totals, strict=True):
+            results[clients] = level(host, port, clients, max(1, total // clients), max_tokens)
+            r = results[clients]
+            print(f"[{backend}] {clients:>3} clients: {r['requests']} requests, {r['errors']} errors, "
+                  f"{r['tokens_per_s']} tok/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+                  f"{r['mean_rows_per_loop_call']} rows/loop call", flush=True)
+            for example in r["error_examples"]:
+                print(f"    error: {example}", flush=True)
+        busy = rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            code = proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = "killed after 120 s"
+    one = results[1]["tokens_per_s"]
+
+    def ratio(n):
+        return round(results[n]["tokens_per_s"] / one, 2) if one and results[n]["tokens_per_s"] else None
+
+    return {"tokens_per_s_1": one, "tokens_per_s_8": results[8]["tokens_per_s"],
+            "tokens_per_s_32": results[32]["tokens_per_s"], "32_vs_1": ratio(32), "8_vs_1": ratio(8),
+            "p50_ms_1": results[1]["p50_ms"], "p99_ms_1": results[1]["p99_ms"],
+            "p50_ms_8": results[8]["p50_ms"], "p99_ms_8": results[8]["p99_ms"],
+            "p50_ms_32": results[32]["p50_ms"], "p99_ms_32": results[32]["p99_ms"],
+            "requests_32": results[32]["requests"], "requests": sum(r["requests"] for r in results.values()),
+            "errors": sum(r["errors"] for r in results.values()), "start_to_ready_s": round(ready_s, 2),
+            "idle_rss_mb": round(idle, 1), "rss_after_load_mb": round(busy, 1), "sigterm_exit_code": code,
+            "levels": results}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=None, help="run directory (default: runs/demo if trained, "
@@ -182,46 +249,51 @@ def main() -> int:
     parser.add_argument("--requests", type=int, nargs=3, default=[48, 320, 2048], metavar=("N1", "N8", "N32"),
                         help="requests in total at 1, 8 and 32 clients")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--backends", nargs="+", choices=("graph", "tflite"), default=["graph", "tflite"],
+                        help="serve.backend values to measure, one server each (default: both)")
     parser.add_argument("--quick", action="store_true", help="8 / 32 / 128 requests: checks that it works")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for the server")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write the numbers to this JSON file")
+    parser.add_argument("--latest", action="store_true",
+                        help="merge the numbers into benchmarks/results/latest.json (and docs/benchmarks.md) as "
+                             "`run_all.py serve` does")
     args = parser.parse_args()
     totals = [8, 32, 128] if args.quick else args.requests
+    by_backend, agreement_numbers = {}, None
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run
         demo = ROOT / "runs" / "demo"
         if run is None:
             run = demo if (demo / "run.json").is_file() else demo_shaped_run(Path(tmp))
-        extra = [x for s in args.sets for x in ("--set", s)]
-        proc, host, port, ready_s = start_server(run, extra)
-        try:
-            idle = rss_mb(proc.pid)
-            results = {}
-            for clients, total in zip(LEVELS, totals, strict=True):
-                results[clients] = level(host, port, clients, max(1, total // clients), args.max_tokens)
-                r = results[clients]
-                print(f"{clients:>3} clients: {r['requests']} requests, {r['errors']} errors, "
-                      f"{r['tokens_per_s']} tok/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
-                      f"{r['mean_rows_per_loop_call']} rows/loop call", flush=True)
-            busy = rss_mb(proc.pid)
-        finally:
-            proc.terminate()
-            code = proc.wait(120)
-    one = results[1]["tokens_per_s"] or float("nan")
-    out = {"serve_tokens_per_s_1": results[1]["tokens_per_s"], "serve_tokens_per_s_8": results[8]["tokens_per_s"],
-           "serve_tokens_per_s_32": results[32]["tokens_per_s"],
-           "serve_32_vs_1": round(results[32]["tokens_per_s"] / one, 2),
-           "serve_8_vs_1": round(results[8]["tokens_per_s"] / one, 2),
-           "serve_p50_ms_1": results[1]["p50_ms"], "serve_p99_ms_1": results[1]["p99_ms"],
-           "serve_p50_ms_32": results[32]["p50_ms"], "serve_p99_ms_32": results[32]["p99_ms"],
-           "serve_requests_32": results[32]["requests"], "serve_errors": sum(r["errors"] for r in results.values()),
-           "serve_start_to_ready_s": round(ready_s, 2), "serve_idle_rss_mb": round(idle, 1),
-           "serve_rss_after_load_mb": round(busy, 1), "serve_sigterm_exit_code": code,
-           "details": {"levels": results, "run": str(run), "max_tokens": args.max_tokens,
-                       "load_average": os.getloadavg()}}
+        for backend in args.backends:
+            by_backend[backend] = run_backend(run, backend, totals, args.max_tokens, args.sets)
+        if "tflite" in args.backends:
+            agreement_numbers = tflite_agreement(run)
+            print(f"[tflite] int8 vs float32 over {agreement_numbers['tokens']} tokens: top-1 agreement "
+                  f"{agreement_numbers['top1']:.1%}, sampled-token agreement {agreement_numbers['sampled']:.1%}, "
+                  f"max |dlogit| {agreement_numbers['max_abs_logit_diff']:.3g}", flush=True)
+    out: dict = {}
+    for backend, numbers in by_backend.items():
+        prefix = "serve_" if backend == "graph" else f"serve_{backend}_"
+        out.update({prefix + k: v for k, v in numbers.items() if k != "levels"})
+    if agreement_numbers is not None:
+        out["serve_tflite_top1_agreement"] = round(agreement_numbers["top1"], 4)
+        out["serve_tflite_sampled_agreement"] = round(agreement_numbers["sampled"], 4)
+    if "graph" in by_backend and "tflite" in by_backend and by_backend["graph"]["tokens_per_s_1"]:
+        for n in LEVELS:
+            graph, lite = by_backend["graph"][f"tokens_per_s_{n}"], by_backend["tflite"][f"tokens_per_s_{n}"]
+            out[f"serve_tflite_vs_graph_{n}"] = round(lite / graph, 2) if graph and lite else None
+    out["details"] = {"backends": {b: n["levels"] for b, n in by_backend.items()}, "run": str(run),
+                      "max_tokens": args.max_tokens, "requests": totals, "quick": args.quick,
+                      "tflite_agreement": agreement_numbers, "load_average": os.getloadavg()}
     print(json.dumps({k: v for k, v in out.items() if k != "details"}, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    if args.latest:
+        from run_all import update_latest  # benchmarks/ is this script's folder, first on sys.path
+
+        update_latest("serve", out)
+        print("merged into benchmarks/results/latest.json and docs/benchmarks.md")
     return 0
 
 

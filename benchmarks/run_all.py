@@ -33,14 +33,7 @@ REQUIRED = ["train_tokens_per_s", "train_vs_keras_fit", "mfu", "generate_tokens_
 
 def main() -> int:
     only = set(sys.argv[1:])  # `run_all.py preprocess generate`: re-run these, keep the others' last numbers
-    merged: dict[str, object] = {}
-    details: dict[str, dict] = {}
-    latest = ROOT / "benchmarks" / "results" / "latest.json"
-    if only and latest.exists():
-        previous = json.loads(latest.read_text(encoding="utf-8"))
-        details = {k: v for k, v in previous.get("details", {}).items() if k not in only}
-        for data in details.values():
-            merged.update({k: v for k, v in data.items() if not isinstance(v, (dict, list)) and k != "wall_seconds"})
+    details = previous_details(exclude=only) if only else {}
     failed = []
     for name, script, extra in BENCHES:
         if only and name not in only:
@@ -62,19 +55,45 @@ def main() -> int:
             data = json.loads(out.read_text(encoding="utf-8"))
         data["wall_seconds"] = round(took, 1)
         details[name] = data
+    write_latest(details, failed)
+    print("\nwrote benchmarks/results/latest.json and docs/benchmarks.md")
+    if failed:
+        print("benchmarks that did not finish: " + "; ".join(failed))
+    return 1 if failed else 0
+
+
+LATEST = ROOT / "benchmarks" / "results" / "latest.json"
+
+
+def previous_details(exclude=()) -> dict[str, dict]:
+    """Each benchmark's numbers in the last latest.json (those named in `exclude` left out)."""
+    if not LATEST.exists():
+        return {}
+    previous = json.loads(LATEST.read_text(encoding="utf-8"))
+    return {k: v for k, v in previous.get("details", {}).items() if k not in set(exclude)}
+
+
+def write_latest(details: dict[str, dict], failed: list[str]) -> dict:
+    """latest.json: every benchmark's scalar numbers merged at the top level (in BENCHES order), its full output
+    under details[name]; then docs/benchmarks.md."""
+    merged: dict[str, object] = {}
+    for data in details.values():
         merged.update({k: v for k, v in data.items() if not isinstance(v, (dict, list)) and k != "wall_seconds"})
     result = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                           "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M")},
               **merged, "details": details, "failed": failed,
               "missing_keys": [k for k in REQUIRED if k not in merged]}
-    results_dir = ROOT / "benchmarks" / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    LATEST.parent.mkdir(parents=True, exist_ok=True)
+    LATEST.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     write_markdown(result)
-    print("\nwrote benchmarks/results/latest.json and docs/benchmarks.md")
-    if failed:
-        print("benchmarks that did not finish: " + "; ".join(failed))
-    return 1 if failed else 0
+    return result
+
+
+def update_latest(name: str, data: dict) -> dict:
+    """Merge one benchmark's numbers into latest.json the way `run_all.py NAME` does (a script run on its own)."""
+    details = previous_details()
+    details[name] = data
+    return write_latest(details, [])
 
 
 NOTES = "## Measurements behind design choices"

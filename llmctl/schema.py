@@ -408,7 +408,10 @@ class ServeConfig(Section):
     host: str = Field("127.0.0.1", min_length=1,
                       description="Address to bind (loopback only by default; `0.0.0.0` exposes the service).")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port, printed at start).")
-    backend: Literal["tf"] = Field("tf", description="Decoder: `tf` (the in-graph float32 decode loop).")
+    backend: Literal["graph", "tflite"] = Field(
+        "graph", description="Decoder: `graph` (the in-graph float32 decode loop, batched rows) or `tflite` (the "
+                             "exported one-step TFLite model with dynamic-range int8 weights, run row by row; "
+                             "greedy top-1 agrees with float32 on most tokens, see docs/serve.md).")
     max_batch: int = Field(32, ge=1, le=1024, description="Rows (prompts) decoded together at most.")
     batch_wait_ms: float = Field(
         5.0, ge=0.0, le=10_000, description="An idle decoder waits this long for more requests to batch with.")
@@ -427,6 +430,12 @@ class ServeConfig(Section):
     graceful_timeout_s: float = Field(
         60.0, gt=0, description="On SIGTERM/Ctrl-C: how long in-flight requests may take to finish.")
     access_log: bool = Field(False, description="Log every request line on stderr.")
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _earlier_backend_name(cls, value):
+        # the config.yaml saved in runs made before the tflite backend says `backend: tf`, which is `graph`
+        return "graph" if value == "tf" else value
 
 
 class Experiment(Section):

@@ -27,7 +27,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from llmctl.generate.decode import RowBatch, RowSettings
+import numpy as np
+
+from llmctl.generate.decode import RowSettings
 from llmctl.generate.text_output import StreamPrinter, continuation, cut_at_stop
 from llmctl.serve.errors import queue_full, shutting_down
 
@@ -70,7 +72,7 @@ class Batcher:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._active: list[Job] = []
-        self._batch: RowBatch | None = None
+        self._batch = None   # a decode.RowBatch (graph backend) or tflite_backend.TFLiteRows
         # an XLA loop compiles once per row count: run it on power-of-two row counts (padded) instead
         # and always the one loop variant that handles every mix of rows (XLA compiles each variant per size)
         self.buckets = bucket_sizes(self.max_batch) if decoder.jit_compile else []
@@ -169,7 +171,7 @@ class Batcher:
             if job.stream:
                 job.printer = StreamPrinter(self.tokenizer, job.ids, job.stops,
                                             lambda text, job=job: self._send(job, ("delta", text)))
-        self._batch = new if self._batch is None else RowBatch.concat(self._batch, new)
+        self._batch = new if self._batch is None else type(new).concat(self._batch, new)
         self._active.extend(jobs)
 
     def _chunk(self) -> None:
@@ -181,9 +183,9 @@ class Batcher:
         if self.metrics is not None:
             self.metrics.batch_rows.observe(batch.size)
         batch, _ = self.decoder.advance(batch, self.chunk, pad_to=self.pad_to(batch.size), full=self.full)
-        generated = batch.generated.numpy()
-        finished = batch.finished.numpy()
-        lengths = batch.lengths.numpy()
+        generated = host(batch.generated)
+        finished = host(batch.finished)
+        lengths = host(batch.lengths)
         keep: list[int] = []
         produced = 0
         for r, job in enumerate(self._active):
@@ -232,6 +234,11 @@ class Batcher:
             job.sink(event)
         except Exception:  # noqa: BLE001 - a client's closed event loop must not stop the decoder
             log.debug("could not deliver %s", event[0], exc_info=True)
+
+
+def host(value) -> np.ndarray:
+    """A numpy view of a batch field (graph backend: eager tensors; tflite backend: numpy already)."""
+    return value if isinstance(value, np.ndarray) else value.numpy()
 
 
 def bucket_sizes(max_batch: int) -> list[int]:

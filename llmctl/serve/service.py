@@ -3,9 +3,10 @@
 `Service(exp)` opens the run (`RUN_OR_CONFIG` → `exp.run.dir/exp.run.name`) exactly as `generate` / `predict` do —
 a missing or damaged run is a one-line `ArtifactError` before anything listens — and holds either
 
-* a language-model / prompt→response run: its `Decoder` (per-row settings, the run's `generate.top_k`,
-  `repetition_penalty` and `min_new_tokens` for every row) and a `Batcher` thread; prompts are encoded by
-  `generate.encode_prompts` (same conditioning prefix, same normalisation), or
+* a language-model / prompt→response run: its decoder — `serve.backend: graph`, the in-graph `Decoder`, or
+  `tflite`, `tflite_backend.TFLiteDecoder` over the exported int8 step model (per-row settings, the run's
+  `generate.top_k`, `repetition_penalty` and `min_new_tokens` for every row) — and a `Batcher` thread; prompts
+  are encoded by `generate.encode_prompts` (same conditioning prefix, same normalisation), or
 * a classifier run: `predict.Classifier`, the code and numbers of `llmctl predict`.
 
 `warm_up()` traces every graph a request can need (prefill; the greedy, sampling and top-p variants of the decode
@@ -57,6 +58,7 @@ class Service:
         self.name = run.root.name
         self.batcher = None
         self.classifier = None
+        self.backend: dict[str, Any] = {"name": self.cfg.backend}
         if kind == "classify":
             from llmctl.predict import Classifier
 
@@ -80,8 +82,18 @@ class Service:
         gen, cfg = self.exp.generate, self.cfg
         model, checkpoint = load_language_model(self.opened, gen.checkpoint)
         self.checkpoint = checkpoint.get("path")
-        self.decoder = Decoder(model, strategy="sample", top_k=gen.top_k, repetition_penalty=gen.repetition_penalty,
-                               min_new_tokens=gen.min_new_tokens, jit_compile=cfg.xla)
+        if cfg.backend == "tflite":
+            from llmctl.serve.tflite_backend import tflite_decoder
+
+            self.decoder, self.backend = tflite_decoder(self.exp, self.opened, model, checkpoint, top_k=gen.top_k,
+                                                        repetition_penalty=gen.repetition_penalty,
+                                                        min_new_tokens=gen.min_new_tokens)
+        else:
+            self.decoder = Decoder(model, strategy="sample", top_k=gen.top_k,
+                                   repetition_penalty=gen.repetition_penalty, min_new_tokens=gen.min_new_tokens,
+                                   jit_compile=cfg.xla)
+            self.backend = {"xla": cfg.xla}
+        self.backend = {"name": cfg.backend, **self.backend}
         seed = gen.seed if gen.seed is not None else self.exp.run.seed
         self.defaults = Defaults(max_tokens=gen.max_new_tokens,
                                  temperature=gen.temperature if gen.strategy == "sample" else 0.0,
@@ -99,7 +111,8 @@ class Service:
         if self.classifier is not None:
             self.classifier.predict(["warm up", "a second, longer text to warm up with"])
         else:
-            from llmctl.generate.decode import RowBatch, RowSettings
+            from llmctl.generate.decode import RowSettings
+            from llmctl.serve.batcher import host
 
             # every loop the batcher can run: XLA — the one full variant at each padded row count; plain graph —
             # each variant (greedy / sampling / sampling with top-p), traced once for any row count
@@ -112,7 +125,7 @@ class Service:
                     batch = self.decoder.start([[3, 5, 6], [3]][:len(settings)], settings,
                                                self.cfg.max_tokens_limit)
                     batch, _ = self.decoder.advance(batch, 2, pad_to=batcher.pad_to(rows), full=batcher.full)
-                    RowBatch.concat(batch, batch).take([1]).generated.numpy()
+                    host(type(batch).concat(batch, batch).take([1]).generated)
             self.batcher.start()
         self.state = "ready"
         self.ready_at = time.time()
@@ -134,6 +147,7 @@ class Service:
             card["endpoints"] = ["/v1/classify"]
         else:
             card["endpoints"] = ["/v1/completions"]
+            card["backend"] = dict(self.backend)
             card["limits"] = {"max_tokens": self.cfg.max_tokens_limit, "max_prompt_tokens": self.cfg.max_prompt_tokens,
                               "max_prompts": self.cfg.max_prompts}
         return card
