@@ -96,6 +96,9 @@ class Forker:
                 import tensorflow  # noqa: F401
 
                 import llmctl.cli  # noqa: F401
+                import llmctl.config  # noqa: F401 - the schema's validators are built once, here
+                import llmctl.locks  # noqa: F401
+                import llmctl.progress  # noqa: F401
             finally:
                 os.dup2(saved, 2)
                 os.close(saved)
@@ -252,8 +255,8 @@ def rawb(d: Path, data: bytes, name: str) -> Path:
     return p
 
 
-def copy_run(src: Path, d: Path, name: str = "run") -> Path:
-    target = d / name
+def copy_run(src: Path, d: Path, name: str | None = None) -> Path:
+    target = d / (name or src.name)  # the run's own name: its saved config.yaml stays byte for byte the same
     shutil.copytree(src, target)
     return target
 
@@ -850,8 +853,8 @@ CASES: list[Case] = [
     C("ex-corrupt-tokenizer", "export", lambda ws, d: ["export", corrupt_tok(ws.lm_run, d)], 4, "tokenizer"),
     C("ex-truncated-ckpt", "export", lambda ws, d: ["export", truncated_ckpt(ws.lm_run, d)], 4, "damaged"),
     C("ex-truncated-keras", "export", lambda ws, d: ["export", keras_only(ws.lm_run, d)], 4, "model.keras"),
-    C("ex-into-run", "export", lambda ws, d: ["export", (lambda r: [r, "--set", f"export.dir={r}"])(
-        copy_run(ws.lm_run, d))], 2, "destroy"),
+    C("ex-into-run", "export", lambda ws, d: (lambda r: ["export", r, "--set", f"export.dir={r}"])(
+        copy_run(ws.lm_run, d)), 2, "destroy"),
     C("ex-existing-export", "export", lambda ws, d: ["export", copy_run(ws.exported, d)], 4, "--overwrite"),
     C("ex-dir-is-file", "export", lambda ws, d: ["export", copy_run(ws.lm_run, d), "--set",
                                                  f"export.dir={raw(d, 'x', 'efile')}"], (2, 4), "efile"),

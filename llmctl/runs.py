@@ -88,11 +88,7 @@ class DatasetDir:
         if not self.manifest.is_file():
             raise ArtifactError(f"no dataset at {self.root} (manifest.json missing)",
                                 hint="run `llmctl preprocess CONFIG` first")
-        try:
-            return json.loads(self.manifest.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"dataset manifest {self.manifest} is unreadable ({exc})",
-                                hint="run `llmctl preprocess CONFIG` again") from None
+        return read_json_mapping(self.manifest, "dataset manifest", "run `llmctl preprocess CONFIG` again")
 
 
 @dataclass(frozen=True)
@@ -185,17 +181,29 @@ class RunDir:
         if not self.info.is_file():
             raise ArtifactError(f"{self.root} is not an llmctl run directory (run.json missing)",
                                 hint="train it first with `llmctl pretrain` or `llmctl finetune`")
-        return json.loads(self.info.read_text(encoding="utf-8"))
+        return read_json_mapping(self.info, "run file", "the run directory is damaged: train it again, or pass "
+                                                        "--overwrite to replace it")
 
     def write_info(self, **fields: Any) -> None:
-        info = json.loads(self.info.read_text(encoding="utf-8")) if self.info.is_file() else {}
+        info = self.read_info() if self.info.is_file() else {}
         info.update(fields)
         info.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         info["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         atomic.write_json(self.info, info)
 
     def saved_config(self) -> dict[str, Any]:
-        return yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            detail = " ".join(str(exc).split())[:160]
+            raise ArtifactError(f"run config {self.config} is damaged ({type(exc).__name__}: {detail})",
+                                hint="the run directory is damaged: train it again, or pass --overwrite to "
+                                     "replace it") from None
+        if not isinstance(data, dict):
+            raise ArtifactError(f"run config {self.config} is damaged (not a mapping of sections)",
+                                hint="the run directory is damaged: train it again, or pass --overwrite to "
+                                     "replace it")
+        return data
 
     def require_model(self) -> None:
         """A run that `evaluate`/`generate`/`export` can use has at least one checkpoint."""
@@ -230,6 +238,8 @@ class RunDir:
                     raise ArtifactError(f"cannot resume {self.root}: config differs in {', '.join(diff[:4])}",
                                         hint="resume with the same settings (only budgets may change) or "
                                              "use --overwrite")
+                if self.info.is_file():
+                    self.read_info()  # a damaged run.json is refused before anything is rewritten
         resuming = self.exists() and resume
         self.root.mkdir(parents=True, exist_ok=True)
         atomic.clean_stale(self.root)
@@ -237,6 +247,19 @@ class RunDir:
                                                       allow_unicode=True))
         self.write_info(kind=kind)
         return resuming
+
+
+def read_json_mapping(path: Path, what: str, hint: str) -> dict[str, Any]:
+    """A JSON object written by llmctl (manifest, run.json, ...); unreadable, invalid or not an object is an
+    `ArtifactError` naming the file (the artifact is damaged), never a bare JSONDecodeError."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise ArtifactError(f"{what} {path} is damaged ({type(exc).__name__}: {detail})", hint=hint) from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{what} {path} is damaged (a JSON {type(data).__name__}, not an object)", hint=hint)
+    return data
 
 
 def identity_diff(old: dict[str, Any], new: dict[str, Any], *, ignore_budgets: bool) -> list[str]:

@@ -74,6 +74,25 @@ def _keras_only_truncated(built: Built, d: Path) -> Path:
     return run
 
 
+_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("abcdefgh", "bcdefghi")) + "generate: {prompts: *i}\n"  # 9**9 strings if expanded
+
+
+def _damaged(built: Built, d: Path, rel: str, content: bytes) -> Path:
+    """A copy of the module's run (its own name: config.yaml unchanged) with one file replaced by `content`."""
+    run = _copy_run(built, d, built.run.name)
+    (run / rel).write_bytes(content)
+    return run
+
+
+def _damaged_data(built: Built, d: Path) -> Path:
+    data = d / "data"
+    shutil.copytree(built.data, data)
+    (data / "manifest.json").write_text("[1, 2]", encoding="utf-8")
+    return data
+
+
 def _source(d: Path, name: str, content: bytes) -> Path:
     path = d / name
     path.write_bytes(content)
@@ -132,6 +151,29 @@ CASES: list[Case] = [
     ("config-top-level-list", lambda b, d: ["config", "validate", _raw(d, "- 1\n- 2\n")], 2, "mapping"),
     ("config-not-utf8", lambda b, d: ["config", "validate", _source(d, "l.yaml", "run: {name: caf\xe9}\n".encode(
         "latin-1"))], 2, "not UTF-8"),
+    # found by benchmarks/sweep_bad_inputs.py (issue 16's fresh sweep)
+    ("config-deep-nesting-lists", lambda b, d: ["config", "validate", _raw(d, "a: " + "[" * 5000 + "]" * 5000 + "\n")],
+     2, "nested more than 64 levels deep"),
+    ("config-deep-nesting-maps", lambda b, d: ["config", "validate", _raw(d, "a: " + "{b: " * 3000 + "1" + "}" * 3000
+                                                                           + "\n")], 2, "nested more than 64 levels"),
+    ("config-set-deep-nesting", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set",
+                                              "model.units=" + "[" * 3000], 2, "nested more than 64 levels"),
+    ("config-binary-tag", lambda b, d: ["config", "validate", _raw(d, "run: {name: !!binary aGVsbG8=}\n")], 2,
+     "tag:yaml.org,2002:binary is not a config value"),
+    ("config-set-tag", lambda b, d: ["config", "validate", _raw(d, "generate: {stop: !!set {a, b}}\n")], 2,
+     "tag:yaml.org,2002:set is not a config value"),
+    ("config-set-python-tag", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set",
+                                            "run.name=!!python/object/apply:os.system [ls]"], 2, "never executed"),
+    ("config-unhashable-key", lambda b, d: ["config", "validate", _raw(d, "? [a, b]\n: 1\n")], 2,
+     "line 1: found unhashable key"),
+    ("config-device-file", lambda b, d: ["config", "validate", "/dev/zero"], 2, "is not a regular file"),
+    ("config-alias-bomb", lambda b, d: ["config", "validate", _raw(d, _BOMB)], 2, "`generate.prompts[0]`"),
+    ("pretrain-resume-damaged-run-json", lambda b, d: ["pretrain", _damaged(b, d, "run.json", b"{oops"), "--resume",
+                                                       "--set", "train.max_steps=6"], 4, "run.json is damaged"),
+    ("evaluate-run-json-not-an-object", lambda b, d: ["evaluate", _damaged(b, d, "run.json", b"[]")], 4,
+     "run.json is damaged (a JSON list"),
+    ("pretrain-damaged-manifest-list", lambda b, d: ["pretrain", _cfg(b, d), "--set", f"data.dir={_damaged_data(b, d)}"],
+     4, "manifest.json is damaged"),
     ("config-set-not-key-value", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set", "train.epochs"], 2,
      "key=value"),
     ("config-set-duplicate-key", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set",
@@ -154,6 +196,9 @@ CASES: list[Case] = [
     ("preprocess-jsonl-number-text", lambda b, d: _preprocess(d, _source(d, "n.jsonl", b'{"text": "ok"}\n'
                                                                                        b'{"text": 12345}\n')),
      3, "n.jsonl:2: field `text` is 12345"),
+    ("preprocess-jsonl-deep-nesting", lambda b, d: _preprocess(d, _source(d, "deep.jsonl", b'{"text": "a", "x": '
+                                                                           + b"[" * 100000 + b"]" * 100000 + b"}\n")),
+     3, "deep.jsonl:1: JSON nested too deeply"),
     ("preprocess-jsonl-invalid", lambda b, d: _preprocess(d, _source(d, "i.jsonl", b'{"text": "a"\n')), 3,
      "invalid JSON"),
     ("preprocess-jsonl-missing-field", lambda b, d: _preprocess(d, _source(d, "m.jsonl", b'{"body": "a"}\n')), 3,
