@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 unexpected, 2 config, 3 data, 4 artifact, 5 training, 6 reso
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
@@ -108,6 +109,10 @@ def _guard(debug: bool, body: Callable[[], Any]) -> Any:
         _fail(exc.one_line(), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted: stopped by Ctrl-C; finished artifacts are intact, partial ones were discarded", 130)
+    except OSError as exc:
+        if debug or exc.errno not in _OS_ERRORS:
+            raise
+        _fail(_os_error_line(exc), _OS_ERRORS[exc.errno][0])
     except Exception as exc:  # noqa: BLE001 - last resort: still one line unless --debug
         if debug:
             raise
@@ -117,6 +122,31 @@ def _guard(debug: bool, body: Callable[[], Any]) -> Any:
                   "the model or batch smaller: model.units, model.layers, train.batch_size, train.bptt)", 6)
         _fail(f"error: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback and "
               "report it)", 1)
+
+
+_OS_ERRORS = {  # errno → (exit code, hint): what the file system refused, for paths no check named first
+    errno.ENOSPC: (6, "free space and run again; finished artifacts were not overwritten"),
+    errno.EDQUOT: (6, "free space (disk quota) and run again; finished artifacts were not overwritten"),
+    errno.EFBIG: (6, "the file size limit (ulimit -f) is too small for this artifact"),
+    errno.EROFS: (6, "the file system is read-only: point run.dir / data.dir / export.dir at a writable folder"),
+    errno.EACCES: (6, "check the permissions, or point run.dir / data.dir / export.dir at a writable folder"),
+    errno.EPERM: (6, "check the permissions (and immutable attributes), or point run.dir / data.dir / export.dir at a "
+                     "writable folder"),
+    errno.ENOTDIR: (4, "a path in the config goes through a file: point it at a folder"),
+    errno.EEXIST: (4, "a path in the config goes through a file: point it at a folder"),
+    errno.EISDIR: (4, "a path in the config names a folder where a file is expected"),
+    errno.ENAMETOOLONG: (2, "shorten the path in the config"),
+    errno.ELOOP: (4, "a symbolic link in the path points to itself"),
+}
+
+
+def _os_error_line(exc: OSError) -> str:
+    code, hint = _OS_ERRORS[exc.errno]
+    kind = {2: "config error", 4: "artifact error", 6: "resource error"}[code]
+    what = f" {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{kind}: disk full while writing{what} ({hint})"
+    return f"{kind}: cannot use{what}: {exc.strerror or exc} ({hint})"
 
 
 def _load(config: Path, overrides: Optional[List[str]], quiet: bool = False, extra: tuple[str, ...] = ()):

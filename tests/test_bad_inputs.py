@@ -199,6 +199,9 @@ CASES: list[Case] = [
     ("preprocess-jsonl-deep-nesting", lambda b, d: _preprocess(d, _source(d, "deep.jsonl", b'{"text": "a", "x": '
                                                                            + b"[" * 100000 + b"]" * 100000 + b"}\n")),
      3, "deep.jsonl:1: JSON nested too deeply"),
+    ("preprocess-data-dir-under-a-file", lambda b, d: _preprocess(d, b.root / "corpus.txt",
+                                                                  dir=str(_source(d, "afile", b"x") / "sub")), 4,
+     "afile: File exists (a path in the config goes through a file"),
     ("preprocess-jsonl-invalid", lambda b, d: _preprocess(d, _source(d, "i.jsonl", b'{"text": "a"\n')), 3,
      "invalid JSON"),
     ("preprocess-jsonl-missing-field", lambda b, d: _preprocess(d, _source(d, "m.jsonl", b'{"body": "a"}\n')), 3,
@@ -294,3 +297,27 @@ def test_jsonl_label_may_be_a_number(tmp_path):
                    "split": {"valid": 0.2, "mode": "documents"}}
     result = cli(["preprocess", write_config(tmp_path / "c.yaml", cfg)])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("code,errno_name,needle", [
+    (6, "ENOSPC", "disk full while writing /x/y"), (6, "EDQUOT", "disk full"), (6, "EFBIG", "ulimit -f"),
+    (6, "EROFS", "read-only"), (6, "EACCES", "permissions"), (6, "EPERM", "immutable"),
+    (4, "ENOTDIR", "goes through a file"), (4, "EEXIST", "goes through a file"), (4, "EISDIR", "a folder"),
+    (2, "ENAMETOOLONG", "shorten"), (4, "ELOOP", "symbolic link"),
+])
+def test_file_system_refusals_are_one_line_with_the_readme_code(capsys, code, errno_name, needle):
+    """What the file system refuses where no check named the path first (a read-only or immutable folder, a path
+    through a file, ...) is one line with the README's code, never exit 1."""
+    import errno
+
+    import typer
+
+    from llmctl import cli as cli_mod
+
+    def body():
+        raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)), "/x/y")
+
+    with pytest.raises(typer.Exit) as exc:
+        cli_mod._guard(False, body)
+    err = capsys.readouterr().err
+    assert exc.value.exit_code == code and len(err.splitlines()) == 1 and needle in err and "/x/y" in err, err
