@@ -185,8 +185,12 @@ class RunDir:
                                                         "--overwrite to replace it")
 
     def write_info(self, **fields: Any) -> None:
-        info = self.read_info() if self.info.is_file() else {}
-        info.update(fields)
+        """Merge `fields` into run.json (`updated`: when a recorded field last changed; no write when none does,
+        so a resume that is then refused — a damaged checkpoint — leaves the file as it was)."""
+        old = self.read_info() if self.info.is_file() else {}
+        info = {**old, **json.loads(json.dumps(fields, default=str))}
+        if old and info == old:
+            return
         info.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         info["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         atomic.write_json(self.info, info)
@@ -243,8 +247,9 @@ class RunDir:
         resuming = self.exists() and resume
         self.root.mkdir(parents=True, exist_ok=True)
         atomic.clean_stale(self.root)
-        atomic.write_text(self.config, yaml.safe_dump(self.relocatable(new, self.root), sort_keys=False,
-                                                      allow_unicode=True))
+        text = yaml.safe_dump(self.relocatable(new, self.root), sort_keys=False, allow_unicode=True)
+        if not (self.config.is_file() and self.config.read_text(encoding="utf-8") == text):  # no-op: not rewritten
+            atomic.write_text(self.config, text)
         self.write_info(kind=kind)
         return resuming
 

@@ -86,10 +86,10 @@ def _damaged(built: Built, d: Path, rel: str, content: bytes) -> Path:
     return run
 
 
-def _damaged_data(built: Built, d: Path) -> Path:
+def _damaged_data(built: Built, d: Path, rel: str = "manifest.json", content: bytes = b"[1, 2]") -> Path:
     data = d / "data"
     shutil.copytree(built.data, data)
-    (data / "manifest.json").write_text("[1, 2]", encoding="utf-8")
+    (data / rel).write_bytes(content)
     return data
 
 
@@ -174,6 +174,12 @@ CASES: list[Case] = [
      "run.json is damaged (a JSON list"),
     ("pretrain-damaged-manifest-list", lambda b, d: ["pretrain", _cfg(b, d), "--set", f"data.dir={_damaged_data(b, d)}"],
      4, "manifest.json is damaged"),
+    ("pretrain-dataset-tokenizer-json-damaged", lambda b, d: ["pretrain", _cfg(b, d), "--set",
+                                                              "data.dir=" + str(_damaged_data(b, d, "tokenizer/tokenizer.json", b'{"model": '))],
+     4, "tokenizer.json is not a valid tokenizer file"),
+    ("config-seed-negative", lambda b, d: ["config", "validate", _raw(d, "run: {seed: -5}\n")], 2, "`run.seed`"),
+    ("config-seed-too-large", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set", "generate.seed=" + "9" * 30],
+     2, "`generate.seed`"),
     ("config-set-not-key-value", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set", "train.epochs"], 2,
      "key=value"),
     ("config-set-duplicate-key", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set",
@@ -321,3 +327,16 @@ def test_file_system_refusals_are_one_line_with_the_readme_code(capsys, code, er
         cli_mod._guard(False, body)
     err = capsys.readouterr().err
     assert exc.value.exit_code == code and len(err.splitlines()) == 1 and needle in err and "/x/y" in err, err
+
+
+def test_a_refused_resume_rewrites_nothing(built: Built, tmp_path):
+    """A resume refused after the run directory was opened (a damaged checkpoint) leaves config.yaml and run.json
+    byte for byte as they were: nothing is silently rewritten by a command that fails."""
+    run = tmp_path / built.run.name
+    shutil.copytree(built.run, run)
+    for data in (run / "checkpoints").glob("*.data-*"):
+        _truncate(data, 40)
+    before = {name: (run / name).read_bytes() for name in ("config.yaml", "run.json")}
+    result = cli(["pretrain", run, "--resume", "--set", "train.max_steps=6"])
+    assert result.exit_code == 4 and "is damaged" in result.stderr, result.stderr
+    assert {name: (run / name).read_bytes() for name in before} == before

@@ -131,6 +131,27 @@ class Dataset:
             raise ArtifactError(f"dataset {root} has format version {self.manifest.get('format_version')}, "
                                 f"this llmctl reads {FORMAT_VERSION}", hint="run `llmctl preprocess` again")
         self.dtype = np.dtype(self.manifest["dtype"])
+        self._check_tokenizer_file()
+
+    def _check_tokenizer_file(self) -> None:
+        """The dataset's `tokenizer/tokenizer.json` (copied into every run trained on it, shipped by exports) must
+        load and have the manifest's vocabulary size: a damaged one is refused here, not passed on."""
+        from llmctl.data.tokenizers import HF_TOKENIZER_FILE
+
+        path = self.layout.tokenizer / HF_TOKENIZER_FILE
+        if not path.is_file():
+            return  # load_tokenizer reports a missing tokenizer when it is needed
+        hint = "run `llmctl preprocess CONFIG --force` to rebuild the dataset"
+        try:
+            from tokenizers import Tokenizer as HFTokenizer
+
+            size = HFTokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+        except Exception as exc:  # noqa: BLE001 - the Rust library raises its own exception types
+            problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ArtifactError(f"{path} is not a valid tokenizer file ({problem[:120]})", hint=hint) from None
+        expected = (self.manifest.get("tokenizer") or {}).get("vocab_size")
+        if expected is not None and size != int(expected):
+            raise ArtifactError(f"{path} has {size} tokens but the dataset manifest says {expected}", hint=hint)
 
     @property
     def root(self) -> Path:
