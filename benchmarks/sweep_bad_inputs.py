@@ -406,10 +406,12 @@ class Case:
     codes: tuple  # README codes acceptable for this mistake
     needle: str = ""  # expected in the error line (case-insensitive)
     timeout: float = 300
+    keeps_record: bool = False  # a diverged run (exit 5) keeps summary.json/metrics: files added are its record
 
 
-def C(name, command, make, codes, needle=""):  # noqa: N802 - table shorthand
-    return Case(name, command, make, codes if isinstance(codes, tuple) else (codes,), needle)
+def C(name, command, make, codes, needle="", keeps_record=False):  # noqa: N802 - table shorthand
+    return Case(name, command, make, codes if isinstance(codes, tuple) else (codes,), needle,
+                keeps_record=keeps_record)
 
 
 def V(name, text, needle="", codes=2, sets=()):  # noqa: N802 - config validate on raw YAML
@@ -734,7 +736,7 @@ CASES: list[Case] = [
     C("pt-diverge", "pretrain", lambda ws, d: ["pretrain", lm_case_cfg(ws, d), "--set", "train.optimizer=sgd",
                                                "--set", "train.lr=1e30", "--set", "train.clip_norm=null", "--set",
                                                "train.max_steps=12", "--set", "train.checkpoint_every=50"], 5,
-      "diverged", ),
+      "diverged", keeps_record=True),
     C("pt-immutable-run", "pretrain", lambda ws, d: ["pretrain", immutable(copy_run(ws.lm_run, d)), "--resume",
                                                      "--set", "train.max_steps=6"], (4, 6), ""),
     C("pt-readonly-run", "pretrain", lambda ws, d: ["pretrain", ro_bind(copy_run(ws.lm_run, d)), "--resume",
@@ -1014,6 +1016,8 @@ def run_bad_inputs(ws: Workspace, cases: list[Case], log) -> list[Result]:
         res = Result(case.name, case.command, out.code, case.codes, len(lines), tb,
                      case.needle.lower() in first.lower(), out.stdout == "", diff(before, after), out.seconds,
                      first[:300], out.timed_out)
+        if case.keeps_record:
+            res.diff.added = [p for p in res.diff.added if "/runs/" not in p or TMP_PREFIX in p or LOCK_SUFFIX in p]
         results.append(res)
         mark = "ok  " if res.ok else "FAIL"
         log(f"  {mark} {case.name:36s} exit {out.code:>3} (want {'/'.join(map(str, case.codes))}) "
@@ -1094,9 +1098,11 @@ def interrupt(args: list, cwd: Path, after: float, sig: int) -> tuple[int, str, 
     return proc.returncode, (text[-1] if text else ""), time.time() - started
 
 
-def follow(spawner: Spawner, first: list, cwd: Path, log) -> tuple[int, list]:
+def follow(spawner: Spawner, first: list, cwd: Path, log, original: list | None = None) -> tuple[int, list]:
     """Run the README's next command; when it refuses with a hint naming another command, follow that hint once."""
     steps = []
+    if first[0] in ("pretrain", "finetune") and not Path(first[1]).exists() and original is not None:
+        first = original  # the interrupted command removed the run it had started: run it again
     out = spawner.run(first, cwd, timeout=900)
     steps.append((" ".join(map(str, first[:1] + first[2:])), out.code, out.stderr.strip()[-200:]))
     if out.code == 4:
@@ -1156,7 +1162,8 @@ def run_kill_trials(ws: Workspace, n: int, seed: int, log) -> tuple[list[Trial],
             cfg = pt_cfg(f"v{i}")
             after = rng.uniform(0.15, 1.0) * ref_pt
             code, line, _ = interrupt(["pretrain", cfg], kroot, after, sig)
-            final, steps = follow(spawner, ["pretrain", kroot / "runs" / f"v{i}", "--resume"], kroot, log)
+            final, steps = follow(spawner, ["pretrain", kroot / "runs" / f"v{i}", "--resume"], kroot, log,
+                                  ["pretrain", cfg])
             rows = metrics_rows(kroot / "runs" / f"v{i}")
             record(Trial(f"pretrain-{i}", sname, after, code, line, steps, final,
                          stray(kroot / "runs" / f"v{i}"), rows == ref_rows if final == 0 else None))
@@ -1187,7 +1194,8 @@ def run_kill_trials(ws: Workspace, n: int, seed: int, log) -> tuple[list[Trial],
             cfg_path = write_cfg(kroot / f"f{i}.yaml", cfg)
             after = rng.uniform(0.15, 1.0) * ref_pt
             code, line, _ = interrupt(["finetune", cfg_path], kroot, after, sig)
-            final, steps = follow(spawner, ["finetune", kroot / "runs" / f"f{i}", "--resume"], kroot, log)
+            final, steps = follow(spawner, ["finetune", kroot / "runs" / f"f{i}", "--resume"], kroot, log,
+                                  ["finetune", cfg_path])
             record(Trial(f"finetune-{i}", sname, after, code, line, steps, final, stray(kroot / "runs" / f"f{i}"),
                          None))
         else:  # export

@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 unexpected, 2 config, 3 data, 4 artifact, 5 training, 6 reso
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import json
@@ -199,10 +200,45 @@ def _command(module: str, config: Path, overrides, debug: bool, quiet: bool, as_
         mod = importlib.import_module(module)
         if module == "llmctl.generate.generate":
             options["as_json"] = as_json
-        result = mod.run(exp, reporter=_reporter(exp), **options)
+        with _no_stub_left(exp, module):
+            result = mod.run(exp, reporter=_reporter(exp), **options)
         _print_result(result, as_json)
 
     _guard(debug, body)
+
+
+_TRAINERS = ("llmctl.train.pretrain", "llmctl.train.finetune")
+
+
+@contextlib.contextmanager
+def _no_stub_left(exp, module: str):
+    """A training command that fails before its first checkpoint removes the run directory it created (and the
+    folders it made for it): a refused or failed command adds no files. A diverged run (exit 5) keeps its record
+    (summary.json, metrics); a killed one cannot clean up, and its stub is simply restarted by the next plain
+    command."""
+    if module not in _TRAINERS:
+        yield
+        return
+    from llmctl.runs import RunDir
+
+    root = RunDir.of(exp).root
+    made = [p for p in (root, *root.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException as exc:
+        from llmctl.errors import TrainingError
+
+        if made and not isinstance(exc, TrainingError) and root.is_dir() and not any(
+                root.joinpath("checkpoints").glob("*.index")) and not root.joinpath("model.keras").exists():
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+            for folder in made[1:]:  # innermost first; stops at the first folder that holds something
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+        raise
 
 
 # ---------------------------------------------------------------- pipeline commands

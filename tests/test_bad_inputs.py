@@ -180,6 +180,12 @@ CASES: list[Case] = [
     ("config-seed-negative", lambda b, d: ["config", "validate", _raw(d, "run: {seed: -5}\n")], 2, "`run.seed`"),
     ("config-seed-too-large", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set", "generate.seed=" + "9" * 30],
      2, "`generate.seed`"),
+    ("pretrain-resume-damaged-tokenizer-json", lambda b, d: ["pretrain", _damaged(b, d, "tokenizer/tokenizer.json",
+                                                                                b'{"model": '), "--resume", "--set",
+                                                             "train.max_steps=6"], 4,
+     "tokenizer.json is not a valid tokenizer file"),
+    ("pretrain-run-dir-is-a-file", lambda b, d: ["pretrain", _cfg(b, d), "--set",
+                                                 f"run.dir={_source(d, 'afile', b'x')}"], 4, "Not a directory"),
     ("config-set-not-key-value", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set", "train.epochs"], 2,
      "key=value"),
     ("config-set-duplicate-key", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set",
@@ -244,6 +250,9 @@ CASES: list[Case] = [
      "no dataset"),
     ("preprocess-into-foreign-folder", lambda b, d: _preprocess(d, b.root / "corpus.txt", dir=str(b.root)), 4,
      "not an llmctl dataset"),
+    ("pretrain-embeddings-file-missing", lambda b, d: ["pretrain", _cfg(b, d), "--set",
+                                                       f"model.pretrained_embeddings={d / 'vec.txt'}"], 3,
+     "pretrained embeddings file not found"),  # and no stub run directory is left behind
     # ---- resource errors: exit 6
     ("pretrain-out-of-memory-model", lambda b, d: ["pretrain", _cfg(b, d), "--set", "model.units=2000000"], 6,
      "memory"),
