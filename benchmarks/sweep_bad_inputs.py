@@ -79,6 +79,41 @@ class Spawner:
                        done.stderr.decode("utf-8", "replace"), time.perf_counter() - started)
 
 
+class Child:
+    """A running llmctl process (forked or spawned): `pid`, `poll()`, `send_signal()`, `communicate()`."""
+
+    def __init__(self, pid: int, err_path: Path, io_dir):
+        self.pid, self._err, self._io, self.returncode = pid, err_path, io_dir, None
+
+    def poll(self):
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None):
+        deadline = None if timeout is None else time.time() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.time() > deadline:
+                raise subprocess.TimeoutExpired("llmctl", timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def communicate(self, timeout: float | None = None):
+        self.wait(timeout)
+        err = self._err.read_bytes()
+        self._io.cleanup()
+        return b"", err
+
+
 class Forker:
     """A parent that imported TensorFlow/Keras (no op run, no device initialised) forks one child per call; the
     child runs `llmctl.cli.main()` with its own stdin/stdout/stderr files, cwd and environment, and exits with the
@@ -102,6 +137,47 @@ class Forker:
             finally:
                 os.dup2(saved, 2)
                 os.close(saved)
+
+    def start(self, args: list, cwd: Path) -> Child:
+        io_dir = tempfile.TemporaryDirectory(prefix="sweep-io-")
+        err = Path(io_dir.name) / "err"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._child(args, cwd, {"in": Path(os.devnull), "out": Path(os.devnull), "err": err}, None)
+        return Child(pid, err, io_dir)
+
+    @staticmethod
+    def _child(args, cwd, paths, env) -> None:
+        code = 1
+        try:
+            for fd, name, mode in ((0, "in", os.O_RDONLY), (1, "out", os.O_WRONLY | os.O_CREAT),
+                                   (2, "err", os.O_WRONLY | os.O_CREAT)):
+                handle = os.open(paths[name], mode, 0o644)
+                os.dup2(handle, fd)
+                os.close(handle)
+            os.chdir(cwd)
+            os.environ.clear()
+            os.environ.update(_env(env))
+            sys.argv = ["llmctl", *map(str, args)]
+            from llmctl.cli import main
+
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:  # noqa: BLE001 - what a real process would print
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
 
     def run(self, args: list, cwd: Path, stdin: bytes | None = None, env: dict | None = None,
             timeout: float = 300) -> Outcome:
@@ -1077,7 +1153,12 @@ class Trial:
         return interrupted_ok and self.final_code == 0 and not self.strays and self.exact is not False
 
 
-def _popen(args: list, cwd: Path) -> subprocess.Popen:
+_RUNNER = None  # the workspace's runner: Forker.start when forking, else a spawned process
+
+
+def _popen(args: list, cwd: Path):
+    if isinstance(_RUNNER, Forker):
+        return _RUNNER.start(args, cwd)
     return subprocess.Popen([sys.executable, "-m", "llmctl", *map(str, args)], cwd=cwd, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
 
@@ -1121,7 +1202,7 @@ def follow(spawner: Spawner, first: list, cwd: Path, log, original: list | None 
 
 
 def run_kill_trials(ws: Workspace, n: int, seed: int, log) -> tuple[list[Trial], dict]:
-    spawner = Spawner()
+    spawner = ws.runner
     rng = random.Random(seed)
     kroot = ws.root / "kill"
     kroot.mkdir()
@@ -1131,7 +1212,7 @@ def run_kill_trials(ws: Workspace, n: int, seed: int, log) -> tuple[list[Trial],
     # --- the uninterrupted reference runs
     def pt_cfg(name: str) -> Path:
         cfg = tiny(name, kroot, run={"deterministic": True},
-                   train={"max_steps": 60, "checkpoint_every": 10, "log_every": 5, "eval_every": 20},
+                   train={"max_steps": 30, "checkpoint_every": 5, "log_every": 5, "eval_every": 10},
                    data={"dir": str(kroot / "data")})
         cfg["data"]["train"] = [str(kroot / "corpus.txt")]
         return write_cfg(kroot / f"{name}.yaml", cfg)
@@ -1153,7 +1234,7 @@ def run_kill_trials(ws: Workspace, n: int, seed: int, log) -> tuple[list[Trial],
             f"{t.killed_code} {t.killed_line[:70]!r}; then {[(s[0][:40], s[1]) for s in t.followups]} "
             f"strays={t.strays[:3]} exact={t.exact} {t.note}")
 
-    plan = (["pretrain"] * 10 + ["preprocess"] * 5 + ["finetune"] * 5 + ["export"] * 5)
+    plan = (["pretrain"] * 9 + ["preprocess"] * 6 + ["finetune"] * 4 + ["export"] * 4)
     plan = plan[:max(n, 0)] + ["pretrain"] * max(0, n - len(plan))
     for i, what in enumerate(plan):
         sig = signal.SIGKILL if i % 2 == 0 else signal.SIGINT
@@ -1190,7 +1271,7 @@ def run_kill_trials(ws: Workspace, n: int, seed: int, log) -> tuple[list[Trial],
                                                                                             "labels.jsonl")]},
                        tokenizer={"from": str(ws.lm_run)},
                        finetune={"task": "classify", "parent": str(ws.lm_run), "max_length": 16, "head_units": 8},
-                       train={"max_steps": 40, "checkpoint_every": 5, "epochs": 50})
+                       train={"max_steps": 20, "checkpoint_every": 5, "epochs": 50})
             cfg_path = write_cfg(kroot / f"f{i}.yaml", cfg)
             after = rng.uniform(0.15, 1.0) * ref_pt
             code, line, _ = interrupt(["finetune", cfg_path], kroot, after, sig)
@@ -1257,7 +1338,7 @@ class Race:
 
 
 def run_races(ws: Workspace, log) -> list[Race]:
-    spawner = Spawner()
+    spawner = ws.runner
     rroot = ws.root / "races"
     rroot.mkdir()
     races = []
@@ -1363,10 +1444,10 @@ def summarize(results: list[Result], trials: list[Trial], exact: dict, races: li
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["all", "bad", "kill", "lock"], default="all")
+    parser.add_argument("--only", choices=["all", "bad", "kill", "lock", "trials"], default="all")
     parser.add_argument("--mode", choices=["fork", "spawn"], default="fork")
     parser.add_argument("--cases", default="", help="comma-separated substrings of case names to run")
-    parser.add_argument("--trials", type=int, default=25)
+    parser.add_argument("--trials", type=int, default=23)
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--out", type=Path, default=None, help="also write the summary here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace")
@@ -1375,7 +1456,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="llmctl-sweep-"))
     os.environ["LLMCTL_CACHE"] = str(tmp / "cache")
-    runner = Forker() if args.mode == "fork" else Spawner()
+    global _RUNNER
+    runner = _RUNNER = Forker() if args.mode == "fork" else Spawner()
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -1388,9 +1470,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in ("all", "bad"):
             cases = [c for c in CASES if not args.cases or any(s in c.name for s in args.cases.split(","))]
             results = run_bad_inputs(ws, cases, log)
-        if args.only in ("all", "lock"):
+        if args.only in ("all", "lock", "trials"):
             races = run_races(ws, log)
-        if args.only in ("all", "kill"):
+        if args.only in ("all", "kill", "trials"):
             trials, exact = run_kill_trials(ws, args.trials, args.seed, log)
         text = summarize(results, trials, exact, races, time.time() - started, args.mode)
         print("\n" + text)
