@@ -836,7 +836,7 @@ CASES: list[Case] = [
                                                          "--set", f"finetune.parent={ws.cls_run}"], (2, 4), ""),
     C("ft-parent-tok-mismatch", "finetune", lambda ws, d: ["finetune", ws.cls_cfg, "--set",
                                                            f"run.dir={d / 'runs'}", "--set",
-                                                           f"data.dir={ws.lm_data}"], (2, 4), ""),
+                                                           f"data.dir={ws.lm_data}"], (2, 3, 4), ""),
     C("ft-no-dataset", "finetune", lambda ws, d: ["finetune", ws.cls_cfg, "--set", f"run.dir={d / 'runs'}",
                                                   "--set", f"data.dir={d / 'nodata'}"], 4, "preprocess"),
     C("ft-rerun-exists", "finetune", lambda ws, d: ["finetune", copy_run(ws.cls_run, d)], 4, "already holds a run"),
@@ -846,7 +846,7 @@ CASES: list[Case] = [
     C("ft-dataset-manifest-corrupt", "finetune", lambda ws, d: damaged_cls_dataset(ws, d, "manifest.json", b"{"), 4,
       "manifest"),
     C("ft-task-mismatch", "finetune", lambda ws, d: ["finetune", ws.cls_cfg, "--set", f"run.dir={d / 'runs'}",
-                                                     "--set", "finetune.task=pairs"], (2, 4), ""),
+                                                     "--set", "finetune.task=pairs"], (2, 3, 4), ""),
     # ======== evaluate
     C("ev-missing-run", "evaluate", lambda ws, d: ["evaluate", d / "runs" / "gone"], 4, "does not exist"),
     C("ev-not-a-run", "evaluate", lambda ws, d: ["evaluate", d], 4, "without config.yaml"),

@@ -349,3 +349,17 @@ def test_a_refused_resume_rewrites_nothing(built: Built, tmp_path):
     result = cli(["pretrain", run, "--resume", "--set", "train.max_steps=6"])
     assert result.exit_code == 4 and "is damaged" in result.stderr, result.stderr
     assert {name: (run / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize("content", [b"garbage", b"", b"\x93NUMPY\x01\x00"])
+def test_damaged_side_arrays_are_artifact_errors(built: Built, tmp_path, content):
+    """A damaged `<split>.docs.npy` / `.labels.npy` (a pickle, empty, a truncated header) is an ArtifactError
+    naming the file, not numpy's ValueError (exit 1)."""
+    from llmctl.data.dataset import Dataset
+    from llmctl.errors import ArtifactError
+
+    data = tmp_path / "data"
+    shutil.copytree(built.data, data)
+    (data / "train.docs.npy").write_bytes(content)
+    with pytest.raises(ArtifactError, match="train.docs.npy is damaged"):
+        Dataset(data).doc_offsets("train")

@@ -199,7 +199,7 @@ class Dataset:
     def doc_offsets(self, split: str) -> np.ndarray:
         """int64 [n_docs + 1]: document i is tokens[off[i]:off[i+1]]."""
         self._require(split)
-        return np.load(self.layout.docs(split), mmap_mode="r")
+        return self._side_array(self.layout.docs(split), mmap_mode="r")
 
     def labels(self, split: str) -> np.ndarray:
         self._require(split)
@@ -207,7 +207,7 @@ class Dataset:
         if not path.exists():
             raise ArtifactError(f"dataset {self.root} has no labels for `{split}` (task={self.task})",
                                 hint="preprocess with data.task=classify and a label column")
-        return np.load(path)
+        return self._side_array(path)
 
     def response_starts(self, split: str) -> np.ndarray:
         self._require(split)
@@ -215,7 +215,21 @@ class Dataset:
         if not path.exists():
             raise ArtifactError(f"dataset {self.root} has no prompt/response boundaries for `{split}`",
                                 hint="preprocess with data.task=pairs")
-        return np.load(path)
+        return self._side_array(path)
+
+    @staticmethod
+    def _side_array(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+        """A side file (.npy) of the dataset; missing, truncated or not an array is an `ArtifactError`."""
+        try:
+            array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            detail = " ".join(str(exc).split())[:120]
+            raise ArtifactError(f"{path} is damaged ({type(exc).__name__}: {detail})",
+                                hint="the dataset is damaged; run `llmctl preprocess --force`") from None
+        if not isinstance(array, np.ndarray) or array.ndim != 1:
+            raise ArtifactError(f"{path} is damaged (not a 1-D array)",
+                                hint="the dataset is damaged; run `llmctl preprocess --force`")
+        return array
 
     def tokenizer(self):
         from llmctl.data.tokenizers import load_tokenizer
