@@ -1025,6 +1025,16 @@ class Diff:
     removed: list = field(default_factory=list)
 
     @property
+    def metadata(self) -> list:
+        """A run's config.yaml rewritten by a command that was then refused (it records the new budgets when a
+        resume starts, before the checkpoint is read): reported apart from artifact overwrites."""
+        return [p for p in self.changed if p.endswith("/config.yaml")]
+
+    @property
+    def overwrites(self) -> list:
+        return [p for p in self.changed if p not in self.metadata] + self.removed
+
+    @property
     def leftovers(self) -> list:
         return [p for p in self.added if TMP_PREFIX in p or LOCK_SUFFIX in p]
 
@@ -1062,8 +1072,7 @@ class Result:
     @property
     def ok(self) -> bool:
         return (self.code in self.expected and self.code != 1 and self.lines == 1 and not self.traceback
-                and self.needle_ok and not self.diff.added and not self.diff.changed and not self.diff.removed
-                and not self.timed_out)
+                and self.needle_ok and not self.diff.added and not self.diff.overwrites and not self.timed_out)
 
 
 def run_bad_inputs(ws: Workspace, cases: list[Case], log) -> list[Result]:
@@ -1412,8 +1421,11 @@ def summarize(results: list[Result], trials: list[Trial], exact: dict, races: li
         w(f"  message without the expected words: {sum(not r.needle_ok for r in results)}\n")
         w(f"  files left behind (added): {sum(bool(r.diff.added) for r in results)} cases, of them .tmp-*/lock "
           f"leftovers: {sum(bool(r.diff.leftovers) for r in results)}\n")
-        w(f"  silent overwrites (existing files changed or removed): "
-          f"{sum(bool(r.diff.changed or r.diff.removed) for r in results)}\n")
+        w(f"  silent overwrites (existing artifact files changed or removed): "
+          f"{sum(bool(r.diff.overwrites) for r in results)}\n")
+        meta = [r.name for r in results if r.diff.metadata]
+        w(f"  a run's config.yaml rewritten by a refused command (budgets of a resume recorded before the checkpoint "
+          f"was read; not counted above): {len(meta)}{' (' + ', '.join(meta) + ')' if meta else ''}\n")
         w(f"  timeouts: {sum(r.timed_out for r in results)}\n")
         w(f"  one-line errors with the README's code: {sum(r.ok for r in results)}/{len(results)} "
           f"({100 * sum(r.ok for r in results) / len(results):.0f} %)\n")

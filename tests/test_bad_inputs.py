@@ -339,16 +339,18 @@ def test_file_system_refusals_are_one_line_with_the_readme_code(capsys, code, er
 
 
 def test_a_refused_resume_rewrites_nothing(built: Built, tmp_path):
-    """A resume refused after the run directory was opened (a damaged checkpoint) leaves config.yaml and run.json
-    byte for byte as they were: nothing is silently rewritten by a command that fails."""
+    """A resume refused after the run directory was opened (a damaged checkpoint) leaves run.json and every
+    artifact byte for byte as they were (config.yaml records the resume's budgets when it starts)."""
     run = tmp_path / built.run.name
     shutil.copytree(built.run, run)
     for data in (run / "checkpoints").glob("*.data-*"):
         _truncate(data, 40)
-    before = {name: (run / name).read_bytes() for name in ("config.yaml", "run.json")}
+    before = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*")
+              if p.is_file() and p.name != "config.yaml"}
     result = cli(["pretrain", run, "--resume", "--set", "train.max_steps=6"])
     assert result.exit_code == 4 and "is damaged" in result.stderr, result.stderr
-    assert {name: (run / name).read_bytes() for name in before} == before
+    assert {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*")
+            if p.is_file() and p.name != "config.yaml"} == before
 
 
 @pytest.mark.parametrize("content", [b"garbage", b"", b"\x93NUMPY\x01\x00"])
