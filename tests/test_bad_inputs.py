@@ -186,6 +186,8 @@ CASES: list[Case] = [
      "tokenizer.json is not a valid tokenizer file"),
     ("pretrain-run-dir-is-a-file", lambda b, d: ["pretrain", _cfg(b, d), "--set",
                                                  f"run.dir={_source(d, 'afile', b'x')}"], 4, "Not a directory"),
+    ("pretrain-dataset-llmctl-tokenizer-damaged", lambda b, d: ["pretrain", _cfg(b, d), "--set", "data.dir=" + str(
+        _damaged_data(b, d, "tokenizer/llmctl_tokenizer.json", b"[]"))], 4, "llmctl_tokenizer.json is damaged"),
     ("config-set-not-key-value", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set", "train.epochs"], 2,
      "key=value"),
     ("config-set-duplicate-key", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set",

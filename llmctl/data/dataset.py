@@ -136,12 +136,24 @@ class Dataset:
     def _check_tokenizer_file(self) -> None:
         """The dataset's `tokenizer/tokenizer.json` (copied into every run trained on it, shipped by exports) must
         load and have the manifest's vocabulary size: a damaged one is refused here, not passed on."""
-        from llmctl.data.tokenizers import HF_TOKENIZER_FILE
+        import json
 
+        from llmctl.data.tokenizers import HF_TOKENIZER_FILE, METADATA_FILE
+
+        hint = "run `llmctl preprocess CONFIG --force` to rebuild the dataset"
+        meta = self.layout.tokenizer / METADATA_FILE
+        if meta.is_file():
+            try:
+                data = json.loads(meta.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise ArtifactError(f"{meta} is damaged ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})",
+                                    hint=hint) from None
+            if not isinstance(data, dict) or "kind" not in data or (
+                    data["kind"] in ("char", "word") and not isinstance(data.get("vocab"), list)):
+                raise ArtifactError(f"{meta} is damaged (not an llmctl tokenizer)", hint=hint)
         path = self.layout.tokenizer / HF_TOKENIZER_FILE
         if not path.is_file():
             return  # load_tokenizer reports a missing tokenizer when it is needed
-        hint = "run `llmctl preprocess CONFIG --force` to rebuild the dataset"
         try:
             from tokenizers import Tokenizer as HFTokenizer
 
