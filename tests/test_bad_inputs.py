@@ -367,3 +367,15 @@ def test_damaged_side_arrays_are_artifact_errors(built: Built, tmp_path, content
     (data / "train.docs.npy").write_bytes(content)
     with pytest.raises(ArtifactError, match="train.docs.npy is damaged"):
         Dataset(data).doc_offsets("train")
+
+
+@pytest.mark.parametrize("content", [b"{bad", b"{}", b"[]", b'[["a"]]', b"\xff\xfe"])
+def test_damaged_labels_json_is_an_artifact_error(tmp_path, content):
+    """evaluate/predict read a classifier's labels.json: damaged is an ArtifactError naming it (was exit 1)."""
+    from llmctl.errors import ArtifactError
+    from llmctl.evaluation.classify import run_labels
+    from llmctl.runs import RunDir
+
+    (tmp_path / "labels.json").write_bytes(content)
+    with pytest.raises(ArtifactError, match="labels.json is damaged"):
+        run_labels(RunDir(tmp_path))
