@@ -513,7 +513,7 @@ def S(name, sets, needle="", codes=2, command="config"):  # noqa: N802 - --set o
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
-    for p, c in zip("abcdefgh", "bcdefghi")) + "generate: {prompts: *i}\n"
+    for p, c in zip("abcdefgh", "bcdefghi", strict=True)) + "generate: {prompts: *i}\n"
 
 CASES: list[Case] = [
     # ======== config files and values (exit 2)
@@ -797,7 +797,8 @@ CASES: list[Case] = [
     C("pt-run-dir-is-file", "pretrain", lambda ws, d: ["pretrain", lm_case_cfg(ws, d), "--set",
                                                        f"run.dir={raw(d, 'x', 'afile')}"], (2, 4), "afile"),
     C("pt-multi-worker-no-tfconfig", "pretrain", lambda ws, d: ["pretrain", lm_case_cfg(ws, d), "--set",
-                                                                "distribute.strategy=multi_worker"], (2, 6), "TF_CONFIG"),
+                                                                "distribute.strategy=multi_worker"], (2, 6),
+      "TF_CONFIG"),
     C("pt-bad-device", "pretrain", lambda ws, d: ["pretrain", lm_case_cfg(ws, d), "--set",
                                                   "distribute.strategy=mirrored", "--set",
                                                   "distribute.devices=['/gpu:7']"], (2, 6), "gpu"),
@@ -1347,7 +1348,6 @@ class Race:
 
 
 def run_races(ws: Workspace, log) -> list[Race]:
-    spawner = ws.runner
     rroot = ws.root / "races"
     rroot.mkdir()
     races = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import reprlib
 import typing
 from pathlib import Path
 from typing import Any, Iterable
@@ -339,9 +340,7 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
                                                                                                   "float")))
 
 
-def _bounded_repr() -> "reprlib.Repr":
-    import reprlib
-
+def _bounded_repr() -> reprlib.Repr:
     r = reprlib.Repr()
     r.maxlevel, r.maxlist, r.maxtuple, r.maxset, r.maxdict, r.maxstring, r.maxother = 2, 4, 4, 4, 4, 60, 60
     return r

@@ -76,7 +76,7 @@ def _keras_only_truncated(built: Built, d: Path) -> Path:
 
 _BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
-    for p, c in zip("abcdefgh", "bcdefghi")) + "generate: {prompts: *i}\n"  # 9**9 strings if expanded
+    for p, c in zip("abcdefgh", "bcdefghi", strict=True)) + "generate: {prompts: *i}\n"  # 9**9 strings if expanded
 
 
 def _damaged(built: Built, d: Path, rel: str, content: bytes) -> Path:
@@ -172,14 +172,14 @@ CASES: list[Case] = [
                                                        "--set", "train.max_steps=6"], 4, "run.json is damaged"),
     ("evaluate-run-json-not-an-object", lambda b, d: ["evaluate", _damaged(b, d, "run.json", b"[]")], 4,
      "run.json is damaged (a JSON list"),
-    ("pretrain-damaged-manifest-list", lambda b, d: ["pretrain", _cfg(b, d), "--set", f"data.dir={_damaged_data(b, d)}"],
-     4, "manifest.json is damaged"),
-    ("pretrain-dataset-tokenizer-json-damaged", lambda b, d: ["pretrain", _cfg(b, d), "--set",
-                                                              "data.dir=" + str(_damaged_data(b, d, "tokenizer/tokenizer.json", b'{"model": '))],
-     4, "tokenizer.json is not a valid tokenizer file"),
+    ("pretrain-damaged-manifest-list", lambda b, d: ["pretrain", _cfg(b, d), "--set",
+                                                     f"data.dir={_damaged_data(b, d)}"], 4, "manifest.json is damaged"),
+    ("pretrain-dataset-tokenizer-json-damaged", lambda b, d: ["pretrain", _cfg(b, d), "--set", "data.dir=" + str(
+        _damaged_data(b, d, "tokenizer/tokenizer.json", b'{"model": '))], 4,
+     "tokenizer.json is not a valid tokenizer file"),
     ("config-seed-negative", lambda b, d: ["config", "validate", _raw(d, "run: {seed: -5}\n")], 2, "`run.seed`"),
-    ("config-seed-too-large", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set", "generate.seed=" + "9" * 30],
-     2, "`generate.seed`"),
+    ("config-seed-too-large", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set",
+                                            "generate.seed=" + "9" * 30], 2, "`generate.seed`"),
     ("pretrain-resume-damaged-tokenizer-json", lambda b, d: ["pretrain", _damaged(b, d, "tokenizer/tokenizer.json",
                                                                                 b'{"model": '), "--resume", "--set",
                                                              "train.max_steps=6"], 4,
