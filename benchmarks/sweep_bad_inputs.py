@@ -560,7 +560,7 @@ CASES: list[Case] = [
     V("cfg-run-name-space", "run: {name: a b}\n", "run.name"),
     V("cfg-python-tag", "run: !!python/object/apply:os.system [ls]\n", "never executed"),
     V("cfg-custom-tag", "model: !custom {units: 3}\n", "tag"),
-    V("cfg-binary-tag", "run: {name: !!binary aGVsbG8=}\n", "run.name"),
+    V("cfg-binary-tag", "run: {name: !!binary aGVsbG8=}\n", "binary"),
     V("cfg-syntax", "model: {units: 3\n", "line"),
     V("cfg-tab-indent", "model:\n\tunits: 3\n", "line"),
     V("cfg-top-list", "- 1\n- 2\n", "mapping"),
