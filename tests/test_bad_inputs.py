@@ -379,3 +379,15 @@ def test_damaged_labels_json_is_an_artifact_error(tmp_path, content):
     (tmp_path / "labels.json").write_bytes(content)
     with pytest.raises(ArtifactError, match="labels.json is damaged"):
         run_labels(RunDir(tmp_path))
+
+
+def test_a_device_the_machine_does_not_have_is_refused():
+    """`distribute.devices: [/gpu:7]` on a machine without it trained silently on the CPU (exit 0): now exit 6."""
+    from llmctl.errors import ResourceError
+    from llmctl.schema import DistributeConfig
+    from llmctl.train.distribution import _device_key, build_distribution
+
+    assert {_device_key(n) for n in ("/gpu:1", "GPU:1", "/job:localhost/replica:0/task:0/device:GPU:1")} == {"gpu:1"}
+    with pytest.raises(ResourceError, match=r"\['/gpu:7'\] not found on this machine"):
+        build_distribution(DistributeConfig(strategy="mirrored", devices=["/gpu:7"]))
+    assert build_distribution(DistributeConfig(strategy="mirrored", devices=["/cpu:0"])).num_replicas == 1
