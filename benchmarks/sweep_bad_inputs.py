@@ -438,6 +438,13 @@ def damaged_cls_dataset(ws: Workspace, d: Path, rel: str, content: bytes | None)
     return ["finetune", ws.cls_cfg, "--set", f"run.dir={d / 'runs'}", "--set", f"data.dir={data}"]
 
 
+def sparse(path: Path, size: int) -> Path:
+    """A file of `size` bytes that takes no disk space (a hole)."""
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    return path
+
+
 def user_folder(d: Path) -> Path:
     """A folder of the user's own files (not llmctl's)."""
     folder = d / "mine"
@@ -961,7 +968,10 @@ CASES: list[Case] = [
       "damaged"),
     C("pr-corrupt-tokenizer", "predict", lambda ws, d: ["predict", corrupt_tok(ws.cls_run, d), "--text", "a"], 4,
       "tokenizer"),
-    C("pr-text-too-long", "predict", lambda ws, d: ["predict", ws.cls_run, "--text", "a" * 1_000_001], 3, ""),
+    C("pr-file-too-large", "predict", lambda ws, d: ["predict", ws.cls_run, "--file", sparse(d / "big.txt", 65 << 20)],
+      3, "at most"),
+    C("gen-prompts-file-too-large", "generate", lambda ws, d: ["generate", ws.lm_run, "--prompts-file",
+                                                               sparse(d / "big.txt", 65 << 20)], 3, "at most"),
     C("pr-stub", "predict", lambda ws, d: ["predict", stub(ws.cls_run, d), "--text", "a"], 4, ""),
     # ======== serve start-up
     C("sv-missing-run", "serve", lambda ws, d: ["serve", d / "gone"], 4, "does not exist"),

@@ -117,6 +117,13 @@ def _guard(debug: bool, body: Callable[[], Any]) -> Any:
     except Exception as exc:  # noqa: BLE001 - last resort: still one line unless --debug
         if debug:
             raise
+        text = str(exc)
+        if type(exc).__name__ == "ResourceExhaustedError" and ("No space left" in text or "quota" in text.lower()):
+            import re  # TensorFlow reports a full disk as ResourceExhausted: "<file>; No space left on device"
+
+            where = re.search(r"(/\S+?)(?:_temp/|;| )", text.split("}}", 1)[-1])
+            _fail(f"resource error: disk full while writing{' ' + where.group(1) if where else ''} (free space and "
+                  "run again; finished artifacts were not overwritten)", 6)
         if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
             detail = " ".join(str(exc).split("\n")[0].split())[:200]
             _fail(f"resource error: out of memory ({type(exc).__name__}{': ' + detail if detail else ''}) (make "

@@ -391,3 +391,25 @@ def test_a_device_the_machine_does_not_have_is_refused():
     with pytest.raises(ResourceError, match=r"\['/gpu:7'\] not found on this machine"):
         build_distribution(DistributeConfig(strategy="mirrored", devices=["/gpu:7"]))
     assert build_distribution(DistributeConfig(strategy="mirrored", devices=["/cpu:0"])).num_replicas == 1
+
+
+def test_tensorflow_disk_full_is_named_disk_full(capsys):
+    """TensorFlow reports a full disk while saving as ResourceExhaustedError: that is "disk full", not "out of
+    memory" (exit 6 either way)."""
+    import typer
+
+    from llmctl import cli as cli_mod
+
+    class ResourceExhaustedError(Exception):
+        pass
+
+    def body():
+        raise ResourceExhaustedError("{{function_node __wrapped__SaveV2_device_/job:localhost/device:CPU:0}} "
+                                     "/data/run/export/ck_temp/part-00000.data.tempstate1; No space left on device "
+                                     "[Op:SaveV2]")
+
+    with pytest.raises(typer.Exit) as exc:
+        cli_mod._guard(False, body)
+    err = capsys.readouterr().err
+    assert exc.value.exit_code == 6 and err.startswith("resource error: disk full while writing /data/run/export/ck")
+    assert len(err.splitlines()) == 1, err
