@@ -6,6 +6,8 @@ Exit codes: 0 ok, 1 unexpected, 2 config, 3 data, 4 artifact, 5 training, 6 reso
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import json
 import os
@@ -108,15 +110,51 @@ def _guard(debug: bool, body: Callable[[], Any]) -> Any:
         _fail(exc.one_line(), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted: stopped by Ctrl-C; finished artifacts are intact, partial ones were discarded", 130)
+    except OSError as exc:
+        if debug or exc.errno not in _OS_ERRORS:
+            raise
+        _fail(_os_error_line(exc), _OS_ERRORS[exc.errno][0])
     except Exception as exc:  # noqa: BLE001 - last resort: still one line unless --debug
         if debug:
             raise
+        text = str(exc)
+        if type(exc).__name__ == "ResourceExhaustedError" and ("No space left" in text or "quota" in text.lower()):
+            import re  # TensorFlow reports a full disk as ResourceExhausted: "<file>; No space left on device"
+
+            where = re.search(r"(/\S+?)(?:_temp/|;| )", text.split("}}", 1)[-1])
+            _fail(f"resource error: disk full while writing{' ' + where.group(1) if where else ''} (free space and "
+                  "run again; finished artifacts were not overwritten)", 6)
         if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
             detail = " ".join(str(exc).split("\n")[0].split())[:200]
             _fail(f"resource error: out of memory ({type(exc).__name__}{': ' + detail if detail else ''}) (make "
                   "the model or batch smaller: model.units, model.layers, train.batch_size, train.bptt)", 6)
         _fail(f"error: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback and "
               "report it)", 1)
+
+
+_OS_ERRORS = {  # errno → (exit code, hint): what the file system refused, for paths no check named first
+    errno.ENOSPC: (6, "free space and run again; finished artifacts were not overwritten"),
+    errno.EDQUOT: (6, "free space (disk quota) and run again; finished artifacts were not overwritten"),
+    errno.EFBIG: (6, "the file size limit (ulimit -f) is too small for this artifact"),
+    errno.EROFS: (6, "the file system is read-only: point run.dir / data.dir / export.dir at a writable folder"),
+    errno.EACCES: (6, "check the permissions, or point run.dir / data.dir / export.dir at a writable folder"),
+    errno.EPERM: (6, "check the permissions (and immutable attributes), or point run.dir / data.dir / export.dir at a "
+                     "writable folder"),
+    errno.ENOTDIR: (4, "a path in the config goes through a file: point it at a folder"),
+    errno.EEXIST: (4, "a path in the config goes through a file: point it at a folder"),
+    errno.EISDIR: (4, "a path in the config names a folder where a file is expected"),
+    errno.ENAMETOOLONG: (2, "shorten the path in the config"),
+    errno.ELOOP: (4, "a symbolic link in the path points to itself"),
+}
+
+
+def _os_error_line(exc: OSError) -> str:
+    code, hint = _OS_ERRORS[exc.errno]
+    kind = {2: "config error", 4: "artifact error", 6: "resource error"}[code]
+    what = f" {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{kind}: disk full while writing{what} ({hint})"
+    return f"{kind}: cannot use{what}: {exc.strerror or exc} ({hint})"
 
 
 def _load(config: Path, overrides: Optional[List[str]], quiet: bool = False, extra: tuple[str, ...] = ()):
@@ -169,10 +207,45 @@ def _command(module: str, config: Path, overrides, debug: bool, quiet: bool, as_
         mod = importlib.import_module(module)
         if module == "llmctl.generate.generate":
             options["as_json"] = as_json
-        result = mod.run(exp, reporter=_reporter(exp), **options)
+        with _no_stub_left(exp, module):
+            result = mod.run(exp, reporter=_reporter(exp), **options)
         _print_result(result, as_json)
 
     _guard(debug, body)
+
+
+_TRAINERS = ("llmctl.train.pretrain", "llmctl.train.finetune")
+
+
+@contextlib.contextmanager
+def _no_stub_left(exp, module: str):
+    """A training command that fails before its first checkpoint removes the run directory it created (and the
+    folders it made for it): a refused or failed command adds no files. A diverged run (exit 5) keeps its record
+    (summary.json, metrics); a killed one cannot clean up, and its stub is simply restarted by the next plain
+    command."""
+    if module not in _TRAINERS:
+        yield
+        return
+    from llmctl.runs import RunDir
+
+    root = RunDir.of(exp).root
+    made = [p for p in (root, *root.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException as exc:
+        from llmctl.errors import TrainingError
+
+        if made and not isinstance(exc, TrainingError) and root.is_dir() and not any(
+                root.joinpath("checkpoints").glob("*.index")) and not root.joinpath("model.keras").exists():
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+            for folder in made[1:]:  # innermost first; stops at the first folder that holds something
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+        raise
 
 
 # ---------------------------------------------------------------- pipeline commands

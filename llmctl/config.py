@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import reprlib
 import typing
 from pathlib import Path
 from typing import Any, Iterable
@@ -53,8 +54,46 @@ class StrictSafeLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _refuse_tag(loader: StrictSafeLoader, node: yaml.Node) -> Any:
+    raise yaml.constructor.ConstructorError(None, None, f"YAML tag {node.tag} is not a config value",
+                                            node.start_mark)
+
+
+# a config holds plain scalars, lists and mappings: bytes, sets and ordered pairs would be silently converted
+for _tag in ("binary", "set", "omap", "pairs"):
+    StrictSafeLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
+
+MAX_NESTING = 64  # YAML nested deeper than this is not an experiment config (and would exhaust the recursion limit)
+
+
+class NestingError(yaml.YAMLError):
+    """YAML nested deeper than MAX_NESTING."""
+
+    def __init__(self, mark):
+        super().__init__()
+        self.problem_mark = mark
+        self.problem = f"nested more than {MAX_NESTING} levels deep"
+
+
+def _check_depth(text: str) -> None:
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise NestingError(event.start_mark)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except NestingError:
+        raise
+    except yaml.YAMLError:
+        return  # the loader reports syntax errors with their own message
+
+
 def safe_load(text: str) -> Any:
-    """`yaml.safe_load` with duplicate keys refused (`DuplicateKeyError`)."""
+    """`yaml.safe_load` with duplicate keys refused (`DuplicateKeyError`) and nesting capped (`NestingError`)."""
+    _check_depth(text)
     return yaml.load(text, Loader=StrictSafeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
@@ -64,12 +103,23 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}", hint="check the path")
     if path.is_dir():
         raise ConfigError(f"config path is a directory: {path}", hint="pass a .yaml file or a run directory")
+    if not path.is_file():  # a device or pipe (/dev/zero would be read forever)
+        raise ConfigError(f"config path {path} is not a regular file", hint="pass a .yaml file or a run directory")
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path} is {size / 2**20:.1f} MiB; an experiment config is at most "
                           f"{MAX_CONFIG_BYTES >> 20} MiB", hint="pass the experiment's YAML config, not a data file")
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)  # bounded even if the file grows meanwhile
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; an experiment config is at most "
+                              f"{MAX_CONFIG_BYTES >> 20} MiB", hint="pass the experiment's YAML config, not a data "
+                                                                   "file")
+        text = data.decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}", hint="check the path and its "
+                                                                                           "permissions") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start})", hint="save the config as UTF-8") from None
     try:
@@ -79,14 +129,18 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: line {mark.line + 1}: {exc.problem}",
                           hint="keep one of them; YAML would silently use the last") from None
     except yaml.constructor.ConstructorError as exc:
-        tag = getattr(exc, "problem", "") or str(exc)
-        raise ConfigError(f"{path}: unsupported YAML tag ({tag.strip()}); tags are never executed",
+        problem = " ".join((getattr(exc, "problem", "") or str(exc)).split())
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark else ""
+        if "tag" not in problem:  # e.g. "found unhashable key"
+            raise ConfigError(f"{path}:{where} {problem}", hint="keys are plain names") from None
+        raise ConfigError(f"{path}:{where} unsupported YAML tag ({problem}); tags are never executed",
                           hint="remove the `!!` tag and write a plain value") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{where}: {problem}", hint="fix the YAML syntax") from None
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())[:160] or "invalid YAML"
+        raise ConfigError(f"{path}:{where} {problem}", hint="fix the YAML syntax") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -225,6 +279,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = safe_load(value_text) if value_text.strip() else ""
     except DuplicateKeyError as exc:
         raise ConfigError(f"--set `{text}`: {exc.problem}", hint="keep one of them") from None
+    except NestingError as exc:
+        raise ConfigError(f"--set `{text[:80]}`: {exc.problem}", hint="write a plain value") from None
+    except yaml.constructor.ConstructorError as exc:
+        problem = " ".join(str(exc.problem).split())
+        if "python/" not in problem and "not a config value" not in problem:
+            return key.split("."), value_text  # e.g. `--set generate.stop=!`: the text itself
+        raise ConfigError(f"--set `{text[:80]}`: unsupported YAML tag ({problem}); tags are never executed",
+                          hint="write a plain value") from None
     except yaml.YAMLError:
         value = value_text
     return key.split("."), value
@@ -278,6 +340,15 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
                                                                                                   "float")))
 
 
+def _bounded_repr() -> reprlib.Repr:
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxset, r.maxdict, r.maxstring, r.maxother = 2, 4, 4, 4, 4, 60, 60
+    return r
+
+
+_REPR = _bounded_repr()
+
+
 def describe_errors(exc: ValidationError) -> list[str]:
     """Turn pydantic errors into one line each: key path, bad value, what was expected, and a hint."""
     problems: list[str] = []
@@ -298,7 +369,7 @@ def describe_errors(exc: ValidationError) -> list[str]:
             line = f"unknown key `{key}`{hint}"
         else:
             value = err.get("input")
-            shown = repr(value) if not isinstance(value, dict) else "a mapping"
+            shown = _REPR.repr(value) if not isinstance(value, dict) else "a mapping"  # bounded: alias bombs
             if len(shown) > 60:
                 shown = shown[:57] + "..."
             msg = err["msg"]

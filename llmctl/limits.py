@@ -41,7 +41,13 @@ def available_memory() -> int | None:
 
 
 def _gib(n: float) -> str:
+    if n >= 2**70:  # beyond any machine (and, for model.units: 1e400, beyond a float)
+        return f"about 10^{len(str(int(n) >> 30)) - 1} GiB"
     return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
+
+
+def _count(n: int) -> str:
+    return f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
 
 
 def lm_parameters(model, vocab_size: int) -> int:
@@ -74,8 +80,9 @@ def check_training_memory(exp, vocab_size: int) -> None:
         return
     params, need = training_bytes(exp, vocab_size)
     if need > available:
-        raise ResourceError(f"the model needs at least {_gib(need)} of memory to train ({params:,} parameters: "
-                            f"{exp.model.layers}×{exp.model.units} LSTM, embedding {exp.model.embedding_dim}, vocab "
+        raise ResourceError(f"the model needs at least {_gib(need)} of memory to train ({_count(params)} parameters: "
+                            f"{exp.model.layers}×{_count(exp.model.units)} LSTM, embedding "
+                            f"{_count(exp.model.embedding_dim)}, vocab "
                             f"{vocab_size:,}; batch {exp.train.batch_size}×{exp.train.bptt}) but {_gib(available)} "
                             "is available",
                             hint="make it smaller: model.units, model.layers, model.embedding_dim, or "

@@ -88,11 +88,7 @@ class DatasetDir:
         if not self.manifest.is_file():
             raise ArtifactError(f"no dataset at {self.root} (manifest.json missing)",
                                 hint="run `llmctl preprocess CONFIG` first")
-        try:
-            return json.loads(self.manifest.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"dataset manifest {self.manifest} is unreadable ({exc})",
-                                hint="run `llmctl preprocess CONFIG` again") from None
+        return read_json_mapping(self.manifest, "dataset manifest", "run `llmctl preprocess CONFIG` again")
 
 
 @dataclass(frozen=True)
@@ -185,17 +181,33 @@ class RunDir:
         if not self.info.is_file():
             raise ArtifactError(f"{self.root} is not an llmctl run directory (run.json missing)",
                                 hint="train it first with `llmctl pretrain` or `llmctl finetune`")
-        return json.loads(self.info.read_text(encoding="utf-8"))
+        return read_json_mapping(self.info, "run file", "the run directory is damaged: train it again, or pass "
+                                                        "--overwrite to replace it")
 
     def write_info(self, **fields: Any) -> None:
-        info = json.loads(self.info.read_text(encoding="utf-8")) if self.info.is_file() else {}
-        info.update(fields)
+        """Merge `fields` into run.json (`updated`: when a recorded field last changed; no write when none does,
+        so a resume that is then refused — a damaged checkpoint — leaves the file as it was)."""
+        old = self.read_info() if self.info.is_file() else {}
+        info = {**old, **json.loads(json.dumps(fields, default=str))}
+        if old and info == old:
+            return
         info.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         info["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         atomic.write_json(self.info, info)
 
     def saved_config(self) -> dict[str, Any]:
-        return yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            detail = " ".join(str(exc).split())[:160]
+            raise ArtifactError(f"run config {self.config} is damaged ({type(exc).__name__}: {detail})",
+                                hint="the run directory is damaged: train it again, or pass --overwrite to "
+                                     "replace it") from None
+        if not isinstance(data, dict):
+            raise ArtifactError(f"run config {self.config} is damaged (not a mapping of sections)",
+                                hint="the run directory is damaged: train it again, or pass --overwrite to "
+                                     "replace it")
+        return data
 
     def require_model(self) -> None:
         """A run that `evaluate`/`generate`/`export` can use has at least one checkpoint."""
@@ -230,11 +242,18 @@ class RunDir:
                     raise ArtifactError(f"cannot resume {self.root}: config differs in {', '.join(diff[:4])}",
                                         hint="resume with the same settings (only budgets may change) or "
                                              "use --overwrite")
+                if self.info.is_file():
+                    self.read_info()  # a damaged run.json is refused before anything is rewritten
+                if self.tokenizer.is_dir():  # ... and so is a damaged tokenizer/ (it would go on into exports)
+                    from llmctl.inference_run import load_run_tokenizer
+
+                    load_run_tokenizer(self)
         resuming = self.exists() and resume
         self.root.mkdir(parents=True, exist_ok=True)
         atomic.clean_stale(self.root)
-        atomic.write_text(self.config, yaml.safe_dump(self.relocatable(new, self.root), sort_keys=False,
-                                                      allow_unicode=True))
+        text = yaml.safe_dump(self.relocatable(new, self.root), sort_keys=False, allow_unicode=True)
+        if not (self.config.is_file() and self.config.read_text(encoding="utf-8") == text):  # no-op: not rewritten
+            atomic.write_text(self.config, text)
         self.write_info(kind=kind)
         return resuming
 
@@ -245,6 +264,19 @@ def check_data_fingerprint(ds, recorded: str | None, *, what: str, hint: str) ->
     if recorded and recorded != ds.fingerprint:
         raise ArtifactError(f"{what}: it was trained with tokenizer {recorded}, the dataset {ds.root} was made with "
                             f"another tokenizer ({ds.fingerprint})", hint=hint)
+
+
+def read_json_mapping(path: Path, what: str, hint: str) -> dict[str, Any]:
+    """A JSON object written by llmctl (manifest, run.json, ...); unreadable, invalid or not an object is an
+    `ArtifactError` naming the file (the artifact is damaged), never a bare JSONDecodeError."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise ArtifactError(f"{what} {path} is damaged ({type(exc).__name__}: {detail})", hint=hint) from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{what} {path} is damaged (a JSON {type(data).__name__}, not an object)", hint=hint)
+    return data
 
 
 def identity_diff(old: dict[str, Any], new: dict[str, Any], *, ignore_budgets: bool) -> list[str]:

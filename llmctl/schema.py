@@ -26,6 +26,7 @@ class IsPath:
 PathField = Annotated[Path, IsPath()]
 
 
+MAX_SEED = 2**32 - 1  # seeds go to NumPy and Keras, which take 0 .. 2**32 - 1
 MAX_NEW_TOKENS = 1_000_000  # generate.max_new_tokens: beyond this a run of `generate` is a mistake, not a request
 
 
@@ -61,7 +62,7 @@ class RunConfig(Section):
     name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                       description="Run name; the run directory is `<run.dir>/<run.name>`.")
     dir: PathField = Field(Path("runs"), description="Folder that holds run directories.")
-    seed: int = Field(1234, description="Seed for weights, data order, dropout and sampling.")
+    seed: int = Field(1234, ge=0, le=MAX_SEED, description="Seed for weights, data order, dropout and sampling.")
     deterministic: bool = Field(False, description="Enable TensorFlow op determinism: identical runs on CPU (slower).")
     resume: Literal["never", "auto", "always"] = Field(
         "never", description="`auto`: continue from the last checkpoint when one exists; `always`: require one.")
@@ -98,7 +99,7 @@ class SplitConfig(Section):
     mode: Literal["tail", "documents"] = Field(
         "tail", description="`tail`: contiguous tail of the token stream (single-file corpora); "
                             "`documents`: random documents chosen with `seed`.")
-    seed: int = Field(0, description="Seed for the `documents` split.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for the `documents` split.")
 
     @model_validator(mode="after")
     def _fractions(self):
@@ -152,7 +153,7 @@ class DataConfig(Section):
     train_limit_balanced: bool = Field(
         True, description="With `train_limit`: the same number of documents per class (else proportional to the "
                           "class sizes).")
-    train_limit_seed: int = Field(0, description="Seed of the `train_limit` subset.")
+    train_limit_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the `train_limit` subset.")
     workers: int = Field(0, ge=0, description="Encoding workers: threads for the single word pass (with the native "
                          "word store), else processes; 0 = one per core for large corpora.")
 
@@ -370,7 +371,8 @@ class GenerateConfig(Section):
     length_penalty: float = Field(1.0, ge=0.0, description="`beam`: score = logp / length**length_penalty.")
     n_best: int = Field(1, ge=1, description="`beam`: how many hypotheses to return per prompt.")
     stop: list[str] = Field(default_factory=list, description="Stop strings: output is cut at the first one.")
-    seed: Optional[int] = Field(None, description="Sampling seed (default: `run.seed`): same seed → same text.")
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED,
+                                description="Sampling seed (default: `run.seed`): same seed → same text.")
     checkpoint: str = Field("best", description="`best`, `last`, or a checkpoint path.")
     prompts: list[str] = Field(default_factory=list, description="Prompts used when none come from the command line.")
 

@@ -74,6 +74,25 @@ def _keras_only_truncated(built: Built, d: Path) -> Path:
     return run
 
 
+_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("abcdefgh", "bcdefghi", strict=True)) + "generate: {prompts: *i}\n"  # 9**9 strings if expanded
+
+
+def _damaged(built: Built, d: Path, rel: str, content: bytes) -> Path:
+    """A copy of the module's run (its own name: config.yaml unchanged) with one file replaced by `content`."""
+    run = _copy_run(built, d, built.run.name)
+    (run / rel).write_bytes(content)
+    return run
+
+
+def _damaged_data(built: Built, d: Path, rel: str = "manifest.json", content: bytes = b"[1, 2]") -> Path:
+    data = d / "data"
+    shutil.copytree(built.data, data)
+    (data / rel).write_bytes(content)
+    return data
+
+
 def _source(d: Path, name: str, content: bytes) -> Path:
     path = d / name
     path.write_bytes(content)
@@ -132,6 +151,43 @@ CASES: list[Case] = [
     ("config-top-level-list", lambda b, d: ["config", "validate", _raw(d, "- 1\n- 2\n")], 2, "mapping"),
     ("config-not-utf8", lambda b, d: ["config", "validate", _source(d, "l.yaml", "run: {name: caf\xe9}\n".encode(
         "latin-1"))], 2, "not UTF-8"),
+    # found by benchmarks/sweep_bad_inputs.py (issue 16's fresh sweep)
+    ("config-deep-nesting-lists", lambda b, d: ["config", "validate", _raw(d, "a: " + "[" * 5000 + "]" * 5000 + "\n")],
+     2, "nested more than 64 levels deep"),
+    ("config-deep-nesting-maps", lambda b, d: ["config", "validate", _raw(d, "a: " + "{b: " * 3000 + "1" + "}" * 3000
+                                                                           + "\n")], 2, "nested more than 64 levels"),
+    ("config-set-deep-nesting", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set",
+                                              "model.units=" + "[" * 3000], 2, "nested more than 64 levels"),
+    ("config-binary-tag", lambda b, d: ["config", "validate", _raw(d, "run: {name: !!binary aGVsbG8=}\n")], 2,
+     "tag:yaml.org,2002:binary is not a config value"),
+    ("config-set-tag", lambda b, d: ["config", "validate", _raw(d, "generate: {stop: !!set {a, b}}\n")], 2,
+     "tag:yaml.org,2002:set is not a config value"),
+    ("config-set-python-tag", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set",
+                                            "run.name=!!python/object/apply:os.system [ls]"], 2, "never executed"),
+    ("config-unhashable-key", lambda b, d: ["config", "validate", _raw(d, "? [a, b]\n: 1\n")], 2,
+     "line 1: found unhashable key"),
+    ("config-device-file", lambda b, d: ["config", "validate", "/dev/zero"], 2, "is not a regular file"),
+    ("config-alias-bomb", lambda b, d: ["config", "validate", _raw(d, _BOMB)], 2, "`generate.prompts[0]`"),
+    ("pretrain-resume-damaged-run-json", lambda b, d: ["pretrain", _damaged(b, d, "run.json", b"{oops"), "--resume",
+                                                       "--set", "train.max_steps=6"], 4, "run.json is damaged"),
+    ("evaluate-run-json-not-an-object", lambda b, d: ["evaluate", _damaged(b, d, "run.json", b"[]")], 4,
+     "run.json is damaged (a JSON list"),
+    ("pretrain-damaged-manifest-list", lambda b, d: ["pretrain", _cfg(b, d), "--set",
+                                                     f"data.dir={_damaged_data(b, d)}"], 4, "manifest.json is damaged"),
+    ("pretrain-dataset-tokenizer-json-damaged", lambda b, d: ["pretrain", _cfg(b, d), "--set", "data.dir=" + str(
+        _damaged_data(b, d, "tokenizer/tokenizer.json", b'{"model": '))], 4,
+     "tokenizer.json is not a valid tokenizer file"),
+    ("config-seed-negative", lambda b, d: ["config", "validate", _raw(d, "run: {seed: -5}\n")], 2, "`run.seed`"),
+    ("config-seed-too-large", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set",
+                                            "generate.seed=" + "9" * 30], 2, "`generate.seed`"),
+    ("pretrain-resume-damaged-tokenizer-json", lambda b, d: ["pretrain", _damaged(b, d, "tokenizer/tokenizer.json",
+                                                                                b'{"model": '), "--resume", "--set",
+                                                             "train.max_steps=6"], 4,
+     "tokenizer.json is not a valid tokenizer file"),
+    ("pretrain-run-dir-is-a-file", lambda b, d: ["pretrain", _cfg(b, d), "--set",
+                                                 f"run.dir={_source(d, 'afile', b'x')}"], 4, "Not a directory"),
+    ("pretrain-dataset-llmctl-tokenizer-damaged", lambda b, d: ["pretrain", _cfg(b, d), "--set", "data.dir=" + str(
+        _damaged_data(b, d, "tokenizer/llmctl_tokenizer.json", b"[]"))], 4, "llmctl_tokenizer.json is damaged"),
     ("config-set-not-key-value", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set", "train.epochs"], 2,
      "key=value"),
     ("config-set-duplicate-key", lambda b, d: ["config", "validate", _raw(d, "{}\n"), "--set",
@@ -154,6 +210,12 @@ CASES: list[Case] = [
     ("preprocess-jsonl-number-text", lambda b, d: _preprocess(d, _source(d, "n.jsonl", b'{"text": "ok"}\n'
                                                                                        b'{"text": 12345}\n')),
      3, "n.jsonl:2: field `text` is 12345"),
+    ("preprocess-jsonl-deep-nesting", lambda b, d: _preprocess(d, _source(d, "deep.jsonl", b'{"text": "a", "x": '
+                                                                           + b"[" * 100000 + b"]" * 100000 + b"}\n")),
+     3, "deep.jsonl:1: JSON nested too deeply"),
+    ("preprocess-data-dir-under-a-file", lambda b, d: _preprocess(d, b.root / "corpus.txt",
+                                                                  dir=str(_source(d, "afile", b"x") / "sub")), 4,
+     "afile: File exists (a path in the config goes through a file"),
     ("preprocess-jsonl-invalid", lambda b, d: _preprocess(d, _source(d, "i.jsonl", b'{"text": "a"\n')), 3,
      "invalid JSON"),
     ("preprocess-jsonl-missing-field", lambda b, d: _preprocess(d, _source(d, "m.jsonl", b'{"body": "a"}\n')), 3,
@@ -190,6 +252,9 @@ CASES: list[Case] = [
      "no dataset"),
     ("preprocess-into-foreign-folder", lambda b, d: _preprocess(d, b.root / "corpus.txt", dir=str(b.root)), 4,
      "not an llmctl dataset"),
+    ("pretrain-embeddings-file-missing", lambda b, d: ["pretrain", _cfg(b, d), "--set",
+                                                       f"model.pretrained_embeddings={d / 'vec.txt'}"], 3,
+     "pretrained embeddings file not found"),  # and no stub run directory is left behind
     # ---- resource errors: exit 6
     ("pretrain-out-of-memory-model", lambda b, d: ["pretrain", _cfg(b, d), "--set", "model.units=2000000"], 6,
      "memory"),
@@ -249,3 +314,102 @@ def test_jsonl_label_may_be_a_number(tmp_path):
                    "split": {"valid": 0.2, "mode": "documents"}}
     result = cli(["preprocess", write_config(tmp_path / "c.yaml", cfg)])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("code,errno_name,needle", [
+    (6, "ENOSPC", "disk full while writing /x/y"), (6, "EDQUOT", "disk full"), (6, "EFBIG", "ulimit -f"),
+    (6, "EROFS", "read-only"), (6, "EACCES", "permissions"), (6, "EPERM", "immutable"),
+    (4, "ENOTDIR", "goes through a file"), (4, "EEXIST", "goes through a file"), (4, "EISDIR", "a folder"),
+    (2, "ENAMETOOLONG", "shorten"), (4, "ELOOP", "symbolic link"),
+])
+def test_file_system_refusals_are_one_line_with_the_readme_code(capsys, code, errno_name, needle):
+    """What the file system refuses where no check named the path first (a read-only or immutable folder, a path
+    through a file, ...) is one line with the README's code, never exit 1."""
+    import errno
+
+    import typer
+
+    from llmctl import cli as cli_mod
+
+    def body():
+        raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)), "/x/y")
+
+    with pytest.raises(typer.Exit) as exc:
+        cli_mod._guard(False, body)
+    err = capsys.readouterr().err
+    assert exc.value.exit_code == code and len(err.splitlines()) == 1 and needle in err and "/x/y" in err, err
+
+
+def test_a_refused_resume_rewrites_nothing(built: Built, tmp_path):
+    """A resume refused after the run directory was opened (a damaged checkpoint) leaves run.json and every
+    artifact byte for byte as they were (config.yaml records the resume's budgets when it starts)."""
+    run = tmp_path / built.run.name
+    shutil.copytree(built.run, run)
+    for data in (run / "checkpoints").glob("*.data-*"):
+        _truncate(data, 40)
+    before = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*")
+              if p.is_file() and p.name != "config.yaml"}
+    result = cli(["pretrain", run, "--resume", "--set", "train.max_steps=6"])
+    assert result.exit_code == 4 and "is damaged" in result.stderr, result.stderr
+    assert {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*")
+            if p.is_file() and p.name != "config.yaml"} == before
+
+
+@pytest.mark.parametrize("content", [b"garbage", b"", b"\x93NUMPY\x01\x00"])
+def test_damaged_side_arrays_are_artifact_errors(built: Built, tmp_path, content):
+    """A damaged `<split>.docs.npy` / `.labels.npy` (a pickle, empty, a truncated header) is an ArtifactError
+    naming the file, not numpy's ValueError (exit 1)."""
+    from llmctl.data.dataset import Dataset
+    from llmctl.errors import ArtifactError
+
+    data = tmp_path / "data"
+    shutil.copytree(built.data, data)
+    (data / "train.docs.npy").write_bytes(content)
+    with pytest.raises(ArtifactError, match="train.docs.npy is damaged"):
+        Dataset(data).doc_offsets("train")
+
+
+@pytest.mark.parametrize("content", [b"{bad", b"{}", b"[]", b'[["a"]]', b"\xff\xfe"])
+def test_damaged_labels_json_is_an_artifact_error(tmp_path, content):
+    """evaluate/predict read a classifier's labels.json: damaged is an ArtifactError naming it (was exit 1)."""
+    from llmctl.errors import ArtifactError
+    from llmctl.evaluation.classify import run_labels
+    from llmctl.runs import RunDir
+
+    (tmp_path / "labels.json").write_bytes(content)
+    with pytest.raises(ArtifactError, match="labels.json is damaged"):
+        run_labels(RunDir(tmp_path))
+
+
+def test_a_device_the_machine_does_not_have_is_refused():
+    """`distribute.devices: [/gpu:7]` on a machine without it trained silently on the CPU (exit 0): now exit 6."""
+    from llmctl.errors import ResourceError
+    from llmctl.schema import DistributeConfig
+    from llmctl.train.distribution import _device_key, build_distribution
+
+    assert {_device_key(n) for n in ("/gpu:1", "GPU:1", "/job:localhost/replica:0/task:0/device:GPU:1")} == {"gpu:1"}
+    with pytest.raises(ResourceError, match=r"\['/gpu:7'\] not found on this machine"):
+        build_distribution(DistributeConfig(strategy="mirrored", devices=["/gpu:7"]))
+    assert build_distribution(DistributeConfig(strategy="mirrored", devices=["/cpu:0"])).num_replicas == 1
+
+
+def test_tensorflow_disk_full_is_named_disk_full(capsys):
+    """TensorFlow reports a full disk while saving as ResourceExhaustedError: that is "disk full", not "out of
+    memory" (exit 6 either way)."""
+    import typer
+
+    from llmctl import cli as cli_mod
+
+    class ResourceExhaustedError(Exception):
+        pass
+
+    def body():
+        raise ResourceExhaustedError("{{function_node __wrapped__SaveV2_device_/job:localhost/device:CPU:0}} "
+                                     "/data/run/export/ck_temp/part-00000.data.tempstate1; No space left on device "
+                                     "[Op:SaveV2]")
+
+    with pytest.raises(typer.Exit) as exc:
+        cli_mod._guard(False, body)
+    err = capsys.readouterr().err
+    assert exc.value.exit_code == 6 and err.startswith("resource error: disk full while writing /data/run/export/ck")
+    assert len(err.splitlines()) == 1, err

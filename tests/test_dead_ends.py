@@ -147,3 +147,15 @@ def test_out_of_memory_during_a_command_is_a_resource_error(monkeypatch, tmp_pat
     monkeypatch.setattr(config_mod, "load", boom)
     line = _one_line(cli(["config", "validate", tmp_path / "x.yaml"]), 6, "out of memory", "model.units")
     assert "more detail" not in line
+
+
+def test_memory_refusal_of_an_absurd_model_is_one_readable_line():
+    """`model.units: 1e400` written as an integer overflowed the float in the message (exit 1): now exit 6's line."""
+    from llmctl.errors import ResourceError
+    from llmctl.schema import Experiment
+
+    exp = Experiment.model_validate({"model": {"units": 10**400}})
+    with pytest.raises(ResourceError) as exc:
+        limits.check_training_memory(exp, vocab_size=100)
+    line = exc.value.one_line()
+    assert "about 10^" in line and len(line) < 600, line

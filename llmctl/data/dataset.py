@@ -131,6 +131,39 @@ class Dataset:
             raise ArtifactError(f"dataset {root} has format version {self.manifest.get('format_version')}, "
                                 f"this llmctl reads {FORMAT_VERSION}", hint="run `llmctl preprocess` again")
         self.dtype = np.dtype(self.manifest["dtype"])
+        self._check_tokenizer_file()
+
+    def _check_tokenizer_file(self) -> None:
+        """The dataset's `tokenizer/tokenizer.json` (copied into every run trained on it, shipped by exports) must
+        load and have the manifest's vocabulary size: a damaged one is refused here, not passed on."""
+        import json
+
+        from llmctl.data.tokenizers import HF_TOKENIZER_FILE, METADATA_FILE
+
+        hint = "run `llmctl preprocess CONFIG --force` to rebuild the dataset"
+        meta = self.layout.tokenizer / METADATA_FILE
+        if meta.is_file():
+            try:
+                data = json.loads(meta.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise ArtifactError(f"{meta} is damaged ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})",
+                                    hint=hint) from None
+            if not isinstance(data, dict) or "kind" not in data or (
+                    data["kind"] in ("char", "word") and not isinstance(data.get("vocab"), list)):
+                raise ArtifactError(f"{meta} is damaged (not an llmctl tokenizer)", hint=hint)
+        path = self.layout.tokenizer / HF_TOKENIZER_FILE
+        if not path.is_file():
+            return  # load_tokenizer reports a missing tokenizer when it is needed
+        try:
+            from tokenizers import Tokenizer as HFTokenizer
+
+            size = HFTokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+        except Exception as exc:  # noqa: BLE001 - the Rust library raises its own exception types
+            problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ArtifactError(f"{path} is not a valid tokenizer file ({problem[:120]})", hint=hint) from None
+        expected = (self.manifest.get("tokenizer") or {}).get("vocab_size")
+        if expected is not None and size != int(expected):
+            raise ArtifactError(f"{path} has {size} tokens but the dataset manifest says {expected}", hint=hint)
 
     @property
     def root(self) -> Path:
@@ -178,7 +211,7 @@ class Dataset:
     def doc_offsets(self, split: str) -> np.ndarray:
         """int64 [n_docs + 1]: document i is tokens[off[i]:off[i+1]]."""
         self._require(split)
-        return np.load(self.layout.docs(split), mmap_mode="r")
+        return self._side_array(self.layout.docs(split), mmap_mode="r")
 
     def labels(self, split: str) -> np.ndarray:
         self._require(split)
@@ -186,7 +219,7 @@ class Dataset:
         if not path.exists():
             raise ArtifactError(f"dataset {self.root} has no labels for `{split}` (task={self.task})",
                                 hint="preprocess with data.task=classify and a label column")
-        return np.load(path)
+        return self._side_array(path)
 
     def response_starts(self, split: str) -> np.ndarray:
         self._require(split)
@@ -194,7 +227,21 @@ class Dataset:
         if not path.exists():
             raise ArtifactError(f"dataset {self.root} has no prompt/response boundaries for `{split}`",
                                 hint="preprocess with data.task=pairs")
-        return np.load(path)
+        return self._side_array(path)
+
+    @staticmethod
+    def _side_array(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+        """A side file (.npy) of the dataset; missing, truncated or not an array is an `ArtifactError`."""
+        try:
+            array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            detail = " ".join(str(exc).split())[:120]
+            raise ArtifactError(f"{path} is damaged ({type(exc).__name__}: {detail})",
+                                hint="the dataset is damaged; run `llmctl preprocess --force`") from None
+        if not isinstance(array, np.ndarray) or array.ndim != 1:
+            raise ArtifactError(f"{path} is damaged (not a 1-D array)",
+                                hint="the dataset is damaged; run `llmctl preprocess --force`")
+        return array
 
     def tokenizer(self):
         from llmctl.data.tokenizers import load_tokenizer

@@ -392,6 +392,10 @@ def _jsonl(spec: FileSpec, opts: ReadOptions, counter: ReadCounter) -> Iterator[
         except json.JSONDecodeError as exc:
             raise DataError(f"{spec.path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})",
                             hint="each line of a .jsonl file must be one JSON object") from None
+        except RecursionError:
+            raise DataError(f"{spec.path}:{lineno}: JSON nested too deeply to read",
+                            hint="each line of a .jsonl file must be one flat JSON object (text and label fields)"
+                            ) from None
         if not isinstance(obj, dict):
             raise DataError(f"{spec.path}:{lineno}: expected a JSON object, got {type(obj).__name__}",
                             hint="each line of a .jsonl file must be one JSON object")

@@ -28,7 +28,15 @@ from llmctl.runs import RunDir
 def run_labels(run: RunDir) -> list[str]:
     if not run.labels.is_file():
         raise ArtifactError(f"{run.root} has no labels.json", hint="the run is incomplete; run finetune again")
-    return list(json.loads(run.labels.read_text(encoding="utf-8")))
+    try:
+        labels = json.loads(run.labels.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ArtifactError(f"{run.labels} is damaged ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})",
+                            hint="the run is damaged; run finetune again") from None
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, (str, int)) for x in labels):
+        raise ArtifactError(f"{run.labels} is damaged (not a list of label names)",
+                            hint="the run is damaged; run finetune again")
+    return [str(x) for x in labels]
 
 
 def check_same_labels(run_names: list[str], data_names: list[str], ds_root) -> None:

@@ -93,6 +93,14 @@ def build_distribution(cfg) -> Distribution:
         return Distribution("none", tf.distribute.get_strategy(), devices=[_default_device(tf)])
     if kind == "mirrored":
         devices = list(cfg.devices)
+        if devices:  # TensorFlow would place a device it does not have on the CPU, silently
+            known = {_device_key(d.name) for d in tf.config.list_logical_devices()}
+            missing = [d for d in devices if _device_key(d) not in known]
+            if missing:
+                raise ResourceError(f"distribute.devices {missing} not found on this machine (TensorFlow sees "
+                                    f"{', '.join(sorted(known)) or 'no device'})",
+                                    hint="list devices TensorFlow sees, e.g. /gpu:0 /gpu:1 or /cpu:0 /cpu:1 with "
+                                         "distribute.logical_cpus")
         if not devices:
             gpus = tf.config.list_logical_devices("GPU")
             devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -120,6 +128,12 @@ def build_distribution(cfg) -> Distribution:
         return Distribution("multi_worker", strategy, num_replicas=strategy.num_replicas_in_sync,
                             num_workers=workers, worker_index=index, is_chief=is_chief, devices=local)
     raise ConfigError(f"distribute.strategy={kind!r} is not supported", hint="use none, mirrored or multi_worker")
+
+
+def _device_key(name: str) -> str:
+    """`/job:localhost/replica:0/task:0/device:GPU:1`, `/gpu:1`, `GPU:1` → `gpu:1`."""
+    tail = name.strip().lower().rsplit("/", 1)[-1]
+    return tail[len("device:"):] if tail.startswith("device:") else tail
 
 
 def _default_device(tf) -> str:
