@@ -151,6 +151,8 @@ class Forker:
     @staticmethod
     def _child(args, cwd, paths, env) -> None:
         code = 1
+        # a sweep started in the background (`&`) inherits SIGINT ignored; a user's llmctl gets Ctrl-C
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             for fd, name, mode in ((0, "in", os.O_RDONLY), (1, "out", os.O_WRONLY | os.O_CREAT),
                                    (2, "err", os.O_WRONLY | os.O_CREAT)):
@@ -190,6 +192,7 @@ class Forker:
             pid = os.fork()
             if pid == 0:  # the child: never returns
                 code = 1
+                signal.signal(signal.SIGINT, signal.default_int_handler)
                 try:
                     for fd, name, mode in ((0, "in", os.O_RDONLY), (1, "out", os.O_WRONLY | os.O_CREAT),
                                            (2, "err", os.O_WRONLY | os.O_CREAT)):
@@ -474,6 +477,7 @@ def ro_bind(path: Path) -> Path:
 
 
 CLEANUPS: list[Callable[[], object]] = []
+KINDS: list[str] = []  # --kinds: which commands the kill trials interrupt (default: the fixed plan)
 BAD_VECTORS = b"the 1 2 x\nfox 3\n"
 JSONL_LINE = b'{"text": "the quick brown fox", "label": "pos"}\n{"text": "a lazy dog", "label": "neg"}\n'
 
@@ -1180,7 +1184,8 @@ def _popen(args: list, cwd: Path):
     if isinstance(_RUNNER, Forker):
         return _RUNNER.start(args, cwd)
     return subprocess.Popen([sys.executable, "-m", "llmctl", *map(str, args)], cwd=cwd, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def interrupt(args: list, cwd: Path, after: float, sig: int) -> tuple[int, str, float]:
@@ -1237,14 +1242,16 @@ def run_kill_trials(ws: Workspace, n: int, seed: int, log) -> tuple[list[Trial],
         cfg["data"]["train"] = [str(kroot / "corpus.txt")]
         return write_cfg(kroot / f"{name}.yaml", cfg)
 
+    (kroot / "corpus.txt").write_text(corpus(1500 if not KINDS else 20000, seed=5), encoding="utf-8")
     ref_out = spawner.run(["preprocess", pt_cfg("ref")], kroot, timeout=900)
     assert ref_out.code == 0, ref_out.stderr
     ref_pp = ref_out.seconds
     data_sig = {p.name: p.read_bytes() for p in (kroot / "data").iterdir() if p.suffix in (".tokens", ".npy")}
     t0 = time.time()
-    ref = spawner.run(["pretrain", pt_cfg("ref")], kroot, timeout=900)
-    assert ref.code == 0, ref.stderr
-    ref_pt = time.time() - t0
+    if not KINDS or "pretrain" in KINDS:
+        ref = spawner.run(["pretrain", pt_cfg("ref")], kroot, timeout=900)
+        assert ref.code == 0, ref.stderr
+    ref_pt = time.time() - t0 if not KINDS or "pretrain" in KINDS else 20.0
     ref_rows = metrics_rows(kroot / "runs" / "ref")
     log(f"  reference: preprocess {ref_pp:.1f}s, pretrain {ref_pt:.1f}s ({len(ref_rows)} metric rows)")
 
@@ -1256,6 +1263,8 @@ def run_kill_trials(ws: Workspace, n: int, seed: int, log) -> tuple[list[Trial],
 
     plan = (["pretrain"] * 9 + ["preprocess"] * 6 + ["finetune"] * 4 + ["export"] * 4)
     plan = plan[:max(n, 0)] + ["pretrain"] * max(0, n - len(plan))
+    if KINDS:
+        plan = [k for k in KINDS for _ in range(n)][:n * len(KINDS)]
     for i, what in enumerate(plan):
         sig = signal.SIGKILL if i % 2 == 0 else signal.SIGINT
         sname = "KILL" if sig == signal.SIGKILL else "INT"
@@ -1315,6 +1324,8 @@ def run_kill_trials(ws: Workspace, n: int, seed: int, log) -> tuple[list[Trial],
                          (ok_export and intact) if ok_export is not None else None,
                          "" if intact else "export left half-written after the kill"))
 
+    if KINDS and "pretrain" not in KINDS:
+        return trials, {}
     # --- the explicit bit-exact check: kill -9 after a checkpoint, resume, compare with the reference
     cfg = pt_cfg("exact")
     proc = _popen(["pretrain", cfg], kroot)
@@ -1450,6 +1461,7 @@ def summarize(results: list[Result], trials: list[Trial], exact: dict, races: li
               f"same result {t.exact} {'ok' if t.ok else 'FAIL'} {t.note}\n")
         w(f"  trials: {len(trials)} ({collections.Counter(t.signal for t in trials)}), next command succeeded: "
           f"{sum(t.final_code == 0 for t in trials)}, leftovers after it: {sum(bool(t.strays) for t in trials)}, "
+          f"signal landed on a running command: {sum(t.killed_code != 0 for t in trials)}, "
           f"interrupted pretrain equal to the uninterrupted run: "
           f"{sum(bool(t.exact) for t in trials if t.name.startswith('pretrain'))}/"
           f"{sum(t.name.startswith('pretrain') for t in trials)}, failing: {sum(not t.ok for t in trials)}\n")
@@ -1473,7 +1485,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--out", type=Path, default=None, help="also write the summary here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace")
+    parser.add_argument("--kinds", default="", help="kill trials of these commands only, --trials each "
+                                                    "(e.g. preprocess,export)")
     args = parser.parse_args(argv)
+    KINDS[:] = [k for k in args.kinds.split(",") if k]
 
     started = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="llmctl-sweep-"))

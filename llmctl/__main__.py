@@ -1,3 +1,3 @@
-from llmctl.cli import main
+from llmctl.entry import main
 
 main()

@@ -413,3 +413,22 @@ def test_tensorflow_disk_full_is_named_disk_full(capsys):
     err = capsys.readouterr().err
     assert exc.value.exit_code == 6 and err.startswith("resource error: disk full while writing /data/run/export/ck")
     assert len(err.splitlines()) == 1, err
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in the first moments (Typer and Rich still importing) was a KeyboardInterrupt traceback."""
+    import builtins
+
+    from llmctl import entry
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "llmctl.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    with pytest.raises(SystemExit) as exc:
+        entry.main()
+    assert exc.value.code == 130 and capsys.readouterr().err == "interrupted: stopped by Ctrl-C\n"
