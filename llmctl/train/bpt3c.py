@@ -7,7 +7,7 @@ state and pools over the whole document. Memory and step time are bounded by the
 whatever the document length.
 
     reader = ChunkedReader(model, chunk=bptt, backprop_tokens=256)
-    batch = reader.training_batch(tokens, labels)        # tuple matching `reader.input_signature`
+    batch = reader.training_batch(tokens, labels)        # arrays cut along `reader.batch_axes`
     loss = reader.loss_function(class_weights)(*batch, training=True)
 """
 

@@ -137,7 +137,7 @@ run: {{name: {run}, dir: runs, progress: none, seed: 1}}
 data: {{dir: data/long, task: classify, train: [train.tsv], valid: [valid.tsv]}}
 tokenizer: {{kind: word}}
 model: {{embedding_dim: 16, layers: 1, units: 24, dropout: 0.0, output_dropout: 0.0}}
-train: {{epochs: 3, batch_size: 16, bptt: 16, lr: 0.01, log_every: 5}}
+train: {{epochs: 6, batch_size: 16, bptt: 16, lr: 0.01, log_every: 5}}
 finetune: {{task: classify, pooling: concat, head_units: 16, head_dropout: 0.0, max_length: null,
            backprop_tokens: 16}}
 """
