@@ -60,14 +60,24 @@ def weighted_layers(model) -> list[tuple[str, list[Any]]]:
         out = [("embedding", [model.encoder.embedding.embeddings])]
         out += [(f"lstm_{i}", list(lstm.weights)) for i, lstm in enumerate(model.encoder.lstms)]
         out += [(f"backward_lstm_{i}", list(lstm.weights)) for i, lstm in enumerate(model.backward_lstms)]
+        if model.pool_norm is not None:
+            out.append(("pool_norm", _norm_weights(model.pool_norm)))
         if model.hidden is not None:
             out.append(("head_hidden", list(model.hidden.weights)))
+            if model.hidden_norm is not None:
+                out.append(("hidden_norm", _norm_weights(model.hidden_norm)))
         return out + [("class_logits", list(model.logits_layer.weights))]
     out = [("embedding", [model.embedding.embeddings])]
     out += [(f"lstm_{i}", list(lstm.weights)) for i, lstm in enumerate(model.lstms)]
     if model.projection is not None:
         out.append(("tie_projection", list(model.projection.weights)))
     return out + [("head", [None, model.output_bias] if model.tie_embeddings else list(model.head.weights))]
+
+
+def _norm_weights(layer) -> list[Any]:
+    """A head norm's variables in stock `BatchNormalization` order (its first-batch flag stays behind: inference
+    uses the fixed statistics either way)."""
+    return [layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance]
 
 
 def _lstm_stack(x, lstms, dropout: float, prefix: str, dropout_prefix: str):
@@ -115,9 +125,13 @@ def _classifier_graph(model, tokens):
         backward = _lstm_stack(backward, model.backward_lstms, enc.dropout_rate, "backward_lstm_",
                                "backward_dropout_")
         pooled = ops.concatenate([pooled, masked_pool(backward, mask, model.pooling)], axis=-1)
+    if model.pool_norm is not None:  # the head norms' fixed statistics: stock batch normalisation at inference
+        pooled = layers.BatchNormalization(epsilon=model.pool_norm.epsilon, dtype="float32", name="pool_norm")(pooled)
     x = layers.Dropout(model.head_dropout_rate, dtype="float32", name="pool_dropout")(pooled)
     if model.hidden is not None:
         x = layers.Dense(model.head_units, activation="relu", dtype="float32", name="head_hidden")(x)
+        if model.hidden_norm is not None:
+            x = layers.BatchNormalization(epsilon=model.hidden_norm.epsilon, dtype="float32", name="hidden_norm")(x)
         x = layers.Dropout(model.head_dropout_rate, dtype="float32", name="head_dropout")(x)
     return layers.Dense(model.num_classes, dtype="float32", name="class_logits")(x)
 

@@ -62,6 +62,13 @@ def _classifier(**options) -> SequenceClassifier:
     return model
 
 
+def _normalised_classifier() -> SequenceClassifier:
+    model = _classifier(pooling="concat", head_units=4, start_id=3, head_norm="batch")
+    for norm in (model.pool_norm, model.hidden_norm):   # variances must stay positive
+        norm.moving_variance.assign(np.abs(np.asarray(norm.moving_variance)) + 0.05)
+    return model
+
+
 MODELS = {
     "lm": lambda: _lm(),
     "lm_tied_projection": lambda: _lm(tie_embeddings=True),  # units 6 ≠ embedding 8: a projection
@@ -69,6 +76,7 @@ MODELS = {
     "classifier_concat_start": lambda: _classifier(pooling="concat", head_units=4, start_id=3),
     "classifier_last_no_hidden": lambda: _classifier(pooling="last", head_units=0),
     "classifier_bidirectional": lambda: _classifier(pooling="concat", head_units=4, bidirectional=True),
+    "classifier_head_norm": _normalised_classifier,
 }
 
 
