@@ -39,7 +39,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 RECIPES = {"pretrained": "imdb_classify.yaml", "scratch": "imdb_scratch.yaml"}
 FULL = 20_000
 # labels -> (epochs, evaluate every N steps, max_time seconds, batch size): identical for both sides of a point
-BUDGETS = {100: (20, 35, 300, 16), 1000: (8, 64, 600, 32), FULL: (1, 104, 1000, 64)}
+BUDGETS = {100: (20, 35, 300, 16), 1000: (8, 64, 600, 32), FULL: (1, 104, 840, 64)}
 
 
 def budget(labels: int) -> tuple[int, int, int, int]:
