@@ -78,7 +78,7 @@ def test_out_of_memory_model_is_refused_up_front_and_leaves_nothing(built: Built
     config = built.config
     line = _one_line(cli(["pretrain", config, "--set", "run.name=oom", "--set", "model.units=2000000"]), 6,
                      "memory", "model.units")
-    assert "2000000 LSTM" in line
+    assert "2,000,000 LSTM" in line
     assert not (built.root / "runs" / "oom").exists()
 
 
@@ -159,3 +159,14 @@ def test_memory_refusal_of_an_absurd_model_is_one_readable_line():
         limits.check_training_memory(exp, vocab_size=100)
     line = exc.value.one_line()
     assert "about 10^" in line and len(line) < 600, line
+
+
+def test_a_refused_resume_of_a_damaged_checkpoint_rewrites_nothing(built: Built, tmp_path):
+    run = tmp_path / "runs" / "damaged"
+    shutil.copytree(built.run, run)
+    pointer = json.loads((run / "checkpoints" / "state.json").read_text(encoding="utf-8"))
+    data = next((run / "checkpoints").glob(f"{pointer['last'][-1]['prefix']}.data-*"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    before = {name: (run / name).read_bytes() for name in ("config.yaml", "run.json")}
+    _one_line(cli(["pretrain", run, "--resume", "--set", "train.max_steps=6"]), 4, "damaged")
+    assert {name: (run / name).read_bytes() for name in before} == before

@@ -115,6 +115,17 @@ def load_weights(model, prefix: Path) -> None:
         raise _damaged_error(prefix) from exc
 
 
+def check_readable(prefix: Path) -> None:
+    """Read every tensor of checkpoint `prefix` (ArtifactError when its files are truncated or corrupt): a resume
+    checks this before it touches the run directory."""
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (ValueError, IndexError, OSError, tf.errors.OpError):
+        raise _damaged_error(prefix) from None
+
+
 def _damaged(prefix: Path, exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, tf.errors.DataLossError) or "read less bytes" in text or "truncated" in text \

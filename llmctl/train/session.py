@@ -195,6 +195,10 @@ def open_run(exp, ds, *, kind: str, info: dict[str, Any], parent: RunDir | None 
                                 hint="choose another run.name, or pass --overwrite to replace it")
     if dist is not None:
         dist.barrier()  # every worker decided before the chief touches the directory
+    if resuming:  # a damaged checkpoint refuses the resume before config.yaml / run.json are rewritten
+        from llmctl.models.checkpoint_io import check_readable, resolve_checkpoint
+
+        check_readable(resolve_checkpoint(run.checkpoints, "last")[0])
     if dist is None or dist.is_chief:
         allow_existing = resuming or (want == "auto" and existing and not has_checkpoint)
         run.prepare(exp, kind=kind, resume=allow_existing, overwrite=exp.run.overwrite or stub)
