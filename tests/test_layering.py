@@ -28,7 +28,7 @@ ALLOWED = {  # layer → the layers it may import (besides itself)
     "export": LOWER | {"data", "models", "inference_run", "generate"},
     "train": LOWER | {"data", "models", "evaluation"},
     "commands": LOWER | {"data", "models", "inference_run", "generate", "evaluation"},
-    "serve": LOWER | {"data", "models", "inference_run", "generate", "commands"},
+    "serve": LOWER | {"data", "models", "inference_run", "generate", "commands", "export"},  # tflite: export's step
     "demo": LOWER,
     "cli": set(),  # the command line may import anything (it does so lazily, per command)
 }
@@ -40,6 +40,9 @@ DEMOS = {"demo_data", "pairs_demo"}
 KNOWN = {
     ("llmctl.evaluation.lm", "llmctl.train.loop"),  # StreamEvaluator: training's exact stream validation
     ("llmctl.evaluation.pairs", "llmctl.train.finetune_pairs"),  # ResponseScorer, check_pairs
+    # RunDir.prepare refuses a resume with a damaged tokenizer/ (#16 sweep) through inference_run's loader; to move
+    # into the training session, which opens the run
+    ("llmctl.runs", "llmctl.inference_run"),
 }
 
 
@@ -52,7 +55,7 @@ def layer_of(module: str) -> str:
         return "commands"
     if name in DEMOS:
         return "demo"
-    if name in ("cli", "__main__"):
+    if name in ("cli", "__main__", "entry"):  # entry: the console script, wrapping cli
         return "cli"
     return name  # a package (data, models, ...) or inference_run
 
