@@ -1,4 +1,5 @@
-"""The `llmctl` command line. Thin commands, lazy imports; the only place that prints errors and exits.
+"""The `llmctl` command line: the command table. Thin commands, lazy imports; with `cli_errors` (one line and an
+exit code per error) and `cli_output` (results on stdout), the only place that prints errors and exits.
 
 `llmctl --help` and `llmctl config ...` never import TensorFlow: each command imports its module when it runs.
 Exit codes: 0 ok, 1 unexpected, 2 config, 3 data, 4 artifact, 5 training, 6 resource, 130 interrupted.
@@ -7,53 +8,22 @@ Exit codes: 0 ok, 1 unexpected, 2 config, 3 data, 4 artifact, 5 training, 6 reso
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 import typer
 
 from llmctl import __version__
-
-
-class _OneLineUsageErrors(typer.core.TyperGroup):
-    """Bad options and arguments are one line on stderr (exit 2), like every other llmctl error — not Typer's
-    multi-line usage box."""
-
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        try:  # recent Typer vendors its own click
-            from typer import _click as click
-        except ImportError:  # pragma: no cover - older Typer on plain click
-            import click
-
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
-        except click.exceptions.NoArgsIsHelpError as exc:  # `llmctl` / `llmctl config` alone: the help
-            if exc.format_message().strip():  # (Rich help was printed already while the error was made)
-                typer.echo(exc.format_message())
-            sys.exit(exc.exit_code)
-        except click.exceptions.ClickException as exc:
-            ctx = getattr(exc, "ctx", None)
-            where = f"{ctx.command_path}: " if ctx is not None else ""
-            help_hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-            message = " ".join(exc.format_message().split())
-            sys.stderr.write(f"usage error: {where}{message}{help_hint}\n")
-            sys.exit(exc.exit_code)
-        except typer.Abort:
-            sys.stderr.write("interrupted: stopped by Ctrl-C\n")
-            sys.exit(130)
-        sys.exit(code if isinstance(code, int) else 0)
-
+from llmctl.cli_errors import OneLineUsageErrors, fail, guard
+from llmctl.cli_output import print_predictions, print_result, serve_event
 
 app = typer.Typer(
     name="llmctl",
-    cls=_OneLineUsageErrors,
+    cls=OneLineUsageErrors,
     help="From raw text to a trained, evaluated and usable LSTM language model — one YAML config per experiment.\n\n"
          "Typical flow: preprocess → pretrain → (finetune) → evaluate → generate → export → serve.",
     no_args_is_help=True,
@@ -86,77 +56,6 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 # ---------------------------------------------------------------- plumbing
 
 
-def _fail(message: str, code: int) -> None:
-    sys.stderr.write(message.rstrip() + "\n")
-    raise typer.Exit(code)
-
-
-def _guard(debug: bool, body: Callable[[], Any]) -> Any:
-    """Run `body`, mapping typed errors to one stderr line and an exit code (traceback only with --debug)."""
-    from llmctl.errors import LlmctlError
-
-    if debug:
-        os.environ["LLMCTL_DEBUG"] = "1"
-    from llmctl import locks
-
-    try:
-        with locks.session():  # a run / dataset directory locked by the command is released when it ends
-            return body()
-    except typer.Exit:
-        raise
-    except LlmctlError as exc:
-        if debug:
-            raise
-        _fail(exc.one_line(), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted: stopped by Ctrl-C; finished artifacts are intact, partial ones were discarded", 130)
-    except OSError as exc:
-        if debug or exc.errno not in _OS_ERRORS:
-            raise
-        _fail(_os_error_line(exc), _OS_ERRORS[exc.errno][0])
-    except Exception as exc:  # noqa: BLE001 - last resort: still one line unless --debug
-        if debug:
-            raise
-        text = str(exc)
-        if type(exc).__name__ == "ResourceExhaustedError" and ("No space left" in text or "quota" in text.lower()):
-            import re  # TensorFlow reports a full disk as ResourceExhausted: "<file>; No space left on device"
-
-            where = re.search(r"(/\S+?)(?:_temp/|;| )", text.split("}}", 1)[-1])
-            _fail(f"resource error: disk full while writing{' ' + where.group(1) if where else ''} (free space and "
-                  "run again; finished artifacts were not overwritten)", 6)
-        if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
-            detail = " ".join(str(exc).split("\n")[0].split())[:200]
-            _fail(f"resource error: out of memory ({type(exc).__name__}{': ' + detail if detail else ''}) (make "
-                  "the model or batch smaller: model.units, model.layers, train.batch_size, train.bptt)", 6)
-        _fail(f"error: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback and "
-              "report it)", 1)
-
-
-_OS_ERRORS = {  # errno → (exit code, hint): what the file system refused, for paths no check named first
-    errno.ENOSPC: (6, "free space and run again; finished artifacts were not overwritten"),
-    errno.EDQUOT: (6, "free space (disk quota) and run again; finished artifacts were not overwritten"),
-    errno.EFBIG: (6, "the file size limit (ulimit -f) is too small for this artifact"),
-    errno.EROFS: (6, "the file system is read-only: point run.dir / data.dir / export.dir at a writable folder"),
-    errno.EACCES: (6, "check the permissions, or point run.dir / data.dir / export.dir at a writable folder"),
-    errno.EPERM: (6, "check the permissions (and immutable attributes), or point run.dir / data.dir / export.dir at a "
-                     "writable folder"),
-    errno.ENOTDIR: (4, "a path in the config goes through a file: point it at a folder"),
-    errno.EEXIST: (4, "a path in the config goes through a file: point it at a folder"),
-    errno.EISDIR: (4, "a path in the config names a folder where a file is expected"),
-    errno.ENAMETOOLONG: (2, "shorten the path in the config"),
-    errno.ELOOP: (4, "a symbolic link in the path points to itself"),
-}
-
-
-def _os_error_line(exc: OSError) -> str:
-    code, hint = _OS_ERRORS[exc.errno]
-    kind = {2: "config error", 4: "artifact error", 6: "resource error"}[code]
-    what = f" {exc.filename}" if exc.filename else ""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"{kind}: disk full while writing{what} ({hint})"
-    return f"{kind}: cannot use{what}: {exc.strerror or exc} ({hint})"
-
-
 def _load(config: Path, overrides: Optional[List[str]], quiet: bool = False, extra: tuple[str, ...] = ()):
     from llmctl import config as config_mod
 
@@ -172,34 +71,6 @@ def _reporter(exp):
     return Reporter(exp.run.progress)
 
 
-def _print_result(result, as_json: bool) -> None:
-    if result.rendered:  # the command already wrote its output (e.g. generate's streamed text or JSONL)
-        return
-    if as_json:
-        sys.stdout.write(json.dumps(result.as_dict(), default=str, ensure_ascii=False) + "\n")
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    table = Table(title=result.title, show_header=False)
-    table.add_column("key", style="bold")
-    table.add_column("value")
-    for key, value in result.values.items():
-        if isinstance(value, (dict, list)):
-            continue
-        table.add_row(str(key), _fmt(value))
-    console.print(table)
-    for line in result.lines:
-        console.print(line)
-
-
-def _fmt(value: Any) -> str:
-    from llmctl.progress import _fmt as fmt
-
-    return fmt(value)
-
-
 def _command(module: str, config: Path, overrides, debug: bool, quiet: bool, as_json: bool = False,
              extra: tuple[str, ...] = (), **options: Any) -> None:
     def body():
@@ -209,9 +80,9 @@ def _command(module: str, config: Path, overrides, debug: bool, quiet: bool, as_
             options["as_json"] = as_json
         with _no_stub_left(exp, module):
             result = mod.run(exp, reporter=_reporter(exp), **options)
-        _print_result(result, as_json)
+        print_result(result, as_json)
 
-    _guard(debug, body)
+    guard(debug, body)
 
 
 _TRAINERS = ("llmctl.train.pretrain", "llmctl.train.finetune")
@@ -312,9 +183,9 @@ def generate(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt,
         check_generation(exp.generate, prompts or exp.generate.prompts)  # sizes, before the model is loaded
         from llmctl.generate import generate as generate_mod
 
-        _print_result(generate_mod.run(exp, reporter=_reporter(exp), prompts=prompts, as_json=as_json), as_json)
+        print_result(generate_mod.run(exp, reporter=_reporter(exp), prompts=prompts, as_json=as_json), as_json)
 
-    _guard(debug, body)
+    guard(debug, body)
 
 
 def _collect_prompts(prompt: Optional[List[str]], prompts_file: Optional[Path]) -> Optional[list[str]]:
@@ -329,7 +200,7 @@ def _collect_prompts(prompt: Optional[List[str]], prompts_file: Optional[Path]) 
             try:
                 prompts += prompts_file.read_text(encoding="utf-8").splitlines()
             except (OSError, UnicodeDecodeError) as exc:
-                _fail(f"data error: cannot read prompts file {prompts_file}: {exc}", 3)
+                fail(f"data error: cannot read prompts file {prompts_file}: {exc}", 3)
     elif not prompts and not sys.stdin.isatty() and not os.environ.get("LLMCTL_NO_STDIN"):
         data = sys.stdin.read()
         prompts += [line for line in data.splitlines()]
@@ -360,21 +231,9 @@ def serve(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt,
         exp = _load(config, set_, quiet, extra)
         from llmctl import serve as serve_mod
 
-        serve_mod.run(exp, reporter=_reporter(exp), on_event=_serve_event)
+        serve_mod.run(exp, reporter=_reporter(exp), on_event=serve_event)
 
-    _guard(debug, body)
-
-
-def _serve_event(name: str, values: dict) -> None:
-    if name == "listening":
-        line = (f"llmctl serve: {values['model']} ({values['kind']}) listening on {values['url']} — warming up; "
-                "GET /health answers 200 when ready")
-    elif name == "ready":
-        line = f"llmctl serve: ready after {values['seconds']:.1f} s"
-    else:
-        line = "llmctl serve: stopped (in-flight requests finished)"
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+    guard(debug, body)
 
 
 # ---------------------------------------------------------------- config commands
@@ -383,7 +242,7 @@ def _serve_event(name: str, values: dict) -> None:
 @config_app.command("validate", epilog="Example: llmctl config validate configs/demo.yaml --set train.lr=0.01")
 def config_validate(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt, debug: bool = DebugOpt) -> None:
     """Check a config (extends, overrides, types, ranges, unknown keys) and report every problem at once."""
-    _guard(debug, lambda: (_load(config, set_), typer.echo(f"ok: {config} is valid")))
+    guard(debug, lambda: (_load(config, set_), typer.echo(f"ok: {config} is valid")))
 
 
 @config_app.command("show", epilog="Example: llmctl config show configs/demo.yaml --set train.epochs=2")
@@ -391,7 +250,7 @@ def config_show(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt, de
     """Print the resolved config (extends merged, overrides applied, paths absolute) as YAML."""
     from llmctl import config as config_mod
 
-    _guard(debug, lambda: typer.echo(config_mod.dump_yaml(_load(config, set_)), nl=False))
+    guard(debug, lambda: typer.echo(config_mod.dump_yaml(_load(config, set_)), nl=False))
 
 
 @config_app.command("schema", epilog="Example: llmctl config schema > docs/config.md")
@@ -416,9 +275,9 @@ def predict(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt,
         from llmctl import predict as predict_mod
 
         result = predict_mod.run(exp, reporter=_reporter(exp), texts=texts, as_json=as_json)
-        _print_predictions(result, as_json)
+        print_predictions(result, as_json)
 
-    _guard(debug, body)
+    guard(debug, body)
 
 
 def _collect_texts(text: Optional[List[str]], file: Optional[Path]) -> list[str]:
@@ -440,23 +299,6 @@ def _collect_texts(text: Optional[List[str]], file: Optional[Path]) -> list[str]
     elif not texts and not sys.stdin.isatty() and not os.environ.get("LLMCTL_NO_STDIN"):
         texts += [line for line in sys.stdin.read().splitlines() if line.strip()]
     return texts
-
-
-def _print_predictions(result, as_json: bool) -> None:
-    if as_json:
-        for line in result.lines:
-            sys.stdout.write(line + "\n")
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=result.title)
-    for column in ("text", "label", "probability"):
-        table.add_column(column)
-    for p in result.values["predictions"]:
-        shown = p["text"] if len(p["text"]) <= 70 else p["text"][:67] + "..."
-        table.add_row(shown, p["label"], f"{p['probability']:.3f}")
-    Console(highlight=False).print(table)
 
 
 def main() -> None:

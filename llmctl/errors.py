@@ -1,4 +1,5 @@
-"""Typed errors. Core code raises these; only `llmctl.cli` prints them and maps them to exit codes.
+"""Typed errors. Core code raises these; only the command line (`llmctl.cli_errors`) prints them and maps them to
+exit codes.
 
 Every message is one line that names the problem and, where there is one, the fix.
 """

@@ -31,7 +31,7 @@ class InferenceRun:
 
 def open_run(exp) -> InferenceRun:
     """The run `exp.run.dir/exp.run.name`, which must hold a trained model, a config, a tokenizer and run.json."""
-    from llmctl import config as config_mod
+    from llmctl.config_validation import validate
     from llmctl.data.normalize import Normalizer
     from llmctl.data.preprocess import dataset_fingerprint
 
@@ -41,7 +41,7 @@ def open_run(exp) -> InferenceRun:
     kind = info.get("kind", "lm")
     if not run.config.is_file():
         raise ArtifactError(f"{run.root} has no config.yaml", hint="pass a run directory made by llmctl")
-    saved = config_mod.validate(run.saved_config(), source=str(run.config))
+    saved = validate(run.saved_config(), source=str(run.config))
     tokenizer = load_run_tokenizer(run)
     normalizer = Normalizer(saved.data.normalize)
     combined = dataset_fingerprint(tokenizer.fingerprint(), normalizer.settings())

@@ -6,8 +6,8 @@
 
 The estimates are deliberately low (lower bounds of what TensorFlow allocates), so they refuse only what cannot
 work: a model whose weights, gradients and optimizer moments alone exceed the memory available, not one that merely
-might be tight. Config sizes are capped in `llmctl.config` (file size, problems listed) and `llmctl.schema`
-(`generate.max_new_tokens`).
+might be tight. Config sizes are capped in `llmctl.config_yaml` (file size, nesting), `llmctl.config_validation`
+(problems listed) and `llmctl.schema` (`generate.max_new_tokens`).
 """
 
 from __future__ import annotations

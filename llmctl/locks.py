@@ -12,7 +12,8 @@ Directories that are replaced as a whole by a rename (datasets, exports) are loc
 a lock file inside would be renamed away with the old directory.
 
 Locks taken during a command are released when it ends: the commands' entry points (`preprocess.run`,
-`pretrain.run`, `finetune.run`, `export.run`) are `@scoped`, and `llmctl.cli` runs every command in `session()`.
+`pretrain.run`, `finetune.run`, `export.run`) are `@scoped`, and the command line runs every command in
+`session()` (`llmctl.cli_errors.guard`).
 """
 
 from __future__ import annotations

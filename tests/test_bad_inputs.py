@@ -329,13 +329,13 @@ def test_file_system_refusals_are_one_line_with_the_readme_code(capsys, code, er
 
     import typer
 
-    from llmctl import cli as cli_mod
+    from llmctl import cli_errors
 
     def body():
         raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)), "/x/y")
 
     with pytest.raises(typer.Exit) as exc:
-        cli_mod._guard(False, body)
+        cli_errors.guard(False, body)
     err = capsys.readouterr().err
     assert exc.value.exit_code == code and len(err.splitlines()) == 1 and needle in err and "/x/y" in err, err
 
@@ -398,7 +398,7 @@ def test_tensorflow_disk_full_is_named_disk_full(capsys):
     memory" (exit 6 either way)."""
     import typer
 
-    from llmctl import cli as cli_mod
+    from llmctl import cli_errors
 
     class ResourceExhaustedError(Exception):
         pass
@@ -409,7 +409,7 @@ def test_tensorflow_disk_full_is_named_disk_full(capsys):
                                      "[Op:SaveV2]")
 
     with pytest.raises(typer.Exit) as exc:
-        cli_mod._guard(False, body)
+        cli_errors.guard(False, body)
     err = capsys.readouterr().err
     assert exc.value.exit_code == 6 and err.startswith("resource error: disk full while writing /data/run/export/ck")
     assert len(err.splitlines()) == 1, err

@@ -16,7 +16,7 @@ PACKAGE = ROOT / "llmctl"
 
 # top-level modules every layer may use: files, errors, config, the run layout, reporting
 FOUNDATION = {"__init__", "atomic", "errors", "tfenv", "limits", "locks", "progress", "results", "schema",
-              "schema_docs", "config", "runs", "machine_cache"}
+              "schema_docs", "config", "config_yaml", "config_fields", "config_validation", "runs", "machine_cache"}
 LOWER = {"foundation"}
 ALLOWED = {  # layer → the layers it may import (besides itself)
     "foundation": set(),
@@ -55,7 +55,7 @@ def layer_of(module: str) -> str:
         return "commands"
     if name in DEMOS:
         return "demo"
-    if name in ("cli", "__main__", "entry"):  # entry: the console script, wrapping cli
+    if name in ("cli", "cli_errors", "cli_output", "__main__", "entry"):  # entry: the console script, wrapping cli
         return "cli"
     return name  # a package (data, models, ...) or inference_run
 

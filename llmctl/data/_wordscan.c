@@ -28,7 +28,7 @@
        uint16), counting counts[table[id]] += 1: the token files of preprocess's single word pass get their final
        ids (-1: an id outside the table or a value outside counts — the target is then incomplete).
 
-   The hash of code points p[a:b] is sum(p[a + k] * BASE**k) modulo 2**64, as fast_words._hashes computes it (the
+   The hash of code points p[a:b] is sum(p[a + k] * BASE**k) modulo 2**64, as fast_words.scan._hashes computes it (the
    numpy path and this store must agree: a word hashed both ways gets one slot). The GIL is released while a text
    is split and looked up. Calls that can change a store hold its lock; lookups (`insert` false) take none, so
    several threads can look up in one store at once — which nobody may insert into meanwhile (fast_words' encoder

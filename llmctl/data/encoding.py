@@ -21,8 +21,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from llmctl.data.fast_words import WordCounter, WordEncoder, warm_up
-from llmctl.data.fast_words import count_words as count_words
+from llmctl.data.fast_words.counter import WordCounter
+from llmctl.data.fast_words.counter import count_words as count_words
+from llmctl.data.fast_words.encoder import WordEncoder
+from llmctl.data.fast_words.scan import warm_up
 from llmctl.data.tokenizers import SPECIAL_TOKENS, UNK_ID, load_tokenizer
 
 PARALLEL_MIN_BYTES = 8 << 20      # below this, one process is faster than starting workers (numpy word path)
@@ -43,7 +45,7 @@ def encoder(tokenizer):
     `char` maps code points through a lookup table built from the vocabulary (the same mapping as
     `CharTokenizer.encode`: every code point is its token, unknown ones `<unk>`), which is ~10x faster than
     encoding in Python; `bpe` uses the multi-threaded batch encoder; `word` splits and looks words up with numpy
-    (`fast_words.WordEncoder`: the ids of `WordTokenizer.encode`).
+    (`fast_words.encoder.WordEncoder`: the ids of `WordTokenizer.encode`).
     """
     if tokenizer.kind == "char":
         table = char_table(tokenizer)

@@ -13,6 +13,8 @@ from llmctl.data import sources as src
 from llmctl.data.dataset import FORMAT_VERSION
 from llmctl.data.meter import Meter
 from llmctl.data.normalize import Normalizer
+from llmctl.data.source_decoding import FileInfo, decode_error, inspect_file
+from llmctl.data.source_reading import read_records
 from llmctl.data.splits import carved_fractions
 from llmctl.data.tokenizers import METADATA_FILE, load_tokenizer
 from llmctl.errors import ArtifactError, ConfigError, DataError
@@ -29,7 +31,7 @@ class Group:
 
     name: str
     files: list[src.FileSpec]
-    infos: list[src.FileInfo]
+    infos: list[FileInfo]
     eos: bool = True
 
     @property
@@ -92,13 +94,13 @@ def make_plan(exp, reporter: Reporter) -> Plan:
             infos = []
             for spec in files:
                 counter = src.ReadCounter()
-                infos.append(src.inspect_file(spec.path, opts.encoding, counter))
+                infos.append(inspect_file(spec.path, opts.encoding, counter))
                 meter.done(counter.bytes_read)
                 meter.update(0)
                 if opts.errors == "strict" and infos[-1].bad_offset is not None:
-                    raise src.decode_error(spec.path, opts.encoding, infos[-1].bad_offset)
+                    raise decode_error(spec.path, opts.encoding, infos[-1].bad_offset)
                 if spec.format != "text":  # columns/fields are checked on the first record, before long passes
-                    next(src.read_records(spec, opts, info=infos[-1]), None)
+                    next(read_records(spec, opts, info=infos[-1]), None)
             single_stream = (data.task == "lm" and data.documents == "file" and len(files) == 1
                              and files[0].format == "text")
             groups[name] = Group(name=name, files=files, infos=infos, eos=not single_stream)

@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import __version__, atomic, locks
-from llmctl.data import fast_words
 from llmctl.data import stats as stats_mod
 from llmctl.data.dataset import FORMAT_VERSION, Dataset, token_dtype
 from llmctl.data.encoding import Workers, encoder, workers_for
-from llmctl.data.fast_words import HashCollision
+from llmctl.data.fast_words import scan as word_scan
+from llmctl.data.fast_words.counter import HashCollision
 from llmctl.data.meter import Meter
 from llmctl.data.plan import PREPROCESS_VERSION, Plan, make_plan
 from llmctl.data.records import ScanInfo, labels, scan
@@ -155,7 +155,7 @@ def run(exp, reporter: Reporter | None = None, force: bool = False) -> Result:
                                  "use --force to rebuild"])
     # word work runs in threads with the native word store; otherwise in one process pool for the word pass (or
     # word encoding with a reused tokenizer), started before the scan so that its start-up overlaps it
-    threaded = plan.kind == "word" and fast_words.native is not None
+    threaded = plan.kind == "word" and word_scan.native is not None
     workers = workers_for(plan.total_bytes, exp.data.workers, threads=threaded)
     threads = workers if threaded else 1
     pool = Workers.start(workers) if workers > 1 and plan.kind == "word" and not threaded else None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 from llmctl.data import sources as src
+from llmctl.data.source_reading import read_records
 from llmctl.errors import DataError
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def records(plan: Plan, group: Group, counter: src.ReadCounter, scan: ScanInfo |
     task = plan.task
     for spec, info in zip(group.files, group.infos, strict=True):
         whole = spec.format != "text" or plan.opts.documents == "line"  # records are whole documents
-        for rec in src.read_records(spec, plan.opts, counter, info=info):
+        for rec in read_records(spec, plan.opts, counter, info=info):
             if task == "pairs":
                 if norm:
                     rec = src.Record(prompt=norm(rec.prompt), response=norm(rec.response))

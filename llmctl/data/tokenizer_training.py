@@ -1,6 +1,6 @@
 """The train pass: train the tokenizer on the train split (after routing), streamed.
 
-char counts code points with numpy; word counts words with numpy (`fast_words.WordCounter`), whitespace counts
+char counts code points with numpy; word counts words with numpy (`fast_words.counter.WordCounter`), whitespace counts
 `str.split` tokens with `Counter`; all then build the
 tokenizer with `tokenizers.tokenizer_from_counts`, the vocabulary rule of `train_tokenizer`. bpe trains with
 `train_tokenizer` (the Rust trainer). A word tokenizer normally skips this pass: preprocess counts its words while
@@ -16,7 +16,7 @@ import numpy as np
 
 from llmctl.data import sources as src
 from llmctl.data.encoding import CHUNK_CHARS, MAX_CODE_POINT
-from llmctl.data.fast_words import WordCounter
+from llmctl.data.fast_words.counter import WordCounter
 from llmctl.data.meter import Meter
 from llmctl.data.records import ScanInfo, records
 from llmctl.data.splits import Router

@@ -2,7 +2,7 @@
 
 A word tokenizer that is trained here takes a single pass instead of train + encode (`encode_counting`): the pass
 counts the train split's words while it writes a provisional id for every token (its word's slot in the counting
-process, `fast_words.WordCounter.slots`), and once the vocabulary is built from the counts the token files'
+process, `fast_words.counter.WordCounter.slots`), and once the vocabulary is built from the counts the token files'
 provisional ids are replaced by the real ones (`Sink.remap`).
 
 Document boundaries: every document of a language-model corpus is followed by `<eos>`, except when a split's
@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from llmctl.data import fast_words
 from llmctl.data import sources as src
 from llmctl.data import stats as stats_mod
 from llmctl.data.dataset import SplitWriter, token_dtype
@@ -38,6 +37,8 @@ from llmctl.data.encoding import (
     worker_export,
     worker_slots,
 )
+from llmctl.data.fast_words import scan as word_scan
+from llmctl.data.fast_words.counter import HashCollision, WordCounter, merge_exports
 from llmctl.data.meter import Meter
 from llmctl.data.records import ScanInfo, records
 from llmctl.data.splits import Router
@@ -153,8 +154,8 @@ class Sink:
         target = path.with_name(path.name + ".ids")
         lost = ResourceError("a worker process died while encoding (out of memory?)",
                              hint="run again, or set data.workers=1")
-        if fast_words.native is not None:  # the whole file in C, without the GIL
-            tokens = fast_words.native.remap(path, target, table, counts.token_counts, dtype.itemsize == 4)
+        if word_scan.native is not None:  # the whole file in C, without the GIL
+            tokens = word_scan.native.remap(path, target, table, counts.token_counts, dtype.itemsize == 4)
             if tokens < 0:
                 raise lost
             counts.tokens += tokens
@@ -207,7 +208,7 @@ def encode_all(plan: Plan, scans: dict[str, ScanInfo], tokenizer, tok_dir: Path,
     sinks = {s: Sink(layout, s, dtype, tokenizer.vocab_size) for s in plan.splits()}
     # word encodes in `threads` threads with the native word store (its lookups release the GIL), else in worker
     # processes, on large corpora. char (numpy) and bpe (Rust threads) stay here.
-    if tokenizer.kind == "word" and threads > 1 and fast_words.native is not None:
+    if tokenizer.kind == "word" and threads > 1 and word_scan.native is not None:
         pool = Threads(threads)
         try:
             _encode_groups(plan, scans, Ordered(pool), Task(encoder(tokenizer)), sinks, label_ids, reporter)
@@ -230,9 +231,8 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
     """The single pass of a word tokenizer trained here: encode every group to provisional ids while counting the
     train split's words, build the tokenizer from the counts (`tokenizer_from_counts`, the rule of
     `train_tokenizer`), save it to the layout's tokenizer folder and replace the provisional ids by its ids (in a
-    thread, while the tokenizer is saved). Returns the tokenizer, the sinks and their
-    manifest entries. Raises `fast_words.HashCollision` if words cannot be told apart by hash (take the two-pass
-    path then).
+    thread, while the tokenizer is saved). Returns the tokenizer, the sinks and their manifest entries. Raises
+    `HashCollision` if words cannot be told apart by hash (take the two-pass path then).
 
     The pass runs in `workers` (processes), or in `threads` threads with native word stores (merged at the end,
     `WordCounter.absorb`), or inline."""
@@ -251,12 +251,12 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
             for other in counters[1:]:
                 slots = counter.absorb(other)
                 if slots is None:
-                    raise fast_words.HashCollision("two words share a hash")
+                    raise HashCollision("two words share a hash")
                 own.append(slots)
             limit = tok.max_vocab - len(SPECIAL_TOKENS) if tok.max_vocab is not None else None
             ranked = counter.ranked(tok.min_freq, max(limit, 0) if limit is not None else None)
             exports = [(0, *counter.export())] if ranked is None else []
-    except (fast_words.HashCollision, WorkerLost) as exc:
+    except (HashCollision, WorkerLost) as exc:
         for sink in sinks.values():  # close the token files (the two-pass path writes them again)
             sink.writer.close()
         if isinstance(exc, WorkerLost):
@@ -270,8 +270,8 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
         raise ResourceError("a worker process died while encoding (out of memory?)",
                             hint="run again, or set data.workers=1")
     try:
-        counts, distinct, where = fast_words.merge_exports([part for _, *part in exports])
-    except fast_words.HashCollision:
+        counts, distinct, where = merge_exports([part for _, *part in exports])
+    except HashCollision:
         for sink in sinks.values():
             sink.writer.close()
         raise
@@ -283,17 +283,17 @@ def encode_counting(plan: Plan, scans: dict[str, ScanInfo], layout: DatasetDir, 
 
 
 def _count_in_threads(plan: Plan, scans: dict[str, ScanInfo], sinks: dict[str, Sink], label_ids: dict[str, int],
-                      reporter: Reporter, threads: int) -> list[fast_words.WordCounter]:
+                      reporter: Reporter, threads: int) -> list[WordCounter]:
     """The single pass in this process: in `threads` threads (native word stores only) or inline. Returns the
     counters, one per thread."""
-    if threads > 1 and fast_words.native is not None:
+    if threads > 1 and word_scan.native is not None:
         pool = CountingThreads(threads)
         try:
             _encode_groups(plan, scans, Ordered(pool), Task(pool.slots, counted=True), sinks, label_ids, reporter)
         finally:
             pool.stop()
         return pool.counters
-    counter = fast_words.WordCounter()
+    counter = WordCounter()
 
     def encode(texts: list[str], counted: list[bool]) -> tuple[np.ndarray, np.ndarray]:
         slots, lengths = counter.slots(texts, counted)

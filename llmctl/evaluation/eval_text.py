@@ -74,6 +74,9 @@ def files_text(paths: list[Path], data, normalizer, tokenizer) -> EvalText:
     """
     from llmctl.data import sources as src
     from llmctl.data.preprocess import encoder
+    from llmctl.data.source_decoding import decode_error, inspect_file
+    from llmctl.data.source_reading import read_records
+
     if not paths:
         raise DataError("no files to evaluate", hint="pass --file PATH (repeatable) or set evaluate.files")
     data = data.model_copy(update={"task": "lm"})
@@ -88,13 +91,13 @@ def files_text(paths: list[Path], data, normalizer, tokenizer) -> EvalText:
     documents = 0
     sources = []
     for spec in specs:
-        info = src.inspect_file(spec.path, opts.encoding)
+        info = inspect_file(spec.path, opts.encoding)
         if opts.errors == "strict" and info.bad_offset is not None:
-            raise src.decode_error(info.path, opts.encoding, info.bad_offset)
+            raise decode_error(info.path, opts.encoding, info.bad_offset)
         sources.append({"path": str(spec.path), "format": spec.format, "size": info.size, "sha256": info.sha256})
         open_doc = False
         in_word = False  # the open document's text so far ends inside a word
-        for rec in src.read_records(spec, opts, info=info):
+        for rec in read_records(spec, opts, info=info):
             text = norm(rec.text) if norm else rec.text
             if rec.end and not open_doc and (spec.format != "text" or opts.documents == "line") and not text.strip():
                 continue  # preprocess drops empty records

@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from llmctl.data.specials import EOS_ID, PAD_ID
 from llmctl.generate.beam import beam_search_loop
 from llmctl.generate.graph_sampling import GraphSampler, top_p_target
 from llmctl.generate.logit_processors import apply_repetition_penalty, mask_tokens
@@ -45,8 +46,6 @@ from llmctl.tfenv import import_tf
 tf = import_tf()
 
 STRATEGIES = ("greedy", "sample", "beam")
-PAD_ID = 0
-EOS_ID = 3
 
 
 @dataclass

@@ -141,7 +141,7 @@ def _damaged_error(prefix: Path) -> ArtifactError:
 def run_language_model(run: RunDir):
     """(model with fresh weights, experiment config, run.json info, vocab size) as the run's saved config.yaml
     and tokenizer describe it."""
-    from llmctl import config as config_mod
+    from llmctl.config_validation import validate
     from llmctl.models.lstm_lm import build_language_model
 
     run = RunDir(Path(run.root))
@@ -149,7 +149,7 @@ def run_language_model(run: RunDir):
         raise ArtifactError(f"run directory {run.root} does not exist", hint="check run.name/run.dir or train first")
     if not run.config.is_file():
         raise ArtifactError(f"{run.root} has no config.yaml", hint="pass a run directory made by llmctl")
-    exp = config_mod.validate(run.saved_config(), source=str(run.config))
+    exp = validate(run.saved_config(), source=str(run.config))
     info = run.read_info() if run.info.is_file() else {}
     vocab_size = info.get("vocab_size")
     if not vocab_size:

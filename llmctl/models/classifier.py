@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmctl.data.tokenizers import UNK_ID
+from llmctl.data.specials import PAD_ID, UNK_ID
 from llmctl.models.lstm_lm import LSTMLanguageModel
 from llmctl.tfenv import import_tf
 
@@ -36,7 +36,6 @@ tf = import_tf()
 import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
-PAD_ID = 0
 POOLINGS = ("last", "mean", "max", "concat")
 ENCODER_KEYS = ("vocab_size", "embedding_dim", "num_layers", "units", "embedding_dropout", "dropout",
                 "recurrent_dropout", "freeze_embeddings")

@@ -10,7 +10,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from llmctl.data import fast_words as fw
+from llmctl.data.fast_words import scan
+from llmctl.data.fast_words.counter import HashCollision, WordCounter, count_words, merge_exports
+from llmctl.data.fast_words.encoder import WordEncoder
 from llmctl.data.tokenizers import SPECIAL_TOKENS, UNK_ID, WordTokenizer, split_words, tokenizer_from_counts
 
 # every rule of split_words: word runs, CJK, symbols, marks, skin tones, ZWJ sequences, flags, odd whitespace
@@ -25,16 +27,16 @@ ALPHABET = list("ab1_ ,.!'\"-\n\t\x1céж²½\u0301\u0302\u093f你好ー。，\u
 @pytest.fixture(params=["native", "numpy"])
 def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with the native scanner, then with the numpy path only."""
-    if request.param == "native" and fw.native is None:
+    if request.param == "native" and scan.native is None:
         pytest.skip("the native scanner is not built (no C compiler at install time)")
     if request.param == "numpy":
-        monkeypatch.setattr(fw, "native", None)
+        monkeypatch.setattr(scan, "native", None)
     return request.param
 
 
 def test_the_native_scanner_is_built_where_a_compiler_is() -> None:
     if shutil.which("cc") or shutil.which("gcc"):
-        assert fw.native is not None, "pip install -e . should have built llmctl.data._wordscan (setup.py)"
+        assert scan.native is not None, "pip install -e . should have built llmctl.data._wordscan (setup.py)"
 
 
 def _texts(seed: int) -> list[str]:
@@ -45,9 +47,9 @@ def _texts(seed: int) -> list[str]:
     weights = [1 if any(ord(c) > 0x2000 or not c.isascii() for c in w) else 40 for w in WORDS]
     sparse = [" ".join(rng.choices(WORDS, weights, k=rng.randint(0, 1500))) for _ in range(12)]
     plain = ["Plain ascii text, with punctuation! and_words 123 " * rng.randint(1, 300) for _ in range(6)]
-    long = [" ".join(rng.choices(WORDS, weights, k=40_000)), "x" * (fw.MAX_UNIT + 10), "ab " * 50_000,
-            " ".join(rng.choices(WORDS, weights, k=fw.NATIVE_MAX_UNIT // 3)),  # cut into native units, some complex
-            "你好" * (fw.MAX_UNIT // 2 + 10), "", "   \n\t "]
+    long = [" ".join(rng.choices(WORDS, weights, k=40_000)), "x" * (scan.MAX_UNIT + 10), "ab " * 50_000,
+            " ".join(rng.choices(WORDS, weights, k=scan.NATIVE_MAX_UNIT // 3)),  # cut into native units, some complex
+            "你好" * (scan.MAX_UNIT // 2 + 10), "", "   \n\t "]
     texts = dense + sparse + plain + long
     rng.shuffle(texts)
     return texts
@@ -63,8 +65,8 @@ def _reference(texts: list[str]) -> Counter:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_counts_are_split_words_counts(seed: int, scanner: str) -> None:
     texts = _texts(seed)
-    assert fw.count_words(texts) == _reference(texts)
-    counter = fw.WordCounter()  # added in several calls, like worker tasks
+    assert count_words(texts) == _reference(texts)
+    counter = WordCounter()  # added in several calls, like worker tasks
     for start in range(0, len(texts), 7):
         counter.add(texts[start:start + 7])
     assert counter.counts() == _reference(texts)
@@ -74,7 +76,7 @@ def test_counts_are_split_words_counts(seed: int, scanner: str) -> None:
 def test_encoder_gives_the_ids_of_encode(seed: int, scanner: str) -> None:
     texts = _texts(seed)
     tokenizer = tokenizer_from_counts("word", _reference(texts[::2]), 2)  # many words unknown
-    flat, lengths = fw.WordEncoder(tokenizer)(texts)
+    flat, lengths = WordEncoder(tokenizer)(texts)
     expected = [tokenizer.encode(text) for text in texts]
     assert flat.tolist() == [i for ids in expected for i in ids]
     assert lengths.tolist() == [len(ids) for ids in expected]
@@ -84,7 +86,7 @@ def test_encoder_gives_the_ids_of_encode(seed: int, scanner: str) -> None:
 def test_slots_count_the_counted_texts_and_name_every_word(scanner: str) -> None:
     texts = _texts(2)
     counted = [i % 3 != 0 for i in range(len(texts))]
-    counters = [fw.WordCounter(), fw.WordCounter()]  # two processes, each with its own slots
+    counters = [WordCounter(), WordCounter()]  # two processes, each with its own slots
     slots, lengths = [], []
     for k, start in enumerate(range(0, len(texts), 5)):
         got = counters[k % 2].slots(texts[start:start + 5], counted[start:start + 5])
@@ -94,7 +96,7 @@ def test_slots_count_the_counted_texts_and_name_every_word(scanner: str) -> None
     words = [exports[which][1][s] for which, part in slots for s in part.tolist()]
     assert words == [w for text in texts for w in split_words(text)]
     assert lengths == [len(split_words(text)) for text in texts]
-    counts, distinct, where = fw.merge_exports(exports)
+    counts, distinct, where = merge_exports(exports)
     assert counts == _reference([t for t, c in zip(texts, counted, strict=True) if c])
     assert len(set(distinct)) == len(distinct)
     for (_, part_words, _), part in zip(exports, where, strict=True):
@@ -102,7 +104,7 @@ def test_slots_count_the_counted_texts_and_name_every_word(scanner: str) -> None
     # one process: its words as they are (one store holds no word twice)
     first = [t for k, start in enumerate(range(0, len(texts), 5)) if k % 2 == 0
              for t, c in zip(texts[start:start + 5], counted[start:start + 5], strict=True) if c]
-    counts, distinct, where = fw.merge_exports(exports[:1])
+    counts, distinct, where = merge_exports(exports[:1])
     assert counts == _reference(first) and distinct == exports[0][1] and len(set(distinct)) == len(distinct)
     assert where[0].tolist() == list(range(len(distinct)))
 
@@ -115,42 +117,42 @@ def _weak_hash(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
 def test_hash_collisions_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     texts = _texts(3)
     tokenizer = tokenizer_from_counts("word", _reference(texts), 1)
-    monkeypatch.setattr(fw, "native", None)  # the weak hash replaces the numpy path's; the native one is below
-    monkeypatch.setattr(fw, "_hashes", _weak_hash)
+    monkeypatch.setattr(scan, "native", None)  # the weak hash replaces the numpy path's; the native one is below
+    monkeypatch.setattr(scan, "_hashes", _weak_hash)
     # counting and encoding check every token against the word it was matched with, and fall back to split_words
-    assert fw.count_words(texts) == _reference(texts)
+    assert count_words(texts) == _reference(texts)
     small = WordTokenizer([*SPECIAL_TOKENS, "a", "bb", "ccc"])  # one word per length: the vocabulary stays usable
-    encode = fw.WordEncoder(small)
+    encode = WordEncoder(small)
     assert encode._vectorised
     text = "a b bb cc ccc xyz a"
     assert encode([text])[0].tolist() == small.encode(text) == [5, 1, 6, 1, 7, 1, 5]
-    flat, _ = fw.WordEncoder(tokenizer)(texts)
+    flat, _ = WordEncoder(tokenizer)(texts)
     assert flat.tolist() == [i for t in texts for i in tokenizer.encode(t)]
     # slots cannot tell colliding words apart: the single pass gives up (preprocess then takes two passes)
-    with pytest.raises(fw.HashCollision):
-        fw.WordCounter().slots(["ab ba"], [True])
+    with pytest.raises(HashCollision):
+        WordCounter().slots(["ab ba"], [True])
 
 
 def test_units_cut_long_texts_after_whitespace_only() -> None:
-    text = ("word " * 40_000) + "x" * (fw.MAX_UNIT + 5) + " tail"
-    units = list(fw._units([text]))
+    text = ("word " * 40_000) + "x" * (scan.MAX_UNIT + 5) + " tail"
+    units = list(scan._units([text]))
     assert "".join(u for u, _, _ in units) == text
     assert all(u.endswith((" ", "\n")) for u, _, _ in units[:-1])
     assert all(first == 0 and offsets is None for _, first, offsets in units)
-    joined = list(fw._units(["a", "", "b c"]))
+    joined = list(scan._units(["a", "", "b c"]))
     assert joined == [("a  b c", 0, [0, 2, 3])]
 
 
 def test_native_hashes_and_bounds_equal_the_numpy_ones() -> None:
     """The native store splits like the numpy path and stores the same hashes (a word hashed both ways, as when a
     unit with a complex character takes the numpy path, must find one slot), reading 1-, 2- and 4-byte strs."""
-    if fw.native is None:
+    if scan.native is None:
         pytest.skip("the native scanner is not built")
     base = " ".join(_texts(4)[:40])
-    base = "".join(c for c in base if fw._classes()[ord(c)] != fw.WORD_COMPLEX)  # the vectorised rule's domain
+    base = "".join(c for c in base if scan._classes()[ord(c)] != scan.WORD_COMPLEX)  # the vectorised rule's domain
     for text in (base.encode("ascii", "ignore").decode(), base, base + " \U0001F600"):
-        tok = fw._scan(text)
-        words = fw.native.Words(fw._word_classes())
+        tok = scan._scan(text)
+        words = scan.native.Words(scan._word_classes())
         slots, starts = np.empty(len(text), np.int64), np.empty(len(text), np.int64)
         n = words.unit(text, slots, starts)
         assert n == tok.starts.size > 1000
@@ -164,15 +166,16 @@ def test_native_hashes_and_bounds_equal_the_numpy_ones() -> None:
             slots[:n].tolist()
         assert len(words) == len(set(tok.strings(np.arange(n))))
     complex_text = "a e\u0301"  # a combining mark: the numpy path takes the unit
-    assert fw.native.Words(fw._word_classes()).unit(complex_text, np.empty(9, np.int64), np.empty(9, np.int64)) == -1
+    store = scan.native.Words(scan._word_classes())
+    assert store.unit(complex_text, np.empty(9, np.int64), np.empty(9, np.int64)) == -1
 
 
 def test_native_store_checks_every_token_against_its_word() -> None:
     """A hash that stands for another string is a collision (-2), never a silent wrong slot; a store that does not
     insert gives -1 for unknown words; counts and export follow the slots."""
-    if fw.native is None:
+    if scan.native is None:
         pytest.skip("the native scanner is not built")
-    words = fw.native.Words(fw._word_classes())
+    words = scan.native.Words(scan._word_classes())
     points = np.frombuffer("ab ba ab".encode("utf-32-le"), np.uint32)
     starts, ends = np.array([0, 3, 6], np.int64), np.array([2, 5, 8], np.int64)
     out = np.empty(3, np.int64)
@@ -192,7 +195,7 @@ def test_native_store_checks_every_token_against_its_word() -> None:
 @pytest.mark.parametrize("wide", [False, True])
 def test_native_remap_rewrites_a_token_file_and_counts(tmp_path, wide: bool) -> None:
     """The single word pass's last step: provisional int32 ids → final ids (uint16 or uint32), counted."""
-    if fw.native is None:
+    if scan.native is None:
         pytest.skip("the native scanner is not built")
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 1000, size=(1 << 18) + 7).astype(np.int32)  # more than one of the C loop's blocks
@@ -200,14 +203,14 @@ def test_native_remap_rewrites_a_token_file_and_counts(tmp_path, wide: bool) -> 
     ids.tofile(source)
     table = rng.permutation(1000).astype(np.int64) + (70_000 if wide else 0)
     counts = np.zeros(71_000, dtype=np.int64)
-    assert fw.native.remap(source, target, table, counts, wide) == ids.size
+    assert scan.native.remap(source, target, table, counts, wide) == ids.size
     out = np.fromfile(target, dtype=np.uint32 if wide else np.uint16)
     assert out.tolist() == table[ids].tolist()
     assert counts.tolist() == np.bincount(table[ids], minlength=counts.size).tolist()
     np.array([1000], np.int32).tofile(source)  # an id outside the table (a worker's slots lost)
-    assert fw.native.remap(source, target, table, counts, wide) == -1
+    assert scan.native.remap(source, target, table, counts, wide) == -1
     with pytest.raises(OSError):
-        fw.native.remap(tmp_path / "missing.bin", target, table, counts, wide)
+        scan.native.remap(tmp_path / "missing.bin", target, table, counts, wide)
 
 
 @pytest.mark.parametrize("pad", ["", " " * 12])  # a token at the end of the str, or with 8 bytes readable after it
@@ -215,15 +218,15 @@ def test_native_store_tells_words_with_one_hash_apart_in_every_str_width(pad: st
     """Short words of 1-byte strs are checked against a packed copy of their code points in the table entry; every
     other token against the stored code points. A stored word with a token's hash but other code points (of the
     same length; with a code point above 255; longer than 8) is a collision, never a match."""
-    if fw.native is None:
+    if scan.native is None:
         pytest.skip("the native scanner is not built")
 
     def store_as(word: str, like: str):  # a store holding `word` under the hash of `like`
-        words = fw.native.Words(fw._word_classes())
+        words = scan.native.Words(scan._word_classes())
         points = np.frombuffer(word.encode("utf-32-le"), np.uint32)
         like_points = np.frombuffer(like.encode("utf-32-le"), np.uint32)
         bounds = np.array([0], np.int64), np.array([len(like)], np.int64)
-        hashes = fw._hashes(like_points, *bounds)
+        hashes = scan._hashes(like_points, *bounds)
         assert words.tokens(points, np.array([0], np.int64), np.array([len(word)], np.int64), hashes,
                             np.empty(1, np.int64)) == 0
         return words
@@ -246,11 +249,11 @@ def test_native_store_tells_words_with_one_hash_apart_in_every_str_width(pad: st
 def test_ranked_words_follow_the_vocabulary_rule(min_count: int, limit: int | None) -> None:
     """The native store's ranking is `tokenizer_from_counts`' order: descending count, ties by str order (code
     points, a prefix first, astral characters after the BMP), words of texts not counted left out."""
-    if fw.native is None:
+    if scan.native is None:
         pytest.skip("the native scanner is not built")
     texts = _texts(5) + ["ab abc ab abc b \u00e9 \uffee \U0001F600 \u00e9 \U0001F600 zz"]
     counted = [i % 4 != 1 for i in range(len(texts))]
-    counter = fw.WordCounter()
+    counter = WordCounter()
     counter.slots(texts, counted)
     counts = _reference([t for t, c in zip(texts, counted, strict=True) if c])
     expected = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))[:limit]
@@ -264,10 +267,10 @@ def test_ranked_words_follow_the_vocabulary_rule(min_count: int, limit: int | No
 def test_absorb_merges_counts_and_maps_every_slot() -> None:
     """Counting threads' stores are merged into the first: counts add up, every slot of the other maps to the slot
     of its word, and the merged ranking is the ranking of all the text."""
-    if fw.native is None:
+    if scan.native is None:
         pytest.skip("the native scanner is not built")
     texts = _texts(6)
-    counters = [fw.WordCounter(), fw.WordCounter()]
+    counters = [WordCounter(), WordCounter()]
     for k, start in enumerate(range(0, len(texts), 7)):
         counters[k % 2].slots(texts[start:start + 7], [True] * len(texts[start:start + 7]))
     other_words = counters[1].export()[1]
@@ -289,7 +292,7 @@ def test_one_encoder_serves_several_threads_at_once(scanner: str) -> None:
 
     texts = _texts(8)
     tokenizer = tokenizer_from_counts("word", _reference(texts[::2]), 1)  # odd texts hold unknown words
-    encode = fw.WordEncoder(tokenizer)
+    encode = WordEncoder(tokenizer)
     batches = [texts[i:i + 3] * 4 for i in range(0, len(texts), 3)]
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(encode, batches))

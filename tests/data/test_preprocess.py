@@ -19,8 +19,10 @@ from typer.testing import CliRunner
 
 from llmctl import config
 from llmctl.cli import app
-from llmctl.data import encoding, fast_words, preprocess
+from llmctl.data import encoding, preprocess
 from llmctl.data.dataset import Dataset
+from llmctl.data.fast_words import scan as word_scan
+from llmctl.data.fast_words.counter import WordCounter
 from llmctl.data.tokenizers import BOS_ID, EOS_ID, SEP_ID, UNK_ID, tokenizer_from_counts, train_tokenizer
 from llmctl.errors import ArtifactError, ConfigError, DataError
 from llmctl.progress import Reporter
@@ -338,10 +340,10 @@ def test_tokenizer_extend_needs_from_and_a_char_or_word_tokenizer(tmp_path):
 def test_parallel_word_passes_give_identical_output(tmp_path, monkeypatch, store):
     """The single word pass in threads with native word stores (merged at the end), or without them in worker
     processes, writes the dataset one process writes."""
-    if store == "native" and fast_words.native is None:
+    if store == "native" and word_scan.native is None:
         pytest.skip("the native scanner is not built")
     if store == "numpy":
-        monkeypatch.setattr(fast_words, "native", None)
+        monkeypatch.setattr(word_scan, "native", None)
     _write(tmp_path / "a.txt", "".join(f"{VERSE}line {i} {' '.join(_mixed_lines(2, i))}\n" for i in range(400)))
     one, _ = _run(tmp_path, {"dir": "one", "train": ["a.txt"], "workers": 1}, {"kind": "word"})
     for n in (2, 3):
@@ -361,11 +363,11 @@ def _assert_same_dataset(a: Dataset, b: Dataset) -> None:
 
 
 def test_a_hash_collision_between_counting_threads_takes_two_passes(tmp_path, monkeypatch):
-    if fast_words.native is None:
+    if word_scan.native is None:
         pytest.skip("the native scanner is not built")
     _write(tmp_path / "a.txt", "".join(f"{VERSE}line {i}\n" for i in range(200)))
     one, _ = _run(tmp_path, {"dir": "one", "train": ["a.txt"], "workers": 1}, {"kind": "word"})
-    monkeypatch.setattr(fast_words.WordCounter, "absorb", lambda self, other: None)  # "a word has another's hash"
+    monkeypatch.setattr(WordCounter, "absorb", lambda self, other: None)  # "a word has another's hash"
     two, _ = _run(tmp_path, {"dir": "two", "train": ["a.txt"], "workers": 2}, {"kind": "word"})
     _assert_same_dataset(Dataset(one.data.dir), Dataset(two.data.dir))
 
@@ -408,8 +410,6 @@ def test_word_ids_are_the_tokenizers_and_the_vocabulary_train_tokenizers(tmp_pat
 @pytest.mark.parametrize("task", ["lm", "classify", "pairs"])
 def test_word_single_pass_falls_back_to_two_passes_on_a_hash_collision(tmp_path, monkeypatch, task):
     """The fallback is the classic train-then-encode path: both give the same dataset."""
-    from llmctl.data import fast_words
-
     lines = _mixed_lines(800, seed=1)
     if task == "lm":
         _write(tmp_path / "a.txt", "\n".join(lines) + "\n")
@@ -425,7 +425,7 @@ def test_word_single_pass_falls_back_to_two_passes_on_a_hash_collision(tmp_path,
                 "split": {"valid": 0.2}, "workers": 1}
     normal, _ = _run(tmp_path, {"dir": "normal", **data}, {"kind": "word"})
     # every two words of one length collide: the single pass cannot tell words apart and gives up
-    monkeypatch.setattr(fast_words, "_hashes", lambda points, starts, ends: (ends - starts).astype(np.uint64))
+    monkeypatch.setattr(word_scan, "_hashes", lambda points, starts, ends: (ends - starts).astype(np.uint64))
     stream = io.StringIO()
     weak, _ = _run(tmp_path, {"dir": "weak", **data}, {"kind": "word"}, reporter=Reporter("jsonl", stream=stream))
     tasks = {json.loads(line).get("task") for line in stream.getvalue().splitlines()}
@@ -442,7 +442,7 @@ def test_workers_default_to_one_per_core_for_large_corpora(monkeypatch):
     assert encoding.workers_for(1 << 40, 3) == encoding.workers_for(1, 3, threads=True) == 3  # data.workers
     assert encoding.workers_for(encoding.PARALLEL_MIN_BYTES_THREADS - 1, 0, threads=True) == 1
     assert encoding.workers_for(encoding.PARALLEL_MIN_BYTES_THREADS, 0, threads=True) == cores
-    monkeypatch.setattr(fast_words, "native", None)  # worker processes: a larger corpus repays starting them
+    monkeypatch.setattr(word_scan, "native", None)  # worker processes: a larger corpus repays starting them
     assert encoding.workers_for(encoding.PARALLEL_MIN_BYTES - 1, 0) == 1
     assert encoding.workers_for(encoding.PARALLEL_MIN_BYTES, 0) == cores
 

@@ -1,4 +1,5 @@
-"""Reading sources: expansion, formats, encodings and error policies, streaming pieces."""
+"""Reading sources (`sources`, `source_decoding`, `source_reading`, `source_tables`): expansion, formats, encodings
+and error policies, streaming pieces."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 
 import pytest
 
+from llmctl.data import source_decoding
 from llmctl.data import sources as src
+from llmctl.data.source_decoding import inspect_file
+from llmctl.data.source_reading import read_records
 from llmctl.errors import ConfigError, DataError
 from llmctl.schema import DataConfig, SourceConfig
 
@@ -21,7 +25,7 @@ def _records(path, *, task="lm", documents="file", errors="strict", encoding="ut
     data = _data(task=task, documents=documents, encoding=encoding, encoding_errors=errors)
     (spec,) = src.expand(SourceConfig(path=path, format=fmt, **columns), data, "data.train[0]")
     opts = src.ReadOptions.of(data)
-    return list(src.read_records(spec, opts, counter))
+    return list(read_records(spec, opts, counter))
 
 
 # ---------------------------------------------------------------- expansion
@@ -83,31 +87,31 @@ def test_inspect_hashes_and_finds_bad_bytes(tmp_path):
     path = tmp_path / "a.txt"
     payload = "héllo\n".encode() * 1000 + b"\xff tail"
     path.write_bytes(payload)
-    info = src.inspect_file(path, "utf-8")
+    info = inspect_file(path, "utf-8")
     assert info.size == len(payload)
     assert info.sha256 == hashlib.sha256(payload).hexdigest()
     assert info.bad_offset == len(payload) - len(b"\xff tail")
 
 
 def test_inspect_finds_bad_bytes_across_blocks(tmp_path, monkeypatch):
-    monkeypatch.setattr(src, "BLOCK_BYTES", 5)
+    monkeypatch.setattr(source_decoding, "BLOCK_BYTES", 5)
     path = tmp_path / "a.txt"
     path.write_bytes("abcdé".encode() + b"xyz\xc3")  # é straddles the first block edge; truncated at the end
-    assert src.inspect_file(path, "utf-8").bad_offset == 9
+    assert inspect_file(path, "utf-8").bad_offset == 9
 
 
 def test_inspect_refuses_empty_and_binary(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
     with pytest.raises(DataError, match="empty file: .*empty.txt"):
-        src.inspect_file(empty, "utf-8")
+        inspect_file(empty, "utf-8")
     binary = tmp_path / "model.bin"
     binary.write_bytes(b"text then\x00\x01\x02")
     with pytest.raises(DataError, match=r"model.bin looks binary \(NUL byte at offset 9\)"):
-        src.inspect_file(binary, "utf-8")
+        inspect_file(binary, "utf-8")
     utf16 = tmp_path / "wide.txt"
     utf16.write_text("wide text\n", encoding="utf-16")  # NUL bytes are normal here
-    assert src.inspect_file(utf16, "utf-16").bad_offset is None
+    assert inspect_file(utf16, "utf-16").bad_offset is None
 
 
 # ---------------------------------------------------------------- text files
@@ -126,7 +130,7 @@ def test_file_mode_streams_pieces_that_rebuild_the_text(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
     data = _data()
     (spec,) = src.expand(SourceConfig(path=path), data, "data.train[0]")
-    records = list(src.read_records(spec, src.ReadOptions.of(data), piece_chars=4096))
+    records = list(read_records(spec, src.ReadOptions.of(data), piece_chars=4096))
     assert len(records) > 10 and all(not r.end for r in records[:-1]) and records[-1].end
     assert "".join(r.text for r in records) == text
     for left, right in zip(records[:-2], records[1:-1], strict=True):  # cut before "\n" with text both sides
@@ -138,12 +142,12 @@ def test_file_mode_without_newlines_still_cuts(tmp_path):
     path.write_text("x" * 50_000)
     data = _data()
     (spec,) = src.expand(SourceConfig(path=path), data, "data.train[0]")
-    records = list(src.read_records(spec, src.ReadOptions.of(data), piece_chars=1000))
+    records = list(read_records(spec, src.ReadOptions.of(data), piece_chars=1000))
     assert "".join(r.text for r in records) == "x" * 50_000 and max(len(r.text) for r in records) <= 4000
 
 
 def test_multibyte_characters_across_block_edges(tmp_path, monkeypatch):
-    monkeypatch.setattr(src, "BLOCK_BYTES", 3)
+    monkeypatch.setattr(source_decoding, "BLOCK_BYTES", 3)
     path = tmp_path / "a.txt"
     text = "日本語のテキスト\nüñí 😀 done\n"
     path.write_text(text, encoding="utf-8")
@@ -165,7 +169,7 @@ def test_a_bom_is_handled_under_the_default_utf8(tmp_path, codec):
     boms = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}
     path = tmp_path / "a.txt"
     path.write_bytes(boms.get(codec, b"") + "één\ntwee\n".encode(codec))
-    info = src.inspect_file(path, "utf-8")
+    info = inspect_file(path, "utf-8")
     assert info.bad_offset is None
     assert [r.text for r in _records(path, documents="line")] == ["één", "twee"]
     assert "".join(r.text for r in _records(path)) == "één\ntwee\n"
@@ -175,7 +179,7 @@ def test_utf16_without_bom_under_utf8_is_still_refused(tmp_path):
     path = tmp_path / "a.txt"
     path.write_bytes("abc\n".encode("utf-16-le"))
     with pytest.raises(DataError, match="binary"):
-        src.inspect_file(path, "utf-8")
+        inspect_file(path, "utf-8")
 
 
 def test_a_source_deleted_during_preprocess_is_a_data_error(tmp_path):
@@ -183,10 +187,10 @@ def test_a_source_deleted_during_preprocess_is_a_data_error(tmp_path):
     path.write_text("hello\n", encoding="utf-8")
     data = _data(documents="line")
     (spec,) = src.expand(SourceConfig(path=path), data, "data.train[0]")
-    src.inspect_file(path, "utf-8")
+    inspect_file(path, "utf-8")
     path.unlink()  # between the inspection and the reading passes
     with pytest.raises(DataError, match="cannot read .*a.txt: No such file.*changed while preprocess was running"):
-        list(src.read_records(spec, src.ReadOptions.of(data)))
+        list(read_records(spec, src.ReadOptions.of(data)))
 
 
 @pytest.mark.parametrize("value", ["12345", "true", "1.5"])
@@ -216,7 +220,7 @@ def test_strict_names_file_and_byte_offset(tmp_path):
 
 
 def test_strict_offset_beyond_the_first_block(tmp_path, monkeypatch):
-    monkeypatch.setattr(src, "BLOCK_BYTES", 4)
+    monkeypatch.setattr(source_decoding, "BLOCK_BYTES", 4)
     path = tmp_path / "bad.txt"
     path.write_bytes("ééééé".encode() + b"\xfe")
     with pytest.raises(DataError, match="byte offset 10"):

@@ -118,7 +118,8 @@ def test_words_per_text_is_len_of_str_split():
                                              ("model.init=xavier", "model.init"),
                                              ("model.init_range=0", "model.init_range")])
 def test_bad_values_are_one_line_config_errors(override, needle):
-    from llmctl.config import apply_overrides, validate
+    from llmctl.config import apply_overrides
+    from llmctl.config_validation import validate
     from llmctl.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from llmctl.config import validate
+from llmctl.config_validation import validate
 from llmctl.progress import Reporter
 from llmctl.runs import RunDir
 

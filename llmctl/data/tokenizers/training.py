@@ -121,8 +121,8 @@ def tokenizer_from_ranked(kind: str, ranked: Sequence[str], max_vocab: int | Non
                           split: bool = False, unk_token: str = DEFAULT_UNK_TOKEN) -> Tokenizer:
     """The ``char``/``word`` tokenizer of :func:`tokenizer_from_counts` from its tokens already chosen and ordered:
     ``ranked`` holds the tokens seen at least ``min_freq`` times, by descending count then token string (as
-    ``fast_words.WordCounter.ranked`` gives them); the vocabulary is the special tokens then ``ranked``, capped at
-    ``max_vocab`` entries. ``split`` as in :func:`tokenizer_from_counts`."""
+    ``fast_words.counter.WordCounter.ranked`` gives them); the vocabulary is the special tokens then ``ranked``,
+    capped at ``max_vocab`` entries. ``split`` as in :func:`tokenizer_from_counts`."""
     if kind not in _TOKENIZER_CLASSES:
         raise ValueError(f"cannot build a {kind!r} tokenizer from counts; expected one of "
                          f"{', '.join(_TOKENIZER_CLASSES)}")
