@@ -259,11 +259,9 @@ class RunDir:
 
 
 def check_data_fingerprint(ds, recorded: str | None, *, what: str, hint: str) -> None:
-    """The one check that dataset `ds` (tokenizer + normalisation) is the data a run `recorded` in run.json (None:
-    nothing recorded, accepted)."""
-    if recorded and recorded != ds.fingerprint:
-        raise ArtifactError(f"{what}: it was trained with tokenizer {recorded}, the dataset {ds.root} was made with "
-                            f"another tokenizer ({ds.fingerprint})", hint=hint)
+    """That dataset `ds` is the data a run `recorded` in run.json (None: nothing recorded, accepted) — via the one
+    check, `Dataset.check_fingerprint`."""
+    ds.check_fingerprint(recorded or None, what=what, hint=hint)
 
 
 def read_json_mapping(path: Path, what: str, hint: str) -> dict[str, Any]:

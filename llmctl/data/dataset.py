@@ -248,12 +248,18 @@ class Dataset:
 
         return load_tokenizer(self.layout.tokenizer)
 
-    def check_fingerprint(self, expected: str, *, what: str) -> None:
-        """Refuse data made with another tokenizer than `expected` (e.g. the parent run's)."""
-        if self.fingerprint != expected:
-            raise ArtifactError(
-                f"dataset {self.root} was made with tokenizer {self.fingerprint}, but {what} uses {expected}",
-                hint=f"run preprocess with `tokenizer: {{from: <{what} directory>}}`")
+    def matches(self, fingerprint: str | None) -> bool:
+        """Whether this dataset was made with `fingerprint` (tokenizer + text normalisation)."""
+        return fingerprint is not None and self.fingerprint == fingerprint
+
+    def check_fingerprint(self, expected: str | None, *, what: str, hint: str | None = None) -> None:
+        """The one check that this dataset (tokenizer + text normalisation) is the data `what` expects: refuse a
+        dataset made with another fingerprint than `expected` (None: nothing recorded, accepted)."""
+        if expected is None or self.matches(expected):
+            return
+        raise ArtifactError(
+            f"dataset {self.root} was made with tokenizer {self.fingerprint}, but {what} uses {expected}",
+            hint=hint or f"run preprocess with `tokenizer: {{from: <{what} directory>}}`")
 
 
 def open_dataset(root: Path | str) -> Dataset:

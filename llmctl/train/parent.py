@@ -73,7 +73,7 @@ def open_parent(exp) -> ParentRun | None:
 def check_dataset_tokenizer(parent: ParentRun, ds, *, allow_extension: bool = False) -> int | None:
     """Refuse data made with another tokenizer than the parent's. Returns None when it is the parent's own, or the
     parent's vocabulary size when (`allow_extension`) the dataset's tokenizer extends it."""
-    if parent.fingerprint is not None and ds.fingerprint == parent.fingerprint:
+    if ds.matches(parent.fingerprint):
         return None
     parent_tok = parent.tokenizer()
     data_tok_fp = ds.manifest.get("tokenizer", {}).get("tokenizer_fingerprint")
