@@ -38,7 +38,6 @@ DEMOS = {"demo_data", "pairs_demo"}
 # Known exceptions, each to be cleared by moving the named piece out of llmctl/train (being refactored into one
 # training driver, issue #14 item 1): evaluation scores with training's own validation code.
 KNOWN = {
-    ("llmctl.evaluation.lm", "llmctl.train.loop"),  # StreamEvaluator: training's exact stream validation
     ("llmctl.evaluation.pairs", "llmctl.train.finetune_pairs"),  # ResponseScorer, check_pairs
     # RunDir.prepare refuses a resume with a damaged tokenizer/ (#16 sweep) through inference_run's loader; to move
     # into the training session, which opens the run

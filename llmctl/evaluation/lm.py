@@ -4,8 +4,8 @@
     totals = scorer.score(tokens, batch_size=10, bptt=64, context="carry")
     card = lm_card(totals, text=..., tokenizer_kind="char", ...)
 
-Exactness — `StreamScorer` *is* training's validation (`llmctl.train.loop.StreamEvaluator`: the same layout, window
-loop and NLL definition, with accuracy counts added), so `evaluate` on the valid split reproduces the valid loss
+Exactness — `StreamScorer` *is* training's validation (`llmctl.models.stream_nll.StreamEvaluator`: the same layout,
+window loop and NLL definition, with accuracy counts added), so `evaluate` on the valid split reproduces the valid loss
 `pretrain` reports:
 
 * the N tokens become B = `batch_size` contiguous stream columns (`llmctl.data.batching.StreamLayout`): inputs
@@ -35,8 +35,8 @@ from llmctl.tfenv import import_tf
 tf = import_tf()
 
 from llmctl.data.specials import UNK_ID  # noqa: E402
+from llmctl.models.stream_nll import StreamEvaluator  # noqa: E402 - training's validation: one implementation of NLL
 from llmctl.schema import eval_bptt  # noqa: E402
-from llmctl.train.loop import StreamEvaluator  # noqa: E402 - training's validation: one implementation of NLL
 
 LN2 = math.log(2.0)
 CONTEXTS = ("carry", "reset")

@@ -128,7 +128,8 @@ class LanguageModelTask(Task):
         return [("model", list(self.model.trainable_variables))]
 
     def trainer(self, dist, groups, optimizers, multipliers, average, *, gpus: int):
-        from llmctl.train.loop import SampledSoftmax, StreamEvaluator, Trainer, decide_jit, decide_lstm_kernel
+        from llmctl.models.stream_nll import StreamEvaluator
+        from llmctl.train.loop import SampledSoftmax, Trainer, decide_jit, decide_lstm_kernel
 
         exp, cfg = self.exp, self.exp.train
         self.gpus = gpus

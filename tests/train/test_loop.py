@@ -16,9 +16,10 @@ from lm_fixtures import corpus  # noqa: E402
 from llmctl.data.batching import StreamSteps, WindowSteps, step_dataset  # noqa: E402
 from llmctl.data.tokenizers import train_tokenizer  # noqa: E402
 from llmctl.models.lstm_lm import build_language_model  # noqa: E402
+from llmctl.models.stream_nll import StreamEvaluator  # noqa: E402
 from llmctl.schema import ModelConfig, TrainConfig  # noqa: E402
 from llmctl.train.distribution import Distribution  # noqa: E402
-from llmctl.train.loop import SampledSoftmax, StreamEvaluator, Trainer, decide_jit  # noqa: E402
+from llmctl.train.loop import SampledSoftmax, Trainer, decide_jit  # noqa: E402
 from llmctl.train.optimizers import build_optimizer  # noqa: E402
 
 

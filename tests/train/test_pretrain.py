@@ -116,7 +116,7 @@ def test_non_finite_loss_stops_with_a_training_error_and_keeps_the_last_good_che
 
 
 def test_early_stopping_counts_evaluations_without_improvement(tmp_path, dataset, monkeypatch):
-    from llmctl.train.loop import EvalResult, StreamEvaluator
+    from llmctl.models.stream_nll import EvalResult, StreamEvaluator
 
     monkeypatch.setattr(StreamEvaluator, "__call__",
                         lambda self, tokens, **kw: EvalResult(loss=2.0, tokens=10, nll_sum=20.0, columns=1, bptt=8))
