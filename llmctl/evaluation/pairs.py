@@ -64,7 +64,7 @@ def evaluate_pairs(exp, run: RunDir, reporter) -> Result:
     from llmctl.evaluation.classify import check_run_dataset, run_max_length
     from llmctl.generate.decode import Decoder
     from llmctl.models.checkpoint_io import restore_model
-    from llmctl.train.finetune_pairs import ResponseScorer, check_pairs
+    from llmctl.models.response_nll import ResponseScorer, check_pairs
 
     ev = exp.evaluate
     if ev.files:
