@@ -258,12 +258,6 @@ class RunDir:
         return resuming
 
 
-def check_data_fingerprint(ds, recorded: str | None, *, what: str, hint: str) -> None:
-    """That dataset `ds` is the data a run `recorded` in run.json (None: nothing recorded, accepted) — via the one
-    check, `Dataset.check_fingerprint`."""
-    ds.check_fingerprint(recorded or None, what=what, hint=hint)
-
-
 def read_json_mapping(path: Path, what: str, hint: str) -> dict[str, Any]:
     """A JSON object written by llmctl (manifest, run.json, ...); unreadable, invalid or not an object is an
     `ArtifactError` naming the file (the artifact is damaged), never a bare JSONDecodeError."""

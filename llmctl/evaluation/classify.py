@@ -48,10 +48,8 @@ def check_same_labels(run_names: list[str], data_names: list[str], ds_root) -> N
 
 def check_run_dataset(run: RunDir, ds) -> None:
     """The dataset must speak the run's tokenizer (and normalisation)."""
-    from llmctl.runs import check_data_fingerprint
-
-    check_data_fingerprint(ds, run.read_info().get("tokenizer_fingerprint"), what=f"run {run.root}",
-                           hint=f"run preprocess with `tokenizer: {{from: {run.root}}}`")
+    ds.check_fingerprint(run.read_info().get("tokenizer_fingerprint") or None, what=f"run {run.root}",
+                         hint=f"run preprocess with `tokenizer: {{from: {run.root}}}`")
 
 
 def confusion_png(matrix: np.ndarray, names: Sequence[str], path: Path, *, title: str) -> Path:

@@ -11,7 +11,7 @@ the final `model.keras`.
 its first checkpoint is replaced by a new start. The run directory is locked (`llmctl.locks`) for the rest of the
 command; `RunDir.prepare` saves the resolved config (the one owner of the run's settings from then on) and refuses
 a directory holding a different run. A resumed run must still speak the dataset's tokenizer
-(`llmctl.runs.check_data_fingerprint`); a new start drops stale checkpoints and copies the dataset's tokenizer into
+(`Dataset.check_fingerprint`); a new start drops stale checkpoints and copies the dataset's tokenizer into
 the run.
 """
 
@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from llmctl import atomic, locks
 from llmctl.errors import ArtifactError, ConfigError, DataError
-from llmctl.runs import RunDir, check_data_fingerprint
+from llmctl.runs import RunDir
 
 PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
@@ -203,9 +203,8 @@ def open_run(exp, ds, *, kind: str, info: dict[str, Any], parent: RunDir | None 
         allow_existing = resuming or (want == "auto" and existing and not has_checkpoint)
         run.prepare(exp, kind=kind, resume=allow_existing, overwrite=exp.run.overwrite or stub)
         if resuming:
-            check_data_fingerprint(ds, run.read_info().get("tokenizer_fingerprint"),
-                                   what=f"cannot resume {run.root}",
-                                   hint="resume with the original dataset or start over with --overwrite")
+            ds.check_fingerprint(run.read_info().get("tokenizer_fingerprint") or None, what=f"run {run.root}",
+                                 hint="resume with the original dataset or start over with --overwrite")
         else:
             if run.checkpoints.exists():  # a run that never checkpointed: nothing to keep
                 shutil.rmtree(run.checkpoints)
