@@ -16,7 +16,8 @@ PACKAGE = ROOT / "llmctl"
 
 # top-level modules every layer may use: files, errors, config, the run layout, reporting
 FOUNDATION = {"__init__", "atomic", "errors", "tfenv", "limits", "locks", "progress", "results", "schema",
-              "schema_docs", "config", "config_yaml", "config_fields", "config_validation", "runs", "machine_cache"}
+              "schema_base", "schema_data", "schema_docs", "config", "config_yaml", "config_fields",
+              "config_validation", "runs", "machine_cache"}
 LOWER = {"foundation"}
 ALLOWED = {  # layer → the layers it may import (besides itself)
     "foundation": set(),
