@@ -54,39 +54,13 @@ def open_run(exp) -> InferenceRun:
                         fingerprint=recorded)
 
 
-TOKENIZER_SAMPLE_IDS = 256  # ids compared between tokenizer.json and llmctl_tokenizer.json
 
 
 def load_run_tokenizer(run: RunDir):
-    """The run's tokenizer, with both of its files checked: `tokenizer/tokenizer.json` (what exports ship and HF
-    `tokenizers` loads) must load and agree with `llmctl_tokenizer.json` on the vocabulary size and on a sample of
-    ids — a damaged file is an `ArtifactError`, never passed on."""
-    from llmctl.data.tokenizers import HF_TOKENIZER_FILE, load_tokenizer
+    """The run's tokenizer, both of its files checked (`llmctl.data.tokenizers.checked`)."""
+    from llmctl.data.tokenizers.checked import load_checked_tokenizer
 
-    hint = "the run's tokenizer/ is damaged; copy it back from the dataset's tokenizer/ or train the run again"
-    try:
-        tokenizer = load_tokenizer(run.tokenizer)
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"cannot load the tokenizer of {run.root}: {str(exc).splitlines()[0]}",
-                            hint=hint) from None
-    hf_path = run.tokenizer / HF_TOKENIZER_FILE
-    try:
-        from tokenizers import Tokenizer as HFTokenizer
-
-        hf = HFTokenizer.from_file(str(hf_path))
-    except Exception as exc:  # noqa: BLE001 - the Rust library raises its own exception types
-        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ArtifactError(f"{hf_path} is not a valid tokenizer file ({problem[:120]})", hint=hint) from None
-    size = hf.get_vocab_size(with_added_tokens=True)
-    if size != tokenizer.vocab_size:
-        raise ArtifactError(f"{hf_path} has {size} tokens but the run's tokenizer has {tokenizer.vocab_size}",
-                            hint=hint)
-    step = max(1, size // TOKENIZER_SAMPLE_IDS)
-    for token_id in range(0, size, step):
-        if hf.id_to_token(token_id) != tokenizer.id_to_token(token_id):
-            raise ArtifactError(f"{hf_path} maps id {token_id} to {hf.id_to_token(token_id)!r}, the run's tokenizer "
-                                f"to {tokenizer.id_to_token(token_id)!r}", hint=hint)
-    return tokenizer
+    return load_checked_tokenizer(run.tokenizer, run.root)
 
 
 def _has_checkpoint(run: RunDir) -> bool:

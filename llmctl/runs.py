@@ -244,10 +244,6 @@ class RunDir:
                                              "use --overwrite")
                 if self.info.is_file():
                     self.read_info()  # a damaged run.json is refused before anything is rewritten
-                if self.tokenizer.is_dir():  # ... and so is a damaged tokenizer/ (it would go on into exports)
-                    from llmctl.inference_run import load_run_tokenizer
-
-                    load_run_tokenizer(self)
         resuming = self.exists() and resume
         self.root.mkdir(parents=True, exist_ok=True)
         atomic.clean_stale(self.root)

@@ -38,11 +38,7 @@ DEMOS = {"demo_data", "pairs_demo"}
 
 # Known exceptions, each to be cleared (what training and evaluation share now lives in models/: stream_nll,
 # response_nll).
-KNOWN = {
-    # RunDir.prepare refuses a resume with a damaged tokenizer/ (#16 sweep) through inference_run's loader; to move
-    # into the training session, which opens the run
-    ("llmctl.runs", "llmctl.inference_run"),
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def layer_of(module: str) -> str:

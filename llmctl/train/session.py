@@ -201,6 +201,10 @@ def open_run(exp, ds, *, kind: str, info: dict[str, Any], parent: RunDir | None 
         check_readable(resolve_checkpoint(run.checkpoints, "last")[0])
     if dist is None or dist.is_chief:
         allow_existing = resuming or (want == "auto" and existing and not has_checkpoint)
+        if allow_existing and not (exp.run.overwrite or stub) and run.tokenizer.is_dir():
+            from llmctl.data.tokenizers.checked import load_checked_tokenizer
+
+            load_checked_tokenizer(run.tokenizer, run.root)  # a damaged tokenizer/ (it would go on into exports)
         run.prepare(exp, kind=kind, resume=allow_existing, overwrite=exp.run.overwrite or stub)
         if resuming:
             ds.check_fingerprint(run.read_info().get("tokenizer_fingerprint") or None, what=f"run {run.root}",
