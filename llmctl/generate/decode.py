@@ -84,13 +84,36 @@ class RowSettings:
     top_p: float | None = None
 
 
+def check_rows(prompts: Sequence[Sequence[int]], settings: Sequence[RowSettings], width: int) -> None:
+    """What a decoder's `start` refuses: not one settings per prompt, a max_new_tokens outside 1 .. `width`."""
+    if len(settings) != len(prompts):
+        raise ValueError(f"{len(settings)} row settings for {len(prompts)} prompts")
+    if any(not 1 <= s.max_new_tokens <= width for s in settings):
+        raise ValueError(f"every row needs 1 <= max_new_tokens <= width={width}")
+
+
+def _take_rows(value, idx: np.ndarray):
+    """Rows `idx` of a numpy array or tensor (each one of a list)."""
+    if isinstance(value, list):
+        return [_take_rows(v, idx) for v in value]
+    return value[idx] if isinstance(value, np.ndarray) else tf.gather(value, idx)
+
+
+def _concat_rows(a, b):
+    """The rows of `a`, then those of `b` (numpy arrays or tensors, or lists of them)."""
+    if isinstance(a, list):
+        return [_concat_rows(x, y) for x, y in zip(a, b, strict=True)]
+    return np.concatenate([a, b]) if isinstance(a, np.ndarray) else tf.concat([a, b], 0)
+
+
 @dataclass
 class RowBatch:
-    """Rows decoded together by `Decoder.advance`: the loop's carry (tensors) and each row's settings (numpy), all
-    with one entry per row. Rows can leave (`take`) and join (`concat`) between `advance` calls."""
+    """Rows decoded together by `Decoder.advance`: the loop's carry (tensors; numpy arrays in `llmctl serve`'s
+    TFLite backend) and each row's settings (numpy), all with one entry per row. Rows can leave (`take`) and join
+    (`concat`) between `advance` calls."""
 
-    logits: Any
-    states: list
+    logits: Any         # [rows, V] float32 next-token logits
+    states: list        # [h0, c0, ...], each [rows, units] float32
     generated: Any      # [rows, width] int32 new tokens so far, -1 past each row's end
     finished: Any       # [rows] bool (EOS produced or max_new_tokens reached)
     lengths: Any        # [rows] int32 tokens produced so far (EOS included)
@@ -101,6 +124,19 @@ class RowBatch:
     targets: np.ndarray
     max_len: np.ndarray
 
+    @classmethod
+    def of(cls, settings: Sequence[RowSettings], *, logits, states: list, generated, finished,
+           lengths) -> "RowBatch":
+        """A batch of the loop's carry (`logits` ... `lengths`) whose rows are decoded with `settings`, one each."""
+        return cls(
+            logits=logits, states=states, generated=generated, finished=finished, lengths=lengths,
+            seed=np.asarray([int(s.seed) & 0x7FFFFFFF for s in settings], np.int32),
+            rows=np.asarray([s.row for s in settings], np.int32),
+            greedy=np.asarray([s.greedy for s in settings], bool),
+            temperature=np.asarray([1.0 if s.greedy else s.temperature for s in settings], np.float32),
+            targets=np.asarray([top_p_target(None if s.greedy else s.top_p) for s in settings], np.float32),
+            max_len=np.asarray([s.max_new_tokens for s in settings], np.int32))
+
     @property
     def size(self) -> int:
         return int(self.seed.shape[0])
@@ -108,29 +144,12 @@ class RowBatch:
     def take(self, index: Sequence[int]) -> "RowBatch":
         """The rows at `index`, in that order."""
         idx = np.asarray(index, np.int32)
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, np.ndarray):
-                out[f.name] = value[idx]
-            elif isinstance(value, list):
-                out[f.name] = [tf.gather(v, idx) for v in value]
-            else:
-                out[f.name] = tf.gather(value, idx)
-        return RowBatch(**out)
+        return RowBatch(**{f.name: _take_rows(getattr(self, f.name), idx) for f in fields(self)})
 
     @staticmethod
     def concat(first: "RowBatch", second: "RowBatch") -> "RowBatch":
-        out = {}
-        for f in fields(first):
-            a, b = getattr(first, f.name), getattr(second, f.name)
-            if isinstance(a, np.ndarray):
-                out[f.name] = np.concatenate([a, b])
-            elif isinstance(a, list):
-                out[f.name] = [tf.concat([x, y], 0) for x, y in zip(a, b, strict=True)]
-            else:
-                out[f.name] = tf.concat([a, b], 0)
-        return RowBatch(**out)
+        return RowBatch(**{f.name: _concat_rows(getattr(first, f.name), getattr(second, f.name))
+                           for f in fields(first)})
 
 
 class Decoder:
@@ -278,24 +297,15 @@ class Decoder:
     def start(self, prompts: Sequence[Sequence[int]], settings: Sequence[RowSettings], width: int) -> RowBatch:
         """Prefill `prompts` into a `RowBatch` ready for `advance`; `width`: room for new tokens per row (>= every
         row's max_new_tokens; batches joined with `RowBatch.concat` need the same width)."""
-        if len(settings) != len(prompts):
-            raise ValueError(f"{len(settings)} row settings for {len(prompts)} prompts")
-        if any(not 1 <= s.max_new_tokens <= width for s in settings):
-            raise ValueError(f"every row needs 1 <= max_new_tokens <= width={width}")
+        check_rows(prompts, settings, width)
         logits, states = self.prefill(prompts)
         return self._started(logits, states, settings, width)
 
     def _started(self, logits, states, settings: Sequence[RowSettings], width: int) -> RowBatch:
         batch = len(settings)
-        return RowBatch(
-            logits=logits, states=flatten_states(states), generated=tf.fill([batch, int(width)], -1),
-            finished=tf.zeros([batch], tf.bool), lengths=tf.zeros([batch], tf.int32),
-            seed=np.asarray([int(s.seed) & 0x7FFFFFFF for s in settings], np.int32),
-            rows=np.asarray([s.row for s in settings], np.int32),
-            greedy=np.asarray([s.greedy for s in settings], bool),
-            temperature=np.asarray([1.0 if s.greedy else s.temperature for s in settings], np.float32),
-            targets=np.asarray([top_p_target(None if s.greedy else s.top_p) for s in settings], np.float32),
-            max_len=np.asarray([s.max_new_tokens for s in settings], np.int32))
+        return RowBatch.of(settings, logits=logits, states=flatten_states(states),
+                           generated=tf.fill([batch, int(width)], -1), finished=tf.zeros([batch], tf.bool),
+                           lengths=tf.zeros([batch], tf.int32))
 
     def advance(self, batch: RowBatch, steps: int, *, pad_to: int | None = None,
                 full: bool = False) -> tuple[RowBatch, int]:

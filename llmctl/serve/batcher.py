@@ -72,7 +72,7 @@ class Batcher:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._active: list[Job] = []
-        self._batch = None   # a decode.RowBatch (graph backend) or tflite_backend.TFLiteRows
+        self._batch = None   # a decode.RowBatch (tensors for the graph backend, numpy for tflite)
         # an XLA loop compiles once per row count: run it on power-of-two row counts (padded) instead
         # and always the one loop variant that handles every mix of rows (XLA compiles each variant per size)
         self.buckets = bucket_sizes(self.max_batch) if decoder.jit_compile else []

@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from llmctl.errors import ArtifactError
+from llmctl.generate.decode import RowBatch, check_rows
 from llmctl.generate.graph_sampling import BLOCK, top_p_target
 
 SIGNATURE = "step"
@@ -133,47 +133,6 @@ def sample_rows(logits, temperature, targets, seed, rows, steps, *, top_k: int |
     return categorical_draw(logits, row_uniforms(seed, rows, steps))
 
 
-# ------------------------------------------------------------------ rows in flight
-
-
-@dataclass
-class TFLiteRows:
-    """`decode.RowBatch` for this backend: the same fields, all numpy, one entry per row."""
-
-    logits: np.ndarray      # [rows, V] float32: next-token logits
-    states: list            # [h0, c0, ...], each [rows, units] float32
-    generated: np.ndarray   # [rows, width] int32, -1 past each row's end
-    finished: np.ndarray    # [rows] bool
-    lengths: np.ndarray     # [rows] int32
-    seed: np.ndarray
-    rows: np.ndarray
-    greedy: np.ndarray
-    temperature: np.ndarray
-    targets: np.ndarray
-    max_len: np.ndarray
-
-    @property
-    def size(self) -> int:
-        return int(self.seed.shape[0])
-
-    def take(self, index: Sequence[int]) -> "TFLiteRows":
-        idx = np.asarray(index, np.int64)
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = [v[idx] for v in value] if isinstance(value, list) else value[idx]
-        return TFLiteRows(**out)
-
-    @staticmethod
-    def concat(first: "TFLiteRows", second: "TFLiteRows") -> "TFLiteRows":
-        out = {}
-        for f in fields(first):
-            a, b = getattr(first, f.name), getattr(second, f.name)
-            out[f.name] = ([np.concatenate([x, y]) for x, y in zip(a, b, strict=True)] if isinstance(a, list)
-                           else np.concatenate([a, b]))
-        return TFLiteRows(**out)
-
-
 # ------------------------------------------------------------------ the decoder
 
 
@@ -226,23 +185,14 @@ class TFLiteDecoder:
                 flat[r] = value[0]
         return logits, states
 
-    def start(self, prompts, settings, width: int) -> TFLiteRows:
-        """Prefill `prompts` into rows ready for `advance` (see `Decoder.start`)."""
-        if len(settings) != len(prompts):
-            raise ValueError(f"{len(settings)} row settings for {len(prompts)} prompts")
-        if any(not 1 <= s.max_new_tokens <= width for s in settings):
-            raise ValueError(f"every row needs 1 <= max_new_tokens <= width={width}")
+    def start(self, prompts, settings, width: int) -> RowBatch:
+        """Prefill `prompts` into rows ready for `advance` (see `Decoder.start`): a `decode.RowBatch` whose carry
+        (logits, states, tokens so far) is numpy, updated in place by `advance`."""
+        check_rows(prompts, settings, width)
         logits, states = self.prefill(prompts)
         n = len(settings)
-        return TFLiteRows(
-            logits=logits, states=states, generated=np.full((n, int(width)), -1, np.int32),
-            finished=np.zeros(n, bool), lengths=np.zeros(n, np.int32),
-            seed=np.asarray([int(s.seed) & 0x7FFFFFFF for s in settings], np.int32),
-            rows=np.asarray([s.row for s in settings], np.int32),
-            greedy=np.asarray([s.greedy for s in settings], bool),
-            temperature=np.asarray([1.0 if s.greedy else s.temperature for s in settings], np.float32),
-            targets=np.asarray([top_p_target(None if s.greedy else s.top_p) for s in settings], np.float32),
-            max_len=np.asarray([s.max_new_tokens for s in settings], np.int32))
+        return RowBatch.of(settings, logits=logits, states=states, generated=np.full((n, int(width)), -1, np.int32),
+                           finished=np.zeros(n, bool), lengths=np.zeros(n, np.int32))
 
     def process(self, logits: np.ndarray, lengths: np.ndarray, generated: np.ndarray) -> np.ndarray:
         """`Decoder._process`: repetition penalty over the generated tokens, EOS masked before min_new_tokens."""
@@ -258,7 +208,7 @@ class TFLiteDecoder:
             logits[lengths < self.min_new_tokens, self.eos_id] = _NEG_INF
         return logits
 
-    def choose(self, batch: TFLiteRows, live: np.ndarray) -> np.ndarray:
+    def choose(self, batch: RowBatch, live: np.ndarray) -> np.ndarray:
         """The next token of each row in `live` (the body of the graph decode loop, minus the model step)."""
         scores = self.process(batch.logits[live], batch.lengths[live], batch.generated[live])
         tokens = np.argmax(scores, axis=-1).astype(np.int32)
@@ -269,8 +219,8 @@ class TFLiteDecoder:
                                           batch.seed[rows], batch.rows[rows], batch.lengths[rows], top_k=self.top_k)
         return tokens
 
-    def advance(self, batch: TFLiteRows, steps: int, *, pad_to: int | None = None,
-                full: bool = False) -> tuple[TFLiteRows, int]:
+    def advance(self, batch: RowBatch, steps: int, *, pad_to: int | None = None,
+                full: bool = False) -> tuple[RowBatch, int]:
         """Up to `steps` tokens for every unfinished row (fewer if all finish): (the rows, updated in place; steps
         run). `pad_to` / `full` are the graph decoder's compile-once options and change nothing here."""
         ran = 0
