@@ -308,8 +308,8 @@ def build_steps(tokens: np.ndarray, train_cfg, *, seed: int, num_replicas: int =
 def step_arrays(source: StepSource, epoch: int, *, start_step: int = 0, replica: int = 0):
     """The steps of `epoch` from `start_step` on as numpy arrays, gathered on demand (single-device training).
 
-    Gathering one step is a few microseconds of fancy indexing, so the loop reads it synchronously: measured ~3%
-    less CPU per token than the tf.data pipeline below, whose map/prefetch threads compete with the two cores."""
+    Gathering one step is a few microseconds of fancy indexing, so the loop reads it synchronously: less CPU per
+    token than the tf.data pipeline below, whose map/prefetch threads compete with the cores (docs/benchmarks.md)."""
     for step in range(start_step, source.steps(epoch)):
         yield source.step(epoch, step, replica)
 

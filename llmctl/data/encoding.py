@@ -29,8 +29,7 @@ from llmctl.data.tokenizers import SPECIAL_TOKENS, UNK_ID, load_tokenizer
 
 PARALLEL_MIN_BYTES = 8 << 20      # below this, one process is faster than starting workers (numpy word path)
 # the single word pass in threads with native word stores (`CountingThreads`): nothing to start or pickle, but the
-# stores are merged at the end; measured (fresh processes, one thread vs two) 5 MB 0.15 vs 0.14 s, 10 MB 0.23 vs
-# 0.20, 20 MB 0.32 vs 0.27, 200 MB 2.2 vs 1.5
+# stores are merged at the end, so threads pay from a few MB on (break-even measured: docs/benchmarks.md)
 PARALLEL_MIN_BYTES_THREADS = 8 << 20
 CHUNK_CHARS = 1 << 20             # text per encoding task
 MAX_CODE_POINT = 0x10FFFF
@@ -43,7 +42,7 @@ def encoder(tokenizer):
     """`texts -> (ids of all texts concatenated, length of each)` for a tokenizer, as fast as its kind allows.
 
     `char` maps code points through a lookup table built from the vocabulary (the same mapping as
-    `CharTokenizer.encode`: every code point is its token, unknown ones `<unk>`), which is ~10x faster than
+    `CharTokenizer.encode`: every code point is its token, unknown ones `<unk>`), much faster than
     encoding in Python; `bpe` uses the multi-threaded batch encoder; `word` splits and looks words up with numpy
     (`fast_words.encoder.WordEncoder`: the ids of `WordTokenizer.encode`).
     """

@@ -40,7 +40,7 @@ def decide_jit(setting, *, gpus: int, mixed_precision: str, variable_bptt: bool,
     if gpus:
         return False, "auto: GPUs present — the cuDNN LSTM kernel and XLA don't combine"
     if mixed_precision != "none":
-        return False, f"auto: {mixed_precision} on CPU is slower with XLA (measured ~5.2k vs ~7.9k tok/s)"
+        return False, f"auto: {mixed_precision} on CPU is slower with XLA (docs/benchmarks.md)"
     if variable_bptt:
         return False, "auto: variable bptt changes the window length every batch (XLA would recompile each)"
     if distributed:

@@ -15,8 +15,7 @@ and looks every token up in an open-addressing hash table of the stored words, c
 above (short words of 1-byte strs against a packed copy in the table entry), storing new ones — without the GIL, so
 counting threads run in parallel (`encoding.CountingThreads`). The store also ranks its words by the vocabulary rule
 and merges with another store. A unit it declines (a complex character) goes through the numpy path, whose tokens it
-looks up too (`Words.tokens`), so results are the same with or without it. Measured on the 20 MB benchmark corpus
-(one process): numpy path 0.73 s, native 0.11 s.
+looks up too (`Words.tokens`), so results are the same with or without it (speeds: docs/benchmarks.md).
 
 The vectorised rule covers whitespace-delimited spans without a combining mark, skin-tone modifier, regional
 indicator or ZERO WIDTH JOINER: there a token is a maximal run of word characters (`\\w` outside the CJK ranges) or
@@ -53,7 +52,7 @@ except ImportError:  # pragma: no cover - depends on the build
 UNIT_CHARS = 1 << 16        # text per vectorised step: its arrays stay in the CPU caches
 MAX_UNIT = 1 << 17          # longest unit; longer texts are cut after whitespace
 NATIVE_COMPLEX = -1          # the native scanner's answer for a unit with a complex character
-NATIVE_UNIT_CHARS = 1 << 18  # the same for the native scanner (measured best: 0.24 s for 20 MB vs 0.29 at 1 << 16)
+NATIVE_UNIT_CHARS = 1 << 18  # the same for the native scanner (the fastest size: docs/benchmarks.md)
 NATIVE_MAX_UNIT = 1 << 19
 DENSE_SPAN_CHARS = 64       # fewer characters per complex span than this: split_words the whole unit
 _BASE = 0x100000001B3       # odd, so invertible modulo 2**64

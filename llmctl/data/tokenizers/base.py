@@ -228,8 +228,8 @@ class _VocabTokenizer(Tokenizer):
 
     def _hf_json(self) -> str:
         """HF's own serialisation of this kind with the special tokens only, this vocabulary put in by json's C
-        encoder: building the HF model of a large vocabulary and serialising it costs several times more (80k
-        words: 33 vs 6 ms). The same JSON document as ``_hf_tokenizer().to_str()``."""
+        encoder: building the HF model of a large vocabulary and serialising it costs several times more
+        (docs/benchmarks.md). The same JSON document as ``_hf_tokenizer().to_str()``."""
         document = json.loads(type(self)(SPECIAL_TOKENS, check=False, **self._options())._hf_tokenizer().to_str())
         placeholder = "\x00vocab\x00"
         document["model"]["vocab"] = placeholder
