@@ -100,17 +100,25 @@ def resolve_checkpoint(directory: Path, which: str = "best") -> tuple[Path, dict
 
 def load_weights(model, prefix: Path) -> None:
     """Restore only the model variables of checkpoint `prefix` into `model` (ArtifactError on mismatch)."""
-    checkpoint = tf.train.Checkpoint(model=VariableMap(model_variable_map(model)))
+    read_checkpoint(tf.train.Checkpoint(model=VariableMap(model_variable_map(model))), prefix, partial=True,
+                    what="the model in the run's config.yaml",
+                    hint="the checkpoint belongs to another model; pick the right run or checkpoint")
+
+
+def read_checkpoint(checkpoint, prefix: Path, *, partial: bool, what: str, hint: str) -> None:
+    """Read checkpoint `prefix` into the `tf.train.Checkpoint` `checkpoint`, every object it holds matched (the
+    checkpoint may hold more when `partial`). A damaged checkpoint, or one that does not match `what`, is an
+    `ArtifactError` with `hint`."""
     try:
         status = checkpoint.read(str(prefix))
-        status.expect_partial()
+        if partial:
+            status.expect_partial()
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as exc:
         if _damaged(prefix, exc):
             raise _damaged_error(prefix) from None
-        raise ArtifactError(f"checkpoint {prefix} does not match the model in the run's config.yaml "
-                            f"({str(exc).splitlines()[0][:160]})",
-                            hint="the checkpoint belongs to another model; pick the right run or checkpoint") from None
+        raise ArtifactError(f"checkpoint {prefix} does not match {what} ({str(exc).splitlines()[0][:160]})",
+                            hint=hint) from None
     except Exception as exc:  # noqa: BLE001 - a truncated .data file fails deep in TF (IndexError, ...)
         raise _damaged_error(prefix) from exc
 

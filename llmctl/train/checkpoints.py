@@ -35,16 +35,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from llmctl import atomic
-from llmctl.errors import ArtifactError, ResourceError
+from llmctl.errors import ResourceError
 from llmctl.models.checkpoint_io import (  # noqa: F401 - re-exported: the readers moved to llmctl.models
     POINTER,
     SEED_STATE_NAME,
     VariableMap,
-    _damaged,
-    _damaged_error,
     _prefix_exists,
     load_weights,
     model_variable_map,
+    read_checkpoint,
     read_pointer,
     resolve_checkpoint,
     restore_model,
@@ -182,18 +181,8 @@ class CheckpointStore:
     def restore(self, which: str = "last") -> tuple[dict[str, Any], list[np.ndarray], Path]:
         """Load a checkpoint into the model/optimizer; returns (progress, carried states, prefix)."""
         prefix, _ = resolve_checkpoint(self.directory, which)
-        try:
-            status = self.checkpoint.read(str(prefix))
-            status.assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as exc:
-            if _damaged(prefix, exc):
-                raise _damaged_error(prefix) from None
-            raise ArtifactError(f"checkpoint {prefix} does not match this model/optimizer "
-                                f"({str(exc).splitlines()[0][:160]})",
-                                hint="resume with the same model and train settings, or start over with "
-                                     "--overwrite") from None
-        except Exception as exc:  # noqa: BLE001 - a truncated .data file fails deep in TF (IndexError, ...)
-            raise _damaged_error(prefix) from exc
+        read_checkpoint(self.checkpoint, prefix, partial=False, what="this model/optimizer",
+                        hint="resume with the same model and train settings, or start over with --overwrite")
         progress = json.loads(self.progress.numpy().decode("utf-8"))
         states = [np.asarray(v.numpy()) for v in self.carry]
         return progress, states, prefix
