@@ -46,20 +46,21 @@ def budget(labels: int) -> tuple[int, int, int, int]:
     return BUDGETS.get(labels) or BUDGETS[min(BUDGETS, key=lambda k: abs(k - labels))]
 
 
-def overrides(side: str, labels: int, seed: int) -> list[str]:
+def overrides(side: str, labels: int, seed: int, time_scale: float = 1.0) -> list[str]:
     epochs, eval_every, max_time, batch_size = budget(labels)
+    max_time = int(round(max_time * time_scale))
     return [f"run.name={side}_{labels}_s{seed}", f"run.dir={ROOT / 'runs' / 'transfer_imdb'}", "run.progress=plain",
             f"run.seed={seed}", f"data.train_limit={labels}", f"data.train_limit_seed={seed}",
             f"train.epochs={epochs}", f"train.eval_every={eval_every}", f"train.max_time={max_time}",
             f"train.batch_size={batch_size}", "train.log_every=1000"]
 
 
-def train_and_score(side: str, labels: int, seed: int, fresh: bool) -> dict:
+def train_and_score(side: str, labels: int, seed: int, fresh: bool, time_scale: float = 1.0) -> dict:
     from llmctl import evaluate
     from llmctl.runs import RunDir
     from llmctl.train import finetune
 
-    exp = config.load(ROOT / "configs" / RECIPES[side], overrides(side, labels, seed))
+    exp = config.load(ROOT / "configs" / RECIPES[side], overrides(side, labels, seed, time_scale))
     run = RunDir.of(exp)
     if fresh or not run.summary.is_file():
         exp.run.overwrite = True
@@ -157,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["tfidf", "pretrained", "scratch"])
     parser.add_argument("--fresh", action="store_true", help="retrain runs that already finished")
     parser.add_argument("--json", type=Path, default=RESULTS / "transfer_imdb.json")
+    parser.add_argument("--time-scale", type=float, default=1.0,
+                        help="multiply every max_time cap (both sides alike) on a slower machine, so that runs end "
+                             "by their epochs, never by the cap")
     args = parser.parse_args(argv)
     if not (ROOT / "runs" / "imdb_lm" / "run.json").is_file() and "pretrained" in args.sides:
         print("runs/imdb_lm is missing: run `llmctl preprocess configs/imdb_lm.yaml` and `llmctl pretrain "
@@ -171,11 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             for side in args.sides:
                 row = (tfidf_scores(splits, labels, seed) if side == "tfidf"
-                       else train_and_score(side, labels, seed, args.fresh))
+                       else train_and_score(side, labels, seed, args.fresh, args.time_scale))
                 # re-read before every write: several invocations may fill the same file side by side
                 existing = json.loads(args.json.read_text(encoding="utf-8")) if args.json.is_file() else {}
                 points = existing.get("points", {})
                 points[f"{side}/{labels}/{seed}"] = {"side": side, "labels": labels, "seed": seed, **row}
+                if side != "tfidf":
+                    points[f"{side}/{labels}/{seed}"]["max_time"] = int(round(budget(labels)[2] * args.time_scale))
                 print(f"{labels:>6} labels  seed {seed}  {side:<10}  test accuracy {row['accuracy']:.2%}  "
                       f"(valid {row['valid_accuracy']:.2%}, {row['train_seconds']:.0f} s)", flush=True)
                 summary = {"protocol": "IMDb train.jsonl split by document (seed 0): 20,000 train / 2,500 valid / "
