@@ -34,6 +34,7 @@ def open_run(exp) -> InferenceRun:
     from llmctl.config_validation import validate
     from llmctl.data.normalize import Normalizer
     from llmctl.data.preprocess import dataset_fingerprint
+    from llmctl.data.tokenizers.checked import load_checked_tokenizer
 
     run = RunDir.of(exp)
     run.require_model()
@@ -42,7 +43,7 @@ def open_run(exp) -> InferenceRun:
     if not run.config.is_file():
         raise ArtifactError(f"{run.root} has no config.yaml", hint="pass a run directory made by llmctl")
     saved = validate(run.saved_config(), source=str(run.config))
-    tokenizer = load_run_tokenizer(run)
+    tokenizer = load_checked_tokenizer(run.tokenizer, run.root)
     normalizer = Normalizer(saved.data.normalize)
     combined = dataset_fingerprint(tokenizer.fingerprint(), normalizer.settings())
     recorded = info.get("tokenizer_fingerprint") or combined
@@ -52,15 +53,6 @@ def open_run(exp) -> InferenceRun:
                             hint="restore the run's own tokenizer/ and config.yaml, or train the run again")
     return InferenceRun(run=run, info=info, kind=kind, exp=saved, tokenizer=tokenizer, normalizer=normalizer,
                         fingerprint=recorded)
-
-
-
-
-def load_run_tokenizer(run: RunDir):
-    """The run's tokenizer, both of its files checked (`llmctl.data.tokenizers.checked`)."""
-    from llmctl.data.tokenizers.checked import load_checked_tokenizer
-
-    return load_checked_tokenizer(run.tokenizer, run.root)
 
 
 def _has_checkpoint(run: RunDir) -> bool:

@@ -36,8 +36,8 @@ class Classifier:
     """A classification run loaded once, labelling any number of texts (`llmctl predict`, `llmctl serve`)."""
 
     def __init__(self, run_dir: RunDir, checkpoint: str = "best"):
+        from llmctl.data.tokenizers.checked import load_checked_tokenizer
         from llmctl.evaluation.classify import run_labels, run_max_length
-        from llmctl.inference_run import load_run_tokenizer
         from llmctl.models.classifier import ClassifierPredictor, load_classifier
 
         run_dir.require_model()
@@ -49,7 +49,7 @@ class Classifier:
         self.run = run_dir
         self.labels = run_labels(run_dir)
         self.normalize = _normalizer(run_dir)
-        self.tokenizer = load_run_tokenizer(run_dir)
+        self.tokenizer = load_checked_tokenizer(run_dir.tokenizer, run_dir.root)
         from llmctl.schema import FinetuneConfig
 
         self.max_length = run_max_length(run_dir, FinetuneConfig.model_fields["max_length"].default)
